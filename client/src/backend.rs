@@ -1,0 +1,141 @@
+//! Where a client's objects go: the store behind a `--store` URL.
+//!
+//! [`Backend`] is the seam between the client and a store. This module holds
+//! the local backend (`file://DIR`), which runs the node's store engine
+//! in-process: serverless backup to a local or removable drive. A local store
+//! holds one account, `local`, created by `coffer init`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use coffer_node::{AccountId, AccountWriter, ForgetReport, PutOutcome, SetRecord, Store, StoreError, Usage};
+use coffer_proto::ObjectId;
+
+use crate::error::{Error, Result};
+use crate::keys::Keys;
+
+pub const LOCAL_ACCOUNT: &str = "local";
+
+/// The operations a client needs from a store.
+pub trait Backend: Send + Sync {
+    /// Which of `ids` the store holds, one flag per id.
+    fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>>;
+    fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome>;
+    /// Makes every object put so far durable.
+    fn flush(&self) -> Result<()>;
+    /// Commits a backup set; returns the new client store marker.
+    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<u64>;
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
+    /// Committed sets, oldest first.
+    fn sets(&self) -> Result<Vec<(ObjectId, SetRecord)>>;
+    fn forget(&self, id: &ObjectId) -> Result<ForgetReport>;
+    fn marker(&self) -> Result<u64>;
+    fn usage(&self) -> Result<Usage>;
+    /// Something that names this store for the client's cache.
+    fn cache_key(&self) -> String;
+}
+
+/// A parsed `--store` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Local(PathBuf),
+}
+
+impl StoreUrl {
+    pub fn parse(url: &str) -> Result<StoreUrl> {
+        match url.strip_prefix("file://") {
+            Some(path) if !path.is_empty() => Ok(StoreUrl::Local(PathBuf::from(path))),
+            _ => {
+                Err(Error::Invalid(format!("unsupported store URL `{url}` (expected file:///path/to/store)")))
+            }
+        }
+    }
+}
+
+/// The node's store engine, in this process.
+pub struct LocalBackend {
+    store: Store,
+    account: AccountId,
+    writer: Mutex<Option<AccountWriter>>,
+}
+
+impl LocalBackend {
+    /// Creates the store if needed and its account for these keys.
+    pub fn init(root: &Path, keys: &Keys) -> Result<LocalBackend> {
+        let store = if root.join("STORE").exists() { Store::open(root)? } else { Store::create(root)? };
+        if store.find_account(LOCAL_ACCOUNT)?.is_some() {
+            return Err(Error::Invalid(format!("{} already holds an initialised store", root.display())));
+        }
+        let account = store.create_account(LOCAL_ACCOUNT, &keys.fingerprint())?;
+        Ok(LocalBackend { store, account: account.id, writer: Mutex::new(None) })
+    }
+
+    /// Opens the store and checks that `keys` are this account's keys.
+    pub fn open(root: &Path, keys: &Keys) -> Result<LocalBackend> {
+        let store = Store::open(root)?;
+        let account = store
+            .find_account(LOCAL_ACCOUNT)?
+            .ok_or_else(|| Error::Invalid(format!("{} has no account; run `coffer init`", root.display())))?;
+        if account.key_fingerprint != keys.fingerprint() {
+            return Err(Error::WrongKeys { expected: account.key_fingerprint, found: keys.fingerprint() });
+        }
+        Ok(LocalBackend { store, account: account.id, writer: Mutex::new(None) })
+    }
+
+    fn with_writer<T>(&self, f: impl FnOnce(&mut AccountWriter) -> Result<T, StoreError>) -> Result<T> {
+        let mut guard = self.writer.lock().unwrap();
+        if guard.is_none() {
+            *guard = Some(self.store.writer(self.account)?);
+        }
+        Ok(f(guard.as_mut().unwrap())?)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl Backend for LocalBackend {
+    fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        Ok(self.store.has_many(self.account, ids)?)
+    }
+
+    fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome> {
+        self.with_writer(|w| w.put(id, envelope))
+    }
+
+    fn flush(&self) -> Result<()> {
+        match self.writer.lock().unwrap().as_mut() {
+            Some(w) => Ok(w.flush()?),
+            None => Ok(()),
+        }
+    }
+
+    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
+        self.with_writer(|w| w.commit_set(id, envelope))
+    }
+
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        Ok(self.store.get(self.account, id)?)
+    }
+
+    fn sets(&self) -> Result<Vec<(ObjectId, SetRecord)>> {
+        Ok(self.store.sets(self.account)?)
+    }
+
+    fn forget(&self, id: &ObjectId) -> Result<ForgetReport> {
+        self.with_writer(|w| w.forget_set(id))
+    }
+
+    fn marker(&self) -> Result<u64> {
+        Ok(self.store.account(self.account)?.marker)
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        Ok(self.store.usage(self.account)?)
+    }
+
+    fn cache_key(&self) -> String {
+        format!("file://{}", self.store.root().display())
+    }
+}

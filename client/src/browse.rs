@@ -1,0 +1,266 @@
+//! Finding things in the backup history.
+//!
+//! Paths in the store are the absolute paths that were backed up. A path is
+//! found by its backup location (the longest backed-up path that contains it)
+//! and the components below it. Only sets that contain a location speak about
+//! it: "as at T" means the newest set not newer than T that contains the
+//! location; a file is deleted in a set if an older set of the location had it
+//! and this one does not.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::backupset::{BackupSet, Location};
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::timefmt;
+use crate::tree::{Entry, Kind};
+
+/// Which backup set to look in.
+#[derive(Debug, Clone, Default)]
+pub enum Selector {
+    #[default]
+    Latest,
+    /// Newest set not newer than this time (ns since the epoch).
+    AsAt(i64),
+    /// A set id or a unique prefix of one.
+    Set(String),
+}
+
+/// A path split into its backup location and the components below it.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub location: Vec<u8>,
+    pub components: Vec<Vec<u8>>,
+    pub path: PathBuf,
+}
+
+/// All backup sets of an account, oldest first.
+pub struct Catalog {
+    pub sets: Vec<BackupSet>,
+}
+
+impl Catalog {
+    pub fn load(repo: &Repository) -> Result<Catalog> {
+        Ok(Catalog { sets: repo.sets()? })
+    }
+
+    /// Every location ever backed up, sorted.
+    pub fn locations(&self) -> Vec<&Location> {
+        let mut out: Vec<&Location> = Vec::new();
+        for set in self.sets.iter().rev() {
+            for loc in &set.contents.locations {
+                if !out.iter().any(|l| l.path == loc.path) {
+                    out.push(loc);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        out
+    }
+
+    pub fn locate(&self, path: &Path) -> Result<Located> {
+        let path = absolute(path)?;
+        let bytes = path.as_os_str().as_bytes();
+        let best = self
+            .locations()
+            .into_iter()
+            .filter(|l| is_within(bytes, &l.path))
+            .max_by_key(|l| l.path.len())
+            .ok_or_else(|| Error::NotFound(format!("{} is not in any backup location", path.display())))?;
+        let rest = &bytes[best.path.len()..];
+        let components = rest.split(|b| *b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect();
+        Ok(Located { location: best.path.clone(), components, path })
+    }
+
+    /// The sets that contain `location`, oldest first.
+    pub fn history<'a>(
+        &'a self,
+        location: &[u8],
+    ) -> impl Iterator<Item = (&'a BackupSet, &'a Location)> + 'a {
+        let location = location.to_vec();
+        self.sets.iter().filter_map(move |s| s.location(&location).map(|l| (s, l)))
+    }
+
+    pub fn select(&self, location: &[u8], selector: &Selector) -> Result<(&BackupSet, &Location)> {
+        let name = String::from_utf8_lossy(location);
+        match selector {
+            Selector::Latest => self.history(location).last(),
+            Selector::AsAt(t) => self.history(location).filter(|(s, _)| s.header.time_ns <= *t).last(),
+            Selector::Set(prefix) => {
+                let set = self.find_set(prefix)?;
+                let loc = set.location(location).ok_or_else(|| {
+                    Error::NotFound(format!("backup set {} does not contain {name}", set.id.short()))
+                })?;
+                Some((set, loc))
+            }
+        }
+        .ok_or_else(|| match selector {
+            Selector::AsAt(t) => Error::NotFound(format!(
+                "no backup of {name} as at {} (the first is newer)",
+                timefmt::format(*t)
+            )),
+            _ => Error::NotFound(format!("no backup set contains {name}")),
+        })
+    }
+
+    pub fn find_set(&self, prefix: &str) -> Result<&BackupSet> {
+        let prefix = prefix.to_ascii_lowercase();
+        let mut matches = self.sets.iter().filter(|s| s.id.to_hex().starts_with(&prefix));
+        match (matches.next(), matches.next()) {
+            (Some(s), None) if !prefix.is_empty() => Ok(s),
+            (Some(_), Some(_)) => {
+                Err(Error::Invalid(format!("backup set id `{prefix}` is ambiguous; give more digits")))
+            }
+            _ => Err(Error::NotFound(format!("no backup set {prefix}"))),
+        }
+    }
+}
+
+/// Walks from a location's root to the entry named by `components`.
+pub fn lookup(repo: &Repository, location: &Location, components: &[Vec<u8>]) -> Result<Option<Entry>> {
+    let mut entry = location.root.clone();
+    for name in components {
+        let Some(tree) = entry.tree() else { return Ok(None) };
+        match repo.tree(&tree)?.find(name) {
+            Some(child) => entry = child.clone(),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(entry))
+}
+
+/// One line of a directory listing.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub name: String,
+    pub kind: Kind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_ns: i64,
+    pub deleted: bool,
+}
+
+impl Listed {
+    fn from(entry: &Entry, deleted: bool) -> Listed {
+        Listed {
+            name: entry.name_lossy(),
+            kind: entry.kind,
+            size: entry.size,
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            mtime_ns: entry.mtime_ns,
+            deleted,
+        }
+    }
+}
+
+/// Lists a directory (or describes a single entry) in the selected set; with
+/// `deleted`, also what older sets of the location had there and this one lacks.
+pub fn list(
+    repo: &Repository,
+    catalog: &Catalog,
+    path: &Path,
+    selector: &Selector,
+    deleted: bool,
+) -> Result<Vec<Listed>> {
+    let located = catalog.locate(path)?;
+    let (set, location) = catalog.select(&located.location, selector)?;
+    let current = lookup(repo, location, &located.components)?;
+    let mut out: Vec<Listed> = match &current {
+        Some(e) if e.kind == Kind::Dir => repo
+            .tree(&e.tree().expect("dir has a tree"))?
+            .entries
+            .iter()
+            .map(|c| Listed::from(c, false))
+            .collect(),
+        Some(e) => return Ok(vec![Listed::from(e, false)]),
+        None if !deleted => {
+            return Err(Error::NotFound(format!(
+                "{} is not in backup set {}",
+                located.path.display(),
+                set.id.short()
+            )));
+        }
+        None => Vec::new(),
+    };
+    if deleted {
+        let current: HashSet<&str> = out.iter().map(|l| l.name.as_str()).collect();
+        let mut gone: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+        let older = catalog.history(&located.location).filter(|(s, _)| s.header.time_ns < set.header.time_ns);
+        for (_, loc) in older {
+            let Some(dir) = lookup(repo, loc, &located.components)?.and_then(|e| e.tree()) else { continue };
+            for e in repo.tree(&dir)?.entries {
+                if !current.contains(e.name_lossy().as_str()) {
+                    gone.insert(e.name.clone(), e);
+                }
+            }
+        }
+        out.extend(gone.values().map(|e| Listed::from(e, true)));
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Ok(out)
+}
+
+/// A version of a path: the first set in which it looked like this.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Version {
+    pub set_id: String,
+    pub set_time_ns: i64,
+    /// `None` where the path did not exist in that set.
+    pub size: Option<u64>,
+    pub mtime_ns: Option<i64>,
+}
+
+pub fn versions(repo: &Repository, catalog: &Catalog, path: &Path) -> Result<Vec<Version>> {
+    let located = catalog.locate(path)?;
+    let mut out = Vec::new();
+    let mut last: Option<Option<Entry>> = None;
+    for (set, loc) in catalog.history(&located.location) {
+        let entry = lookup(repo, loc, &located.components)?;
+        let same = match (&last, &entry) {
+            (Some(Some(a)), Some(b)) => a.same_version(b),
+            (Some(None), None) => true,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            out.push(Version {
+                set_id: set.id.to_hex(),
+                set_time_ns: set.header.time_ns,
+                size: entry.as_ref().map(|e| e.size),
+                mtime_ns: entry.as_ref().map(|e| e.mtime_ns),
+            });
+        }
+        last = Some(entry);
+    }
+    if out.is_empty() {
+        return Err(Error::NotFound(format!("{} was never backed up", located.path.display())));
+    }
+    Ok(out)
+}
+
+/// Makes a path absolute lexically (it need not exist any more).
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(path).map_err(Error::io(path))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn is_within(path: &[u8], location: &[u8]) -> bool {
+    path.starts_with(location)
+        && (path.len() == location.len() || path[location.len()] == b'/' || location == b"/")
+}

@@ -1,0 +1,37 @@
+//! The Coffer client: everything that happens on the machine being backed up.
+//! Keys never leave it; the store sees only sealed objects.
+//!
+//! - [`keys`]: the keys file and the keys derived from it.
+//! - [`crypto`]: sealing chunks (AES-256-GCM) and metadata (Blowfish-CBC + HMAC).
+//! - [`chunker`]: content-defined chunking (FastCDC).
+//! - [`tree`]: directory entries and their sealed tree objects.
+//! - [`backupset`]: backup sets: one snapshot of the backup locations.
+//! - [`backend`]: the store behind a `--store` URL (the local store runs the
+//!   node's store engine in-process).
+//! - [`cache`]: the local cache of trees, sets and the client store marker.
+//! - [`repo`]: backend, keys and cache together; verified reads.
+//! - [`scanner`]: walks directories, detects changes, chunks and uploads.
+//! - [`backup`]: one backup run, ending in a committed set.
+//! - [`browse`]: finding paths, versions and deleted files in the history.
+//! - [`restore`]: recreating trees and files with their metadata.
+//! - [`compare`]: comparing a backup with the disk.
+//! - [`timefmt`]: reading and printing times.
+
+pub mod backend;
+pub mod backup;
+pub mod backupset;
+pub mod browse;
+pub mod cache;
+pub mod chunker;
+pub mod compare;
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod repo;
+pub mod restore;
+pub mod scanner;
+pub mod timefmt;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use repo::Repository;

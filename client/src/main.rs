@@ -1,0 +1,411 @@
+//! `coffer`: back up, browse and restore.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use coffer_client::backup::{self, BackupOptions, human_bytes};
+use coffer_client::browse::{self, Catalog, Selector};
+use coffer_client::tree::Kind;
+use coffer_client::{Repository, cache, compare, restore, timefmt};
+
+/// Encrypted, deduplicated, versioned backups.
+///
+/// Exit status: 0 on success, 1 when `compare` finds differences, 2 on any error.
+#[derive(Parser)]
+#[command(name = "coffer", version)]
+struct Cli {
+    /// The store: file:///path/to/store for a local or removable drive.
+    #[arg(long, env = "COFFER_STORE", global = true)]
+    store: Option<String>,
+    /// The keys file (keep a copy somewhere safe: without it the backup is unreadable).
+    #[arg(long, env = "COFFER_KEYS", global = true)]
+    keys: Option<PathBuf>,
+    /// Where the client caches store metadata.
+    #[arg(long, env = "COFFER_CACHE", global = true)]
+    cache: Option<PathBuf>,
+    /// More log output (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct At {
+    /// Look in the newest backup set not newer than this time (RFC 3339 or "YYYY-MM-DD HH:MM:SS").
+    #[arg(long, conflicts_with = "set")]
+    as_at: Option<String>,
+    /// Look in this backup set (an id or a unique prefix).
+    #[arg(long)]
+    set: Option<String>,
+}
+
+impl At {
+    fn selector(&self) -> Result<Selector> {
+        Ok(match (&self.as_at, &self.set) {
+            (Some(t), _) => Selector::AsAt(timefmt::parse(t)?),
+            (None, Some(s)) => Selector::Set(s.clone()),
+            (None, None) => Selector::Latest,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a keys file and initialise the store for it.
+    Init,
+    /// Back up directories: upload what changed and commit a backup set.
+    Backup {
+        #[arg(long)]
+        json: bool,
+        /// Do not compress chunks.
+        #[arg(long)]
+        no_compress: bool,
+        /// A tag recorded in the set (repeatable).
+        #[arg(long)]
+        tag: Vec<String>,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List backup sets.
+    Sets {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a backed-up directory (or the backup locations, without PATH).
+    Ls {
+        /// Long listing: mode, owner, size, modification time.
+        #[arg(short = 'l')]
+        long: bool,
+        /// Also list files deleted since older sets.
+        #[arg(long)]
+        deleted: bool,
+        #[command(flatten)]
+        at: At,
+        #[arg(long)]
+        json: bool,
+        path: Option<PathBuf>,
+    },
+    /// List the versions of a path across backup sets.
+    Versions {
+        #[arg(long)]
+        json: bool,
+        path: PathBuf,
+    },
+    /// Restore PATH as it was into DEST (absent or an empty directory).
+    Restore {
+        #[command(flatten)]
+        at: At,
+        path: PathBuf,
+        dest: PathBuf,
+    },
+    /// Compare a backup with the disk.
+    Compare {
+        /// Trust metadata instead of re-reading file contents.
+        #[arg(long)]
+        quick: bool,
+        #[command(flatten)]
+        at: At,
+        #[arg(long)]
+        json: bool,
+        path: PathBuf,
+    },
+    /// Delete a backup set; space used only by it is reclaimed.
+    Forget {
+        set_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// How much the store holds for this account.
+    Usage {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = ["warn", "info", "debug"][cli.verbose.min(2) as usize];
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("coffer: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let store =
+        cli.store.clone().ok_or_else(|| anyhow!("no store given: use --store URL or COFFER_STORE"))?;
+    let keys =
+        cli.keys.clone().ok_or_else(|| anyhow!("no keys file given: use --keys FILE or COFFER_KEYS"))?;
+    let cache_root = cli.cache.clone().unwrap_or_else(cache::default_root);
+    if let Command::Init = cli.command {
+        let repo = Repository::init(&store, &keys, &cache_root)?;
+        println!("Created keys file {} (fingerprint {}).", keys.display(), &repo.keys.fingerprint()[..16]);
+        println!("Store {store} is ready.");
+        eprintln!(
+            "IMPORTANT: keep a copy of {} somewhere other than this machine and this store. \
+             Without it your backups cannot be read by anyone, including you.",
+            keys.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let repo =
+        Repository::open(&store, &keys, &cache_root).with_context(|| format!("opening store {store}"))?;
+    match cli.command {
+        Command::Init => unreachable!("handled above"),
+        Command::Backup { json, no_compress, tag, paths } => {
+            let opts = BackupOptions {
+                compress: !no_compress,
+                progress: !json && std::io::stderr().is_terminal(),
+                tags: tag,
+            };
+            let report = backup::backup(&repo, &paths, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print_backup(&report);
+            }
+        }
+        Command::Sets { json } => print_sets(&Catalog::load(&repo)?, json)?,
+        Command::Ls { long, deleted, at, json, path } => {
+            let catalog = Catalog::load(&repo)?;
+            match path {
+                None => print_locations(&catalog, json)?,
+                Some(path) => {
+                    let listed = browse::list(&repo, &catalog, &path, &at.selector()?, deleted)?;
+                    print_listing(&listed, long, json)?;
+                }
+            }
+        }
+        Command::Versions { json, path } => {
+            let versions = browse::versions(&repo, &Catalog::load(&repo)?, &path)?;
+            print_versions(&versions, json)?;
+        }
+        Command::Restore { at, path, dest } => return restore_cmd(&repo, &at, &path, &dest),
+        Command::Compare { quick, at, json, path } => return compare_cmd(&repo, &at, &path, quick, json),
+        Command::Forget { set_id, json } => {
+            let catalog = Catalog::load(&repo)?;
+            let set = catalog.find_set(&set_id)?;
+            let report = repo.backend.forget(&set.id)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "Forgot backup set {}: freed {} objects ({}), rewrote {} and deleted {} pack files.",
+                    set.id.short(),
+                    report.objects_freed,
+                    human_bytes(report.bytes_freed),
+                    report.packs_rewritten,
+                    report.packs_deleted
+                );
+            }
+        }
+        Command::Usage { json } => {
+            let usage = repo.backend.usage()?;
+            if json {
+                println!("{}", serde_json::to_string(&usage)?);
+            } else {
+                println!("backup sets   {}", usage.sets);
+                println!("live objects  {} ({})", usage.objects, human_bytes(usage.live_bytes));
+                println!("pack files    {} ({})", usage.packs, human_bytes(usage.pack_bytes));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path) -> Result<ExitCode> {
+    let catalog = Catalog::load(repo)?;
+    let located = catalog.locate(path)?;
+    let (set, location) = catalog.select(&located.location, &at.selector()?)?;
+    let entry = browse::lookup(repo, location, &located.components)?.ok_or_else(|| {
+        anyhow!(
+            "{} is not in backup set {} ({})",
+            located.path.display(),
+            set.id.short(),
+            timefmt::format(set.header.time_ns)
+        )
+    })?;
+    let report = restore::restore(repo, &entry, &located.path, dest)?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "Restored {} files and {} directories ({}) from backup set {} ({}).",
+        report.files,
+        report.dirs,
+        human_bytes(report.bytes),
+        set.id.short(),
+        timefmt::format(set.header.time_ns)
+    );
+    if report.failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("coffer: error: {} items could not be restored:", report.failures.len());
+    for f in &report.failures {
+        eprintln!("  {f}");
+    }
+    Ok(ExitCode::from(2))
+}
+
+fn compare_cmd(repo: &Repository, at: &At, path: &Path, quick: bool, json: bool) -> Result<ExitCode> {
+    let catalog = Catalog::load(repo)?;
+    let located = catalog.locate(path)?;
+    let (_, location) = catalog.select(&located.location, &at.selector()?)?;
+    let entry = browse::lookup(repo, location, &located.components)?
+        .ok_or_else(|| anyhow!("{} is not in the backup", located.path.display()))?;
+    let diffs = compare::compare(repo, &entry, &located.path, quick)?;
+    if json {
+        println!("{}", serde_json::to_string(&diffs)?);
+    } else {
+        for d in &diffs {
+            println!("{}: {}", d.path, d.what);
+        }
+        println!("{} differences", diffs.len());
+    }
+    Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_backup(r: &backup::BackupReport) {
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    let set = r.set_id.as_deref().map(|s| &s[..12]).unwrap_or("-");
+    if r.unchanged {
+        println!("Nothing changed since backup set {set}; no new set committed.");
+    } else {
+        println!("Committed backup set {set}.");
+    }
+    println!(
+        "{} files in {} directories ({}); read {} files ({}); stored {} new ({} chunks) in {:.1}s.",
+        r.files_total,
+        r.dirs_total,
+        human_bytes(r.bytes_total),
+        r.files_read,
+        human_bytes(r.bytes_read),
+        human_bytes(r.bytes_stored_new),
+        r.chunks_new,
+        r.seconds
+    );
+}
+
+fn print_sets(catalog: &Catalog, json: bool) -> Result<()> {
+    if json {
+        let sets: Vec<_> = catalog
+            .sets
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id.to_hex(),
+                    "time_ns": s.header.time_ns,
+                    "time": timefmt::format(s.header.time_ns),
+                    "marker": s.header.marker,
+                    "files": s.header.stats.files,
+                    "dirs": s.header.stats.dirs,
+                    "bytes": s.header.stats.bytes,
+                    "host": s.contents.host,
+                    "tags": s.contents.tags,
+                    "locations": s.contents.locations.iter().map(|l| l.path_lossy()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&sets)?);
+        return Ok(());
+    }
+    println!("{:<12}  {:<19}  {:>8}  {:>10}  LOCATIONS", "SET", "TIME", "FILES", "SIZE");
+    for s in &catalog.sets {
+        let locations: Vec<_> = s.contents.locations.iter().map(|l| l.path_lossy()).collect();
+        println!(
+            "{:<12}  {:<19}  {:>8}  {:>10}  {}",
+            s.id.short(),
+            timefmt::format(s.header.time_ns),
+            s.header.stats.files,
+            human_bytes(s.header.stats.bytes),
+            locations.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn print_locations(catalog: &Catalog, json: bool) -> Result<()> {
+    let locations: Vec<String> = catalog.locations().iter().map(|l| l.path_lossy()).collect();
+    if json {
+        println!("{}", serde_json::to_string(&locations)?);
+    } else {
+        for l in locations {
+            println!("{l}/");
+        }
+    }
+    Ok(())
+}
+
+fn print_listing(listed: &[browse::Listed], long: bool, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(listed)?);
+        return Ok(());
+    }
+    for l in listed {
+        let suffix = match (l.kind, l.deleted) {
+            (_, true) => " (deleted)",
+            (Kind::Dir, _) => "/",
+            _ => "",
+        };
+        if long {
+            println!(
+                "{}  {:>5} {:>5}  {:>12}  {}  {}{suffix}",
+                mode_string(l.kind, l.mode),
+                l.uid,
+                l.gid,
+                l.size,
+                timefmt::format(l.mtime_ns),
+                l.name
+            );
+        } else {
+            println!("{}{suffix}", l.name);
+        }
+    }
+    Ok(())
+}
+
+fn print_versions(versions: &[browse::Version], json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(versions)?);
+        return Ok(());
+    }
+    println!("{:<12}  {:<19}  {:>12}  MODIFIED", "SET", "SET TIME", "SIZE");
+    for v in versions {
+        let (size, mtime) = match (v.size, v.mtime_ns) {
+            (Some(size), Some(m)) => (size.to_string(), timefmt::format(m)),
+            _ => ("deleted".to_string(), String::new()),
+        };
+        println!("{:<12}  {:<19}  {size:>12}  {mtime}", &v.set_id[..12], timefmt::format(v.set_time_ns));
+    }
+    Ok(())
+}
+
+fn mode_string(kind: Kind, mode: u32) -> String {
+    let kind_char = match kind {
+        Kind::Dir => 'd',
+        Kind::File => '-',
+        Kind::Symlink => 'l',
+        Kind::Fifo => 'p',
+        Kind::CharDevice => 'c',
+        Kind::BlockDevice => 'b',
+    };
+    let bits = "rwxrwxrwx";
+    let perms: String =
+        bits.chars().enumerate().map(|(i, c)| if mode & (0o400 >> i) != 0 { c } else { '-' }).collect();
+    format!("{kind_char}{perms}")
+}

@@ -1,0 +1,323 @@
+//! The scanner: turns a directory on disk into trees, reading only what
+//! changed.
+//!
+//! Each entry is compared with the same name's entry in the previous backup
+//! set (from the local cache, so nothing-changed needs no download): same
+//! size, mtime, ctime and inode means the file's chunks are reused without
+//! reading it. Entries of a directory are handled in parallel (rayon), and a
+//! file's chunks are hashed and sealed in parallel batches, so both cores work.
+//!
+//! Racy files: a file read within [`RACY_WINDOW_NS`] of its last modification
+//! could change again without its mtime moving, so its entry is marked `racy`
+//! and the next backup reads it again (git's "racy clean" rule; the design's
+//! "stored mtime min(mtime, start-1)" serves the same end, but Coffer keeps
+//! the true mtime for restore). A file that changes while it is read is read
+//! again, up to [`MAX_READS`] times.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{self, File, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use coffer_node::PutOutcome;
+use coffer_proto::ObjectId;
+use rayon::prelude::*;
+
+use crate::chunker::{self, DEFAULT_PARAMS};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::repo::Repository;
+use crate::timefmt;
+use crate::tree::{Entry, Kind, Tree};
+
+pub const RACY_WINDOW_NS: i64 = 20_000_000;
+pub const MAX_READS: u32 = 3;
+/// Chunks hashed and sealed together; bounds memory per file being read.
+const CHUNK_BATCH: usize = 8;
+
+/// Running totals of one scan.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub files_total: AtomicU64,
+    pub dirs_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub chunks_new: AtomicU64,
+    pub bytes_stored_new: AtomicU64,
+}
+
+pub struct Scanner<'a> {
+    repo: &'a Repository,
+    compress: bool,
+    pub counters: Counters,
+    warnings: Mutex<Vec<String>>,
+    /// Content of multiply-linked files already read, by (device, inode).
+    links: Mutex<HashMap<(u64, u64), Entry>>,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(repo: &'a Repository, compress: bool) -> Self {
+        Scanner {
+            repo,
+            compress,
+            counters: Counters::default(),
+            warnings: Mutex::new(Vec::new()),
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.lock().unwrap())
+    }
+
+    fn warn(&self, path: &Path, problem: impl std::fmt::Display) {
+        let message = format!("{}: {problem}", path.display());
+        tracing::debug!("{message}");
+        self.warnings.lock().unwrap().push(message);
+    }
+
+    /// Scans a backup location's root directory; `previous` is its entry in
+    /// the last set that had it.
+    pub fn scan_root(&self, path: &Path, previous: Option<&Entry>) -> Result<Entry> {
+        let meta = fs::symlink_metadata(path).map_err(Error::io(path))?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} is not a directory; back up directories",
+                path.display()
+            )));
+        }
+        let mut entry = entry_from(path.as_os_str().as_bytes().to_vec(), &meta, Kind::Dir);
+        entry.xattrs = read_xattrs(path);
+        let previous_tree = previous.and_then(|p| self.previous_tree(path, p));
+        entry.content = vec![self.scan_dir(path, previous_tree.as_ref())?];
+        Ok(entry)
+    }
+
+    fn previous_tree(&self, path: &Path, previous: &Entry) -> Option<Tree> {
+        let id = previous.tree()?;
+        self.repo
+            .tree(&id)
+            .inspect_err(|e| {
+                self.warn(path, format_args!("previous backup unreadable, reading everything: {e}"))
+            })
+            .ok()
+    }
+
+    fn scan_dir(&self, path: &Path, previous: Option<&Tree>) -> Result<ObjectId> {
+        self.counters.dirs_total.fetch_add(1, Relaxed);
+        let mut names: Vec<OsString> = fs::read_dir(path)
+            .map_err(Error::io(path))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(Error::io(path))?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let entries: Vec<Entry> = names
+            .par_iter()
+            .filter_map(|name| {
+                let child = path.join(name);
+                let prev = previous.and_then(|t| t.find(name.as_bytes()));
+                self.scan_entry(&child, name.as_bytes(), prev).unwrap_or_else(|e| {
+                    self.warn(&child, format_args!("not backed up: {e}"));
+                    None
+                })
+            })
+            .collect();
+        let tree = Tree { entries };
+        let (id, envelope) = tree.seal(&self.repo.keys);
+        self.repo.cache.put_tree(&id, &tree.plaintext());
+        if !self.repo.backend.has_many(&[id])?[0] {
+            self.repo.backend.put(id, &envelope)?;
+        }
+        Ok(id)
+    }
+
+    fn scan_entry(&self, path: &Path, name: &[u8], previous: Option<&Entry>) -> Result<Option<Entry>> {
+        if self.repo.private_paths.iter().any(|p| p == path) {
+            return Ok(None);
+        }
+        let meta = fs::symlink_metadata(path).map_err(Error::io(path))?;
+        let ft = meta.file_type();
+        let kind = match () {
+            _ if ft.is_dir() => Kind::Dir,
+            _ if ft.is_file() => Kind::File,
+            _ if ft.is_symlink() => Kind::Symlink,
+            _ if ft.is_fifo() => Kind::Fifo,
+            _ if ft.is_char_device() => Kind::CharDevice,
+            _ if ft.is_block_device() => Kind::BlockDevice,
+            _ => return Ok(None), // sockets are recreated by their servers, not restored
+        };
+        let mut entry = entry_from(name.to_vec(), &meta, kind);
+        entry.xattrs = read_xattrs(path);
+        match kind {
+            Kind::Dir => {
+                let prev_tree =
+                    previous.filter(|p| p.kind == Kind::Dir).and_then(|p| self.previous_tree(path, p));
+                entry.content = vec![self.scan_dir(path, prev_tree.as_ref())?];
+            }
+            Kind::File => {
+                self.file_content(path, &mut entry, previous)?;
+                self.counters.files_total.fetch_add(1, Relaxed);
+                self.counters.bytes_total.fetch_add(entry.size, Relaxed);
+            }
+            Kind::Symlink => {
+                entry.target = fs::read_link(path).map_err(Error::io(path))?.as_os_str().as_bytes().to_vec();
+            }
+            _ => {}
+        }
+        Ok(Some(entry))
+    }
+
+    fn file_content(&self, path: &Path, entry: &mut Entry, previous: Option<&Entry>) -> Result<()> {
+        if let Some(prev) = previous.filter(|p| unchanged(p, entry)) {
+            entry.content = prev.content.clone();
+            return Ok(());
+        }
+        let link_key = (entry.nlink > 1).then_some((entry.dev, entry.inode));
+        if let Some(key) = link_key
+            && let Some(seen) = self.links.lock().unwrap().get(&key).filter(|s| unchanged(s, entry))
+        {
+            entry.content = seen.content.clone();
+            entry.racy = seen.racy;
+            return Ok(());
+        }
+        self.read_file(path, entry)?;
+        if let Some(key) = link_key {
+            self.links.lock().unwrap().insert(key, entry.clone());
+        }
+        Ok(())
+    }
+
+    /// Reads a file into chunks, again if it changed while being read.
+    fn read_file(&self, path: &Path, entry: &mut Entry) -> Result<()> {
+        self.counters.files_read.fetch_add(1, Relaxed);
+        for attempt in 1..=MAX_READS {
+            let file = File::open(path).map_err(Error::io(path))?;
+            let before = file.metadata().map_err(Error::io(path))?;
+            let read_start = timefmt::now_ns();
+            let content = self.store_content(&file, path)?;
+            let after = file.metadata().map_err(Error::io(path))?;
+            let stable = same_stat(&before, &after);
+            if stable || attempt == MAX_READS {
+                if !stable {
+                    self.warn(
+                        path,
+                        "changed while being read; stored the last read, will read it again next time",
+                    );
+                }
+                let fresh = entry_from(entry.name.clone(), &after, Kind::File);
+                entry.size = fresh.size;
+                entry.mtime_ns = fresh.mtime_ns;
+                entry.ctime_ns = fresh.ctime_ns;
+                entry.content = content;
+                entry.racy = !stable || fresh.mtime_ns + RACY_WINDOW_NS > read_start;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn store_content(&self, file: &File, path: &Path) -> Result<Vec<ObjectId>> {
+        let mut ids = Vec::new();
+        let mut batch = Vec::with_capacity(CHUNK_BATCH);
+        for chunk in chunker::chunks(file, DEFAULT_PARAMS) {
+            let chunk = chunk.map_err(Error::io(path))?;
+            self.counters.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
+            batch.push(chunk);
+            if batch.len() == CHUNK_BATCH {
+                ids.extend(self.store_chunks(std::mem::take(&mut batch))?);
+            }
+        }
+        ids.extend(self.store_chunks(batch)?);
+        Ok(ids)
+    }
+
+    /// Hashes a batch of chunks, asks the store which it lacks in one call,
+    /// and seals and uploads only those.
+    fn store_chunks(&self, batch: Vec<Vec<u8>>) -> Result<Vec<ObjectId>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = &self.repo.keys;
+        let ids: Vec<ObjectId> = batch.par_iter().map(|c| keys.object_id(c)).collect();
+        let present = self.repo.backend.has_many(&ids)?;
+        let sealed: Vec<Option<Vec<u8>>> = batch
+            .par_iter()
+            .zip(&ids)
+            .zip(&present)
+            .map(|((chunk, id), present)| {
+                (!present).then(|| crypto::seal_chunk(keys, id, chunk, self.compress))
+            })
+            .collect();
+        for (id, envelope) in ids.iter().zip(sealed) {
+            if let Some(envelope) = envelope
+                && let PutOutcome::Stored(bytes) = self.repo.backend.put(*id, &envelope)?
+            {
+                self.counters.chunks_new.fetch_add(1, Relaxed);
+                self.counters.bytes_stored_new.fetch_add(bytes, Relaxed);
+            }
+        }
+        Ok(ids)
+    }
+}
+
+fn unchanged(previous: &Entry, now: &Entry) -> bool {
+    previous.kind == Kind::File
+        && !previous.racy
+        && previous.size == now.size
+        && previous.mtime_ns == now.mtime_ns
+        && previous.ctime_ns == now.ctime_ns
+        && previous.inode == now.inode
+}
+
+fn same_stat(a: &Metadata, b: &Metadata) -> bool {
+    a.size() == b.size()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
+        && a.ctime() == b.ctime()
+        && a.ctime_nsec() == b.ctime_nsec()
+}
+
+/// The metadata part of an entry, from `lstat`.
+pub fn entry_from(name: Vec<u8>, meta: &Metadata, kind: Kind) -> Entry {
+    Entry {
+        name,
+        kind,
+        size: if kind == Kind::File { meta.size() } else { 0 },
+        mode: meta.mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        dev: meta.dev(),
+        inode: meta.ino(),
+        nlink: meta.nlink(),
+        rdev: meta.rdev(),
+        xattrs: Vec::new(),
+        target: Vec::new(),
+        content: Vec::new(),
+        racy: false,
+    }
+}
+
+/// Extended attributes of a path (not following symlinks); unreadable ones are skipped.
+pub fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let mut out: Vec<_> = names
+        .filter_map(|n| {
+            let value = xattr::get(path, &n).ok().flatten()?;
+            Some((n.as_bytes().to_vec(), value))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Absolute, symlink-resolved form of a backup location.
+pub fn location_path(path: &Path) -> Result<PathBuf> {
+    fs::canonicalize(path).map_err(Error::io(path))
+}

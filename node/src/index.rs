@@ -1,0 +1,148 @@
+//! The RocksDB index of a store and its record codecs.
+//!
+//! Column families, each keyed by account id (u64 big-endian) so an account's
+//! records are contiguous:
+//!
+//! | family         | key                   | value                        |
+//! |----------------|-----------------------|------------------------------|
+//! | `accounts`     | account               | [`AccountRecord`]            |
+//! | `objects`      | account, object id    | [`ObjectEntry`]              |
+//! | `packs`        | account, pack id      | [`PackStats`]                |
+//! | `sets`         | account, set id       | [`SetRecord`]                |
+//! | `tombstones`   | account, set id       | time forgotten (i64 ns)      |
+//! | `unreferenced` | account, object id    | time stored (i64 ns)         |
+//! | `meta`         | name                  | store-wide counters          |
+//!
+//! Values are postcard-encoded. `unreferenced` lists objects stored but not yet
+//! named by any tree or set: the only candidates for grace-period collection,
+//! so collection never scans the whole store.
+
+use std::path::Path;
+
+use coffer_proto::{ObjectId, ObjectKind, SetHeader};
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::error::{Result, StoreError};
+
+pub const CF_ACCOUNTS: &str = "accounts";
+pub const CF_OBJECTS: &str = "objects";
+pub const CF_PACKS: &str = "packs";
+pub const CF_SETS: &str = "sets";
+pub const CF_TOMBSTONES: &str = "tombstones";
+pub const CF_UNREFERENCED: &str = "unreferenced";
+pub const CF_META: &str = "meta";
+const FAMILIES: [&str; 7] =
+    [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED, CF_META];
+
+pub const META_NEXT_PACK: &[u8] = b"next_pack";
+pub const META_NEXT_ACCOUNT: &[u8] = b"next_account";
+
+/// Where an object lives and how many references name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    pub pack: u64,
+    pub offset: u64,
+    pub len: u32,
+    pub crc: u32,
+    pub kind: ObjectKind,
+    pub refcount: u64,
+}
+
+/// Size accounting of one pack, kept so housekeeping knows which packs to
+/// rewrite without reading them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackStats {
+    pub bytes: u64,
+    pub live_bytes: u64,
+    pub objects: u64,
+    pub live_objects: u64,
+}
+
+/// A committed backup set as the node sees it: its cleartext header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetRecord {
+    pub header: SetHeader,
+    pub committed_ns: i64,
+}
+
+/// One account of the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub id: u64,
+    pub name: String,
+    /// Hex fingerprint of the account's keys, checked at login.
+    pub key_fingerprint: String,
+    /// Client store marker: increases with every committed change.
+    pub marker: u64,
+    pub created_ns: i64,
+}
+
+pub fn open_db(path: &Path) -> Result<DB> {
+    let mut opts = Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    opts.set_keep_log_file_num(4);
+    let cfs = FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+    Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
+}
+
+pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
+    db.cf_handle(name).expect("column family created at open")
+}
+
+pub fn account_key(account: u64) -> [u8; 8] {
+    account.to_be_bytes()
+}
+
+pub fn object_key(account: u64, id: &ObjectId) -> [u8; 40] {
+    let mut k = [0; 40];
+    k[..8].copy_from_slice(&account.to_be_bytes());
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+pub fn pack_key(account: u64, pack: u64) -> [u8; 16] {
+    let mut k = [0; 16];
+    k[..8].copy_from_slice(&account.to_be_bytes());
+    k[8..].copy_from_slice(&pack.to_be_bytes());
+    k
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("index record serializes")
+}
+
+pub fn decode<T: DeserializeOwned>(family: &str, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::CorruptIndex(format!("{family}: {e}")))
+}
+
+pub fn get<T: DeserializeOwned>(db: &DB, family: &str, key: &[u8]) -> Result<Option<T>> {
+    db.get_pinned_cf(cf(db, family), key)?.map(|v| decode(family, &v)).transpose()
+}
+
+/// Every record of one account in a family, in key order, with the key's
+/// suffix after the account prefix.
+pub fn scan_account<T: DeserializeOwned>(db: &DB, family: &str, account: u64) -> Result<Vec<(Vec<u8>, T)>> {
+    let prefix = account_key(account);
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf(db, family), IteratorMode::From(&prefix, Direction::Forward)) {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        out.push((key[8..].to_vec(), decode(family, &value)?));
+    }
+    Ok(out)
+}
+
+pub fn id_from_suffix(suffix: &[u8]) -> Result<ObjectId> {
+    ObjectId::from_slice(suffix).ok_or_else(|| StoreError::CorruptIndex("bad object key".into()))
+}
+
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

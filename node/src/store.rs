@@ -1,0 +1,291 @@
+//! A store: one RocksDB index and a directory of pack files, holding any
+//! number of accounts.
+//!
+//! Directory layout:
+//!
+//! ```text
+//! STORE                     "coffer-store 1": marks the directory as a store
+//! index/                    RocksDB (see `index`)
+//! packs/<account>/<pack>.pack
+//! tmp/                      packs being written; emptied at open
+//! ```
+//!
+//! Opening a store removes what a crash can leave behind: temporary packs, and
+//! committed packs that the index never recorded (the crash came between the
+//! rename and the index write; nothing names their objects yet).
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use coffer_proto::{ObjectId, object};
+use rocksdb::DB;
+use tracing::{info, warn};
+
+use crate::error::{Result, StoreError};
+use crate::index::{self, AccountRecord, ObjectEntry, PackStats, SetRecord};
+use crate::packfile;
+use crate::writer::AccountWriter;
+
+pub type AccountId = u64;
+
+const STORE_MARK: &str = "coffer-store 1\n";
+
+/// Bytes an account holds, as reported to users and operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Bytes of live objects.
+    pub live_bytes: u64,
+    /// Bytes of pack files on disk, including space not yet reclaimed.
+    pub pack_bytes: u64,
+    pub objects: u64,
+    pub packs: u64,
+    pub sets: u64,
+}
+
+/// A handle to an open store; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: DB,
+    pub(crate) root: PathBuf,
+    pub(crate) writers: Mutex<HashSet<AccountId>>,
+    pub(crate) next_pack: AtomicU64,
+}
+
+impl Store {
+    /// Creates a new, empty store in `root` (which may exist but must not hold a store).
+    pub fn create(root: &Path) -> Result<Store> {
+        if root.join("STORE").exists() {
+            return Err(StoreError::AlreadyExists(root.to_path_buf()));
+        }
+        for dir in [root.to_path_buf(), root.join("packs"), packfile::tmp_dir(root)] {
+            fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        }
+        let store = Self::open_dirs(root)?;
+        let mark = root.join("STORE");
+        fs::write(&mark, STORE_MARK).map_err(StoreError::io(&mark))?;
+        packfile::sync_dir(root)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store, cleaning up after any crash.
+    pub fn open(root: &Path) -> Result<Store> {
+        match fs::read_to_string(root.join("STORE")) {
+            Ok(s) if s == STORE_MARK => {}
+            _ => return Err(StoreError::NotAStore(root.to_path_buf())),
+        }
+        let store = Self::open_dirs(root)?;
+        store.recover()?;
+        Ok(store)
+    }
+
+    fn open_dirs(root: &Path) -> Result<Store> {
+        let db = index::open_db(&root.join("index")).map_err(|e| match e {
+            StoreError::Db(e) if e.to_string().contains("lock") => StoreError::InUse(root.to_path_buf()),
+            other => other,
+        })?;
+        let next_pack = index::get::<u64>(&db, index::CF_META, index::META_NEXT_PACK)?.unwrap_or(1);
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                root: root.to_path_buf(),
+                writers: Mutex::new(HashSet::new()),
+                next_pack: AtomicU64::new(next_pack),
+            }),
+        })
+    }
+
+    fn recover(&self) -> Result<()> {
+        let tmp = packfile::tmp_dir(&self.inner.root);
+        fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
+        for entry in fs::read_dir(&tmp).map_err(StoreError::io(&tmp))? {
+            let path = entry.map_err(StoreError::io(&tmp))?.path();
+            warn!(path = %path.display(), "removing unfinished pack left by an interrupted write");
+            fs::remove_file(&path).map_err(StoreError::io(&path))?;
+        }
+        let known: HashSet<(u64, u64)> = self.all_pack_ids()?.into_iter().collect();
+        let packs = self.inner.root.join("packs");
+        for (account, pack, path) in list_pack_files(&packs)? {
+            if !known.contains(&(account, pack)) {
+                info!(path = %path.display(), "removing pack the index never recorded");
+                fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            }
+            self.inner.next_pack.fetch_max(pack + 1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn all_pack_ids(&self) -> Result<Vec<(u64, u64)>> {
+        let db = &self.inner.db;
+        let mut out = Vec::new();
+        for item in db.iterator_cf(index::cf(db, index::CF_PACKS), rocksdb::IteratorMode::Start) {
+            let (key, _) = item?;
+            let account = u64::from_be_bytes(key[..8].try_into().unwrap());
+            out.push((account, u64::from_be_bytes(key[8..16].try_into().unwrap())));
+        }
+        Ok(out)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.inner.db
+    }
+
+    /// Creates an account and returns its record.
+    pub fn create_account(&self, name: &str, key_fingerprint: &str) -> Result<AccountRecord> {
+        if self.find_account(name)?.is_some() {
+            return Err(StoreError::AccountExists(name.to_string()));
+        }
+        let db = self.db();
+        let id = index::get::<u64>(db, index::CF_META, index::META_NEXT_ACCOUNT)?.unwrap_or(1);
+        let record = AccountRecord {
+            id,
+            name: name.to_string(),
+            key_fingerprint: key_fingerprint.to_string(),
+            marker: 1,
+            created_ns: index::now_ns(),
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(index::cf(db, index::CF_ACCOUNTS), index::account_key(id), index::encode(&record));
+        batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_ACCOUNT, index::encode(&(id + 1)));
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        db.write_opt(batch, &opts)?;
+        Ok(record)
+    }
+
+    pub fn account(&self, id: AccountId) -> Result<AccountRecord> {
+        index::get(self.db(), index::CF_ACCOUNTS, &index::account_key(id))?
+            .ok_or_else(|| StoreError::NoSuchAccount(id.to_string()))
+    }
+
+    pub fn accounts(&self) -> Result<Vec<AccountRecord>> {
+        let db = self.db();
+        let mut out = Vec::new();
+        for item in db.iterator_cf(index::cf(db, index::CF_ACCOUNTS), rocksdb::IteratorMode::Start) {
+            let (_, value) = item?;
+            out.push(index::decode(index::CF_ACCOUNTS, &value)?);
+        }
+        Ok(out)
+    }
+
+    pub fn find_account(&self, name: &str) -> Result<Option<AccountRecord>> {
+        Ok(self.accounts()?.into_iter().find(|a| a.name == name))
+    }
+
+    /// The single writer of an account; fails with `AccountBusy` while another exists.
+    pub fn writer(&self, account: AccountId) -> Result<AccountWriter> {
+        self.account(account)?;
+        if !self.inner.writers.lock().unwrap().insert(account) {
+            return Err(StoreError::AccountBusy(account));
+        }
+        Ok(AccountWriter::new(self.clone(), account))
+    }
+
+    pub fn entry(&self, account: AccountId, id: &ObjectId) -> Result<Option<ObjectEntry>> {
+        index::get(self.db(), index::CF_OBJECTS, &index::object_key(account, id))
+    }
+
+    /// Which of `ids` the account already holds (one flag per id, in order).
+    pub fn has_many(&self, account: AccountId, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        let db = self.db();
+        let family = index::cf(db, index::CF_OBJECTS);
+        let keys: Vec<_> = ids.iter().map(|id| (family, index::object_key(account, id))).collect();
+        db.multi_get_cf(keys).into_iter().map(|r| Ok(r?.is_some())).collect()
+    }
+
+    /// Reads one object's envelope and verifies its CRC.
+    pub fn get(&self, account: AccountId, id: &ObjectId) -> Result<Vec<u8>> {
+        let entry = self.entry(account, id)?.ok_or(StoreError::MissingObject(*id))?;
+        self.read_entry(account, id, &entry)
+    }
+
+    pub(crate) fn read_entry(
+        &self,
+        account: AccountId,
+        id: &ObjectId,
+        entry: &ObjectEntry,
+    ) -> Result<Vec<u8>> {
+        let path = packfile::pack_path(self.root(), account, entry.pack);
+        let bytes = packfile::read_at(&path, entry.offset, entry.len)?;
+        let corrupt = |problem: String| StoreError::CorruptObject {
+            id: *id,
+            pack: entry.pack,
+            offset: entry.offset,
+            problem,
+        };
+        let object = object::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if object.crc != entry.crc || object.kind != entry.kind {
+            return Err(corrupt("object in pack differs from the index record".into()));
+        }
+        Ok(bytes)
+    }
+
+    /// The committed backup sets of an account, oldest first.
+    pub fn sets(&self, account: AccountId) -> Result<Vec<(ObjectId, SetRecord)>> {
+        let mut sets = index::scan_account::<SetRecord>(self.db(), index::CF_SETS, account)?
+            .into_iter()
+            .map(|(k, v)| Ok((index::id_from_suffix(&k)?, v)))
+            .collect::<Result<Vec<_>>>()?;
+        sets.sort_by_key(|(id, r)| (r.header.time_ns, *id));
+        Ok(sets)
+    }
+
+    /// Ids of backup sets that were forgotten, with when.
+    pub fn tombstones(&self, account: AccountId) -> Result<Vec<(ObjectId, i64)>> {
+        index::scan_account::<i64>(self.db(), index::CF_TOMBSTONES, account)?
+            .into_iter()
+            .map(|(k, v)| Ok((index::id_from_suffix(&k)?, v)))
+            .collect()
+    }
+
+    pub fn usage(&self, account: AccountId) -> Result<Usage> {
+        let packs = index::scan_account::<PackStats>(self.db(), index::CF_PACKS, account)?;
+        let mut usage = Usage { sets: self.sets(account)?.len() as u64, ..Usage::default() };
+        for (_, p) in packs {
+            usage.live_bytes += p.live_bytes;
+            usage.pack_bytes += p.bytes;
+            usage.objects += p.live_objects;
+            usage.packs += 1;
+        }
+        Ok(usage)
+    }
+
+    /// Every object entry of an account (for checks).
+    pub fn objects(&self, account: AccountId) -> Result<HashMap<ObjectId, ObjectEntry>> {
+        index::scan_account::<ObjectEntry>(self.db(), index::CF_OBJECTS, account)?
+            .into_iter()
+            .map(|(k, v)| Ok((index::id_from_suffix(&k)?, v)))
+            .collect()
+    }
+}
+
+fn list_pack_files(packs: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
+    let mut out = Vec::new();
+    let Ok(accounts) = fs::read_dir(packs) else { return Ok(out) };
+    for account_dir in accounts {
+        let account_dir = account_dir.map_err(StoreError::io(packs))?.path();
+        let Some(account) = hex_name(&account_dir, "") else { continue };
+        for pack in fs::read_dir(&account_dir).map_err(StoreError::io(&account_dir))? {
+            let path = pack.map_err(StoreError::io(&account_dir))?.path();
+            if let Some(id) = hex_name(&path, ".pack") {
+                out.push((account, id, path));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn hex_name(path: &Path, suffix: &str) -> Option<u64> {
+    let name = path.file_name()?.to_str()?.strip_suffix(suffix)?;
+    u64::from_str_radix(name, 16).ok()
+}

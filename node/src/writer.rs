@@ -1,0 +1,335 @@
+//! The single writer of an account.
+//!
+//! Changes accumulate in memory (an overlay over the index) while objects are
+//! appended to an open pack. [`AccountWriter::flush`] first commits the pack
+//! (synced, renamed into place), then writes every index change in one synced
+//! RocksDB batch. A crash before the batch leaves an unrecorded pack, removed
+//! at the next open; a crash after it leaves everything committed. Objects
+//! already flushed survive an interrupted backup, which is what makes uploads
+//! resumable.
+//!
+//! Reference counting: storing an object increments the count of every object
+//! it names and is refused if any is missing, so whatever a committed set
+//! names is present. A backup set is a root: it holds one reference of its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use coffer_proto::object::{self, Object};
+use coffer_proto::{ObjectId, ObjectKind, SetHeader};
+use rocksdb::WriteBatch;
+
+use crate::error::{Result, StoreError};
+use crate::index::{self, AccountRecord, ObjectEntry, PackStats, SetRecord};
+use crate::packfile::{self, PackWriter};
+use crate::store::{AccountId, Store};
+
+/// Packs are committed once they reach this size.
+pub const DEFAULT_PACK_TARGET: u64 = 32 << 20;
+
+/// What a put did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored; the envelope's length in bytes.
+    Stored(u64),
+    /// The account already held the object; nothing changed.
+    AlreadyPresent,
+}
+
+/// Index changes not yet written: `None` deletes a record.
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub objects: HashMap<ObjectId, Option<ObjectEntry>>,
+    pub packs: HashMap<u64, Option<PackStats>>,
+    pub unreferenced: HashMap<ObjectId, Option<i64>>,
+    pub sets: HashMap<ObjectId, Option<SetRecord>>,
+    pub tombstones: Vec<(ObjectId, i64)>,
+    pub bump_marker: bool,
+    /// Packs to delete once the batch that stops naming them is durable.
+    pub obsolete_packs: Vec<u64>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+            && self.packs.is_empty()
+            && self.unreferenced.is_empty()
+            && self.sets.is_empty()
+            && self.tombstones.is_empty()
+            && !self.bump_marker
+    }
+}
+
+pub struct AccountWriter {
+    pub(crate) store: Store,
+    pub(crate) account: AccountId,
+    pack: Option<PackWriter>,
+    pack_target: u64,
+    pub(crate) pending: Pending,
+}
+
+impl AccountWriter {
+    pub(crate) fn new(store: Store, account: AccountId) -> Self {
+        AccountWriter {
+            store,
+            account,
+            pack: None,
+            pack_target: DEFAULT_PACK_TARGET,
+            pending: Pending::default(),
+        }
+    }
+
+    pub fn account(&self) -> AccountId {
+        self.account
+    }
+
+    pub fn set_pack_target(&mut self, bytes: u64) {
+        self.pack_target = bytes.max(1);
+    }
+
+    /// The object's entry as this writer sees it (including unflushed changes).
+    pub(crate) fn entry(&self, id: &ObjectId) -> Result<Option<ObjectEntry>> {
+        match self.pending.objects.get(id) {
+            Some(e) => Ok(e.clone()),
+            None => self.store.entry(self.account, id),
+        }
+    }
+
+    pub fn has(&self, id: &ObjectId) -> Result<bool> {
+        Ok(self.entry(id)?.is_some())
+    }
+
+    pub(crate) fn pack_stats(&self, pack: u64) -> Result<Option<PackStats>> {
+        match self.pending.packs.get(&pack) {
+            Some(p) => Ok(p.clone()),
+            None => index::get(self.store.db(), index::CF_PACKS, &index::pack_key(self.account, pack)),
+        }
+    }
+
+    pub(crate) fn update_pack(&mut self, pack: u64, f: impl FnOnce(&mut PackStats)) -> Result<()> {
+        let mut stats = self.pack_stats(pack)?.unwrap_or_default();
+        f(&mut stats);
+        self.pending.packs.insert(pack, Some(stats));
+        Ok(())
+    }
+
+    /// Stores a chunk or tree. Idempotent: storing an object again changes nothing.
+    pub fn put(&mut self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome> {
+        let obj = object::decode(envelope).map_err(|source| StoreError::InvalidObject { id, source })?;
+        if obj.kind == ObjectKind::Set {
+            return Err(StoreError::WrongKind { id, expected: "chunk or tree", found: obj.kind.name() });
+        }
+        self.put_decoded(id, envelope, &obj, 0)
+    }
+
+    fn put_decoded(
+        &mut self,
+        id: ObjectId,
+        envelope: &[u8],
+        obj: &Object,
+        refcount: u64,
+    ) -> Result<PutOutcome> {
+        if self.has(&id)? {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        for r in &obj.refs {
+            if !self.has(r)? {
+                return Err(StoreError::MissingReference { kind: obj.kind.name(), object: id, missing: *r });
+            }
+        }
+        for r in &obj.refs {
+            self.add_reference(r)?;
+        }
+        let pack = self.open_pack()?;
+        let offset = pack.append(id, envelope)?;
+        let pack_id = pack.pack;
+        let len = envelope.len() as u32;
+        let entry = ObjectEntry { pack: pack_id, offset, len, crc: obj.crc, kind: obj.kind, refcount };
+        self.pending.objects.insert(id, Some(entry));
+        self.update_pack(pack_id, |p| {
+            p.live_bytes += len as u64;
+            p.objects += 1;
+            p.live_objects += 1;
+        })?;
+        if refcount == 0 {
+            self.pending.unreferenced.insert(id, Some(index::now_ns()));
+        }
+        if self.pack.as_ref().is_some_and(|p| p.len() >= self.pack_target) {
+            self.flush()?;
+        }
+        Ok(PutOutcome::Stored(len as u64))
+    }
+
+    fn add_reference(&mut self, id: &ObjectId) -> Result<()> {
+        let mut entry = self.entry(id)?.ok_or(StoreError::MissingObject(*id))?;
+        entry.refcount += 1;
+        if entry.refcount == 1 {
+            self.pending.unreferenced.insert(*id, None);
+        }
+        self.pending.objects.insert(*id, Some(entry));
+        Ok(())
+    }
+
+    fn open_pack(&mut self) -> Result<&mut PackWriter> {
+        if self.pack.is_none() {
+            let id = self.store.inner.next_pack.fetch_add(1, Ordering::SeqCst);
+            self.pack = Some(PackWriter::create(self.store.root(), self.account, id)?);
+        }
+        Ok(self.pack.as_mut().unwrap())
+    }
+
+    /// Commits a backup set: stores it as a root, records it, advances the
+    /// client store marker, and makes it all durable. Returns the new marker.
+    pub fn commit_set(&mut self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
+        let obj = object::decode(envelope).map_err(|source| StoreError::InvalidObject { id, source })?;
+        if obj.kind != ObjectKind::Set {
+            return Err(StoreError::WrongKind { id, expected: "backup set", found: obj.kind.name() });
+        }
+        let (header, _) = SetHeader::decode_body(obj.body).map_err(|e| StoreError::CorruptObject {
+            id,
+            pack: 0,
+            offset: 0,
+            problem: e.to_string(),
+        })?;
+        if header.roots != obj.refs {
+            return Err(StoreError::CorruptObject {
+                id,
+                pack: 0,
+                offset: 0,
+                problem: "set header roots differ from the envelope's references".into(),
+            });
+        }
+        if self.has(&id)? {
+            return self.marker();
+        }
+        if index::get::<i64>(self.store.db(), index::CF_TOMBSTONES, &index::object_key(self.account, &id))?
+            .is_some()
+        {
+            return Err(StoreError::NoSuchSet(format!(
+                "{id} (it was forgotten and cannot be committed again)"
+            )));
+        }
+        self.put_decoded(id, envelope, &obj, 1)?;
+        self.pending.sets.insert(id, Some(SetRecord { header, committed_ns: index::now_ns() }));
+        self.pending.bump_marker = true;
+        self.flush()?;
+        self.marker()
+    }
+
+    /// The account's current client store marker (as committed).
+    pub fn marker(&self) -> Result<u64> {
+        Ok(self.store.account(self.account)?.marker)
+    }
+
+    /// Makes everything stored so far durable.
+    pub fn flush(&mut self) -> Result<()> {
+        let result = self.try_flush();
+        if result.is_err() {
+            // Nothing of a failed flush is committed; start again from the index.
+            if let Some(pack) = self.pack.take() {
+                pack.abandon();
+            }
+            self.pending = Pending::default();
+        }
+        result
+    }
+
+    fn try_flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() && self.pack.as_ref().is_none_or(|p| p.is_empty()) {
+            return Ok(());
+        }
+        if let Some(pack) = self.pack.take() {
+            let pack_id = pack.pack;
+            let size = pack.commit()?;
+            self.update_pack(pack_id, |p| p.bytes = size)?;
+        }
+        let batch = self.build_batch()?;
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.store.db().write_opt(batch, &opts)?;
+        for pack in std::mem::take(&mut self.pending.obsolete_packs) {
+            let path = packfile::pack_path(self.store.root(), self.account, pack);
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a rewritten pack");
+            }
+        }
+        self.pending = Pending::default();
+        Ok(())
+    }
+
+    fn build_batch(&mut self) -> Result<WriteBatch> {
+        let db = self.store.db();
+        let account = self.account;
+        let mut batch = WriteBatch::default();
+        let objects = index::cf(db, index::CF_OBJECTS);
+        for (id, entry) in &self.pending.objects {
+            let key = index::object_key(account, id);
+            match entry {
+                Some(e) => batch.put_cf(objects, key, index::encode(e)),
+                None => batch.delete_cf(objects, key),
+            }
+        }
+        let packs = index::cf(db, index::CF_PACKS);
+        for (pack, stats) in &self.pending.packs {
+            match stats {
+                Some(s) => batch.put_cf(packs, index::pack_key(account, *pack), index::encode(s)),
+                None => batch.delete_cf(packs, index::pack_key(account, *pack)),
+            }
+        }
+        let unreferenced = index::cf(db, index::CF_UNREFERENCED);
+        for (id, since) in &self.pending.unreferenced {
+            match since {
+                Some(t) => batch.put_cf(unreferenced, index::object_key(account, id), index::encode(t)),
+                None => batch.delete_cf(unreferenced, index::object_key(account, id)),
+            }
+        }
+        let sets = index::cf(db, index::CF_SETS);
+        for (id, record) in &self.pending.sets {
+            match record {
+                Some(r) => batch.put_cf(sets, index::object_key(account, id), index::encode(r)),
+                None => batch.delete_cf(sets, index::object_key(account, id)),
+            }
+        }
+        for (id, when) in &self.pending.tombstones {
+            batch.put_cf(
+                index::cf(db, index::CF_TOMBSTONES),
+                index::object_key(account, id),
+                index::encode(when),
+            );
+        }
+        if self.pending.bump_marker {
+            let mut record: AccountRecord = self.store.account(account)?;
+            record.marker += 1;
+            batch.put_cf(
+                index::cf(db, index::CF_ACCOUNTS),
+                index::account_key(account),
+                index::encode(&record),
+            );
+        }
+        let next_pack = self.store.inner.next_pack.load(Ordering::SeqCst);
+        batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_PACK, index::encode(&next_pack));
+        Ok(batch)
+    }
+
+    /// Whether a backup set is committed, as this writer sees it.
+    pub(crate) fn set_known(&self, id: &ObjectId) -> Result<bool> {
+        match self.pending.sets.get(id) {
+            Some(record) => Ok(record.is_some()),
+            None => Ok(index::get::<SetRecord>(
+                self.store.db(),
+                index::CF_SETS,
+                &index::object_key(self.account, id),
+            )?
+            .is_some()),
+        }
+    }
+}
+
+impl Drop for AccountWriter {
+    fn drop(&mut self) {
+        if let Some(pack) = self.pack.take() {
+            pack.abandon();
+        }
+        self.store.inner.writers.lock().unwrap().remove(&self.account);
+    }
+}

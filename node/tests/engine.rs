@@ -1,0 +1,162 @@
+//! The store engine through its public API: reference counts, set commits,
+//! forgetting, compaction, grace-period collection and crash leftovers.
+
+use coffer_node::{PutOutcome, Store, StoreError};
+use coffer_proto::object::{ObjectKind, encode};
+use coffer_proto::set::SET_HEADER_VERSION;
+use coffer_proto::{ObjectId, SetHeader, SetStats};
+
+fn chunk(n: u8, len: usize) -> (ObjectId, Vec<u8>) {
+    (ObjectId([n; 32]), encode(ObjectKind::Chunk, &[], &vec![n; len]))
+}
+
+fn tree(n: u8, refs: &[ObjectId]) -> (ObjectId, Vec<u8>) {
+    (ObjectId([n; 32]), encode(ObjectKind::Tree, refs, b"sealed tree"))
+}
+
+fn set(n: u8, roots: &[ObjectId], time_ns: i64) -> (ObjectId, Vec<u8>) {
+    let header = SetHeader {
+        version: SET_HEADER_VERSION,
+        time_ns,
+        marker: 0,
+        roots: roots.to_vec(),
+        stats: SetStats::default(),
+    };
+    (ObjectId([n; 32]), encode(ObjectKind::Set, roots, &header.encode_body(b"sealed")))
+}
+
+fn new_store() -> (tempfile::TempDir, Store, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    let account = store.create_account("alice", "fp").unwrap().id;
+    (dir, store, account)
+}
+
+#[test]
+fn reference_counts_forget_and_reclaim() {
+    let (dir, store, acct) = new_store();
+    let mut w = store.writer(acct).unwrap();
+    assert!(matches!(store.writer(acct), Err(StoreError::AccountBusy(_))));
+
+    let (c1, e1) = chunk(1, 100_000);
+    let (c2, e2) = chunk(2, 100_000);
+    let (c3, e3) = chunk(3, 100_000);
+    for (id, e) in [(c1, &e1), (c2, &e2), (c3, &e3)] {
+        assert!(matches!(w.put(id, e).unwrap(), PutOutcome::Stored(_)));
+    }
+    assert_eq!(w.put(c1, &e1).unwrap(), PutOutcome::AlreadyPresent);
+    let (t1, te1) = tree(11, &[c1, c2]);
+    let (t2, te2) = tree(12, &[c2, c3]);
+    w.put(t1, &te1).unwrap();
+    w.put(t2, &te2).unwrap();
+    let (bad, bad_env) = tree(13, &[ObjectId([99; 32])]);
+    assert!(matches!(w.put(bad, &bad_env), Err(StoreError::MissingReference { .. })));
+
+    let m0 = w.marker().unwrap();
+    let (s1, se1) = set(21, &[t1], 1);
+    let (s2, se2) = set(22, &[t2], 2);
+    assert_eq!(w.commit_set(s1, &se1).unwrap(), m0 + 1);
+    assert_eq!(w.commit_set(s2, &se2).unwrap(), m0 + 2);
+    assert_eq!(store.entry(acct, &c2).unwrap().unwrap().refcount, 2);
+    assert_eq!(store.sets(acct).unwrap().len(), 2);
+
+    let report = w.forget_set(&s1).unwrap();
+    assert_eq!(report.objects_freed, 3, "set, its tree and the chunk only it used");
+    assert_eq!(report.marker, m0 + 3);
+    assert!(!store.has_many(acct, &[c1]).unwrap()[0]);
+    assert_eq!(store.entry(acct, &c2).unwrap().unwrap().refcount, 1);
+    assert_eq!(store.get(acct, &c3).unwrap(), e3);
+    assert_eq!(store.tombstones(acct).unwrap()[0].0, s1);
+    assert!(w.commit_set(s1, &se1).is_err(), "a forgotten set stays forgotten");
+
+    w.forget_set(&s2).unwrap();
+    let usage = store.usage(acct).unwrap();
+    assert_eq!((usage.objects, usage.packs, usage.live_bytes), (0, 0, 0), "{usage:?}");
+    let packs = dir.path().join("packs").join(format!("{acct:08x}"));
+    assert_eq!(std::fs::read_dir(packs).unwrap().count(), 0, "empty packs are deleted");
+}
+
+#[test]
+fn compaction_moves_live_objects_and_keeps_them_readable() {
+    let (_dir, store, acct) = new_store();
+    let mut w = store.writer(acct).unwrap();
+    let (keep, keep_env) = chunk(1, 10_000);
+    let (drop, drop_env) = chunk(2, 200_000);
+    w.put(keep, &keep_env).unwrap();
+    w.put(drop, &drop_env).unwrap();
+    let (t_keep, te_keep) = tree(11, &[keep]);
+    let (t_drop, te_drop) = tree(12, &[drop]);
+    w.put(t_keep, &te_keep).unwrap();
+    w.put(t_drop, &te_drop).unwrap();
+    let (s_keep, se_keep) = set(21, &[t_keep], 1);
+    let (s_drop, se_drop) = set(22, &[t_drop], 2);
+    w.commit_set(s_keep, &se_keep).unwrap();
+    w.commit_set(s_drop, &se_drop).unwrap();
+    let before = store.entry(acct, &keep).unwrap().unwrap();
+    let report = w.forget_set(&s_drop).unwrap();
+    assert_eq!(report.packs_rewritten, 1, "{report:?}");
+    let after = store.entry(acct, &keep).unwrap().unwrap();
+    assert_ne!(before.pack, after.pack);
+    assert_eq!(store.get(acct, &keep).unwrap(), keep_env);
+    assert_eq!(store.get(acct, &s_keep).unwrap(), se_keep);
+    let usage = store.usage(acct).unwrap();
+    assert!(usage.pack_bytes < 100_000, "space reclaimed: {usage:?}");
+}
+
+#[test]
+fn unflushed_writes_vanish_and_flushed_ones_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c1, e1) = chunk(1, 5000);
+    let (c2, e2) = chunk(2, 5000);
+    {
+        let store = Store::create(dir.path()).unwrap();
+        let acct = store.create_account("a", "fp").unwrap().id;
+        let mut w = store.writer(acct).unwrap();
+        w.put(c1, &e1).unwrap();
+        w.flush().unwrap();
+        w.put(c2, &e2).unwrap();
+        drop(w);
+        // What a crash can leave: a half-written temporary, and a pack renamed
+        // into place whose index write never happened.
+        std::fs::write(dir.path().join("tmp/00000001-0000000000000063.pack.tmp"), b"half").unwrap();
+        std::fs::write(coffer_node::packfile::pack_path(dir.path(), acct, 999), b"garbage").unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let acct = store.find_account("a").unwrap().unwrap().id;
+    assert_eq!(store.get(acct, &c1).unwrap(), e1);
+    assert!(!store.has_many(acct, &[c2]).unwrap()[0]);
+    assert!(!coffer_node::packfile::pack_path(dir.path(), acct, 999).exists());
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn unreferenced_uploads_are_collected_after_the_grace_period() {
+    let (_dir, store, acct) = new_store();
+    let mut w = store.writer(acct).unwrap();
+    let (c1, e1) = chunk(1, 1000);
+    let (t1, te1) = tree(11, &[c1]);
+    w.put(c1, &e1).unwrap();
+    w.put(t1, &te1).unwrap();
+    w.flush().unwrap();
+    let early = w.collect_unreferenced(0).unwrap();
+    assert_eq!(early.objects_freed, 0, "still within the grace period");
+    let late = w.collect_unreferenced(i64::MAX).unwrap();
+    assert_eq!(late.objects_freed, 2, "the orphan tree and the chunk only it named");
+    assert_eq!(store.usage(acct).unwrap().objects, 0);
+}
+
+#[test]
+fn corrupt_bytes_are_reported_with_their_location() {
+    let (dir, store, acct) = new_store();
+    let mut w = store.writer(acct).unwrap();
+    let (c1, e1) = chunk(1, 1000);
+    w.put(c1, &e1).unwrap();
+    w.flush().unwrap();
+    let entry = store.entry(acct, &c1).unwrap().unwrap();
+    let path = coffer_node::packfile::pack_path(dir.path(), acct, entry.pack);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[entry.offset as usize + 100] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let err = store.get(acct, &c1).unwrap_err().to_string();
+    assert!(err.contains("CRC mismatch") && err.contains(&c1.to_hex()), "{err}");
+}

@@ -1,0 +1,19 @@
+//! Coffer's shared vocabulary, used by both the client and the store node.
+//!
+//! - [`id`]: object ids (keyed BLAKE3 digests computed by the client).
+//! - [`object`]: the object envelope every stored object travels in: kind,
+//!   referenced ids in clear (so a node can count references without keys), a
+//!   body the node cannot read, and a CRC32 so any node can verify every byte.
+//! - [`set`]: the cleartext header of a backup set object, which a node reads to
+//!   list sets and their roots.
+//!
+//! Nothing here knows about keys or disks: the client seals bodies, the node
+//! stores envelopes.
+
+pub mod id;
+pub mod object;
+pub mod set;
+
+pub use id::{IdParseError, ObjectId};
+pub use object::{Object, ObjectError, ObjectKind};
+pub use set::{SetHeader, SetStats};
