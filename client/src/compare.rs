@@ -49,7 +49,11 @@ fn compare_entry(
         differ(out, path, "missing on disk");
         return Ok(());
     };
-    let disk = entry_from(Vec::new(), &meta, kind_of(&meta));
+    let Some(kind) = Kind::of(&meta.file_type()) else {
+        differ(out, path, "is a socket on disk");
+        return Ok(());
+    };
+    let disk = entry_from(Vec::new(), &meta, kind);
     if disk.kind != stored.kind {
         differ(out, path, format!("is a {:?} on disk, a {:?} in the backup", disk.kind, stored.kind));
         return Ok(());
@@ -125,19 +129,6 @@ fn compare_dir(
         out.extend(diffs?);
     }
     Ok(())
-}
-
-fn kind_of(meta: &fs::Metadata) -> Kind {
-    use std::os::unix::fs::FileTypeExt;
-    let ft = meta.file_type();
-    match () {
-        _ if ft.is_dir() => Kind::Dir,
-        _ if ft.is_symlink() => Kind::Symlink,
-        _ if ft.is_fifo() => Kind::Fifo,
-        _ if ft.is_char_device() => Kind::CharDevice,
-        _ if ft.is_block_device() => Kind::BlockDevice,
-        _ => Kind::File,
-    }
 }
 
 /// The ids the file's current content would have in a backup.

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -141,16 +141,7 @@ impl<'a> Scanner<'a> {
             return Ok(None);
         }
         let meta = fs::symlink_metadata(path).map_err(Error::io(path))?;
-        let ft = meta.file_type();
-        let kind = match () {
-            _ if ft.is_dir() => Kind::Dir,
-            _ if ft.is_file() => Kind::File,
-            _ if ft.is_symlink() => Kind::Symlink,
-            _ if ft.is_fifo() => Kind::Fifo,
-            _ if ft.is_char_device() => Kind::CharDevice,
-            _ if ft.is_block_device() => Kind::BlockDevice,
-            _ => return Ok(None), // sockets are recreated by their servers, not restored
-        };
+        let Some(kind) = Kind::of(&meta.file_type()) else { return Ok(None) };
         let mut entry = entry_from(name.to_vec(), &meta, kind);
         entry.xattrs = read_xattrs(path);
         match kind {

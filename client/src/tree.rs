@@ -25,6 +25,23 @@ pub enum Kind {
     BlockDevice,
 }
 
+impl Kind {
+    /// The kind of a file type from `lstat`; `None` for sockets, which their
+    /// servers recreate and Coffer does not back up.
+    pub fn of(ft: &std::fs::FileType) -> Option<Kind> {
+        use std::os::unix::fs::FileTypeExt;
+        Some(match () {
+            _ if ft.is_dir() => Kind::Dir,
+            _ if ft.is_file() => Kind::File,
+            _ if ft.is_symlink() => Kind::Symlink,
+            _ if ft.is_fifo() => Kind::Fifo,
+            _ if ft.is_char_device() => Kind::CharDevice,
+            _ if ft.is_block_device() => Kind::BlockDevice,
+            _ => return None,
+        })
+    }
+}
+
 /// One directory entry with the metadata Coffer restores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
