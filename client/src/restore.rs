@@ -158,7 +158,6 @@ impl Restorer<'_> {
             file.write_all(&data).map_err(Error::io(dest))?;
             self.bytes.fetch_add(data.len() as u64, Relaxed);
         }
-        file.sync_data().map_err(Error::io(dest))?;
         self.files.fetch_add(1, Relaxed);
         Ok(())
     }

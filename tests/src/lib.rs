@@ -14,10 +14,11 @@ use serde_json::Value;
 /// Path of a workspace binary built in the same profile as the running test.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
-    let bin = dir.join(name);
-    assert!(bin.exists(), "{} not built; run `cargo build --bins` first", bin.display());
-    bin
+    // Tests run from target/<profile>/deps/, bench binaries from target/<profile>/.
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect();
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+        panic!("{name} not built beside {}; run `cargo build --bins` first", exe.display())
+    })
 }
 
 /// A local store, keys file and client cache in one temporary directory.
