@@ -15,8 +15,7 @@ use serde_json::Value;
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/<profile>/deps/, bench binaries from target/<profile>/.
-    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).collect();
-    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+    exe.ancestors().skip(1).take(2).map(|dir| dir.join(name)).find(|p| p.exists()).unwrap_or_else(|| {
         panic!("{name} not built beside {}; run `cargo build --bins` first", exe.display())
     })
 }
