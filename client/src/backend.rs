@@ -1,14 +1,16 @@
 //! Where a client's objects go: the store behind a `--store` URL.
 //!
 //! [`Backend`] is the seam between the client and a store. This module holds
-//! the local backend (`file://DIR`), which runs the node's store engine
+//! the local backend (`file://DIR`); `remote` holds the node backend. The local backend runs the node's store engine
 //! in-process: serverless backup to a local or removable drive. A local store
 //! holds one account, `local`, created by `coffer init`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use coffer_node::{AccountId, AccountWriter, ForgetReport, PutOutcome, SetRecord, Store, StoreError, Usage};
+use coffer_node::{
+    AccountId, AccountWriter, ForgetReport, Limits, PutOutcome, SetRecord, Store, StoreError, Usage,
+};
 use coffer_proto::ObjectId;
 
 use crate::error::{Error, Result};
@@ -33,22 +35,38 @@ pub trait Backend: Send + Sync {
     fn usage(&self) -> Result<Usage>;
     /// Something that names this store for the client's cache.
     fn cache_key(&self) -> String;
+    /// Tells a lazily connecting backend which marker the cache was made at,
+    /// so that its first operation can report a changed store.
+    fn expect_marker(&self, _marker: Option<u64>) {}
 }
 
 /// A parsed `--store` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
+    /// `file:///path`: a local or removable drive.
     Local(PathBuf),
+    /// `coffer://host:port`: a store node.
+    Remote { host: String, port: u16 },
 }
 
 impl StoreUrl {
     pub fn parse(url: &str) -> Result<StoreUrl> {
-        match url.strip_prefix("file://") {
-            Some(path) if !path.is_empty() => Ok(StoreUrl::Local(PathBuf::from(path))),
-            _ => {
-                Err(Error::Invalid(format!("unsupported store URL `{url}` (expected file:///path/to/store)")))
-            }
+        let bad = || {
+            Error::Invalid(format!(
+                "unsupported store URL `{url}` (expected file:///path/to/store or coffer://host:port)"
+            ))
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            return if path.is_empty() { Err(bad()) } else { Ok(StoreUrl::Local(PathBuf::from(path))) };
         }
+        let addr = url.strip_prefix("coffer://").ok_or_else(bad)?.trim_end_matches('/');
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad());
+        }
+        Ok(StoreUrl::Remote { host: host.to_string(), port })
     }
 }
 
@@ -66,7 +84,7 @@ impl LocalBackend {
         if store.find_account(LOCAL_ACCOUNT)?.is_some() {
             return Err(Error::Invalid(format!("{} already holds an initialised store", root.display())));
         }
-        let account = store.create_account(LOCAL_ACCOUNT, &keys.fingerprint())?;
+        let account = store.create_account(LOCAL_ACCOUNT, &keys.fingerprint(), Limits::UNLIMITED)?;
         Ok(LocalBackend { store, account: account.id, writer: Mutex::new(None) })
     }
 
@@ -128,7 +146,7 @@ impl Backend for LocalBackend {
     }
 
     fn marker(&self) -> Result<u64> {
-        Ok(self.store.account(self.account)?.marker)
+        Ok(self.store.marker(self.account)?)
     }
 
     fn usage(&self) -> Result<Usage> {
@@ -137,5 +155,26 @@ impl Backend for LocalBackend {
 
     fn cache_key(&self) -> String {
         format!("file://{}", self.store.root().display())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(StoreUrl::parse("file:///a/b").unwrap(), StoreUrl::Local("/a/b".into()));
+        assert_eq!(
+            StoreUrl::parse("coffer://127.0.0.1:7101").unwrap(),
+            StoreUrl::Remote { host: "127.0.0.1".into(), port: 7101 }
+        );
+        assert_eq!(
+            StoreUrl::parse("coffer://[::1]:7101/").unwrap(),
+            StoreUrl::Remote { host: "::1".into(), port: 7101 }
+        );
+        for bad in ["", "file://", "coffer://host", "coffer://:1", "coffer://h:99999", "http://x:1"] {
+            assert!(StoreUrl::parse(bad).is_err(), "{bad} accepted");
+        }
     }
 }

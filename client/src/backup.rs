@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::backupset::{BackupSet, Location, SetContents};
 use crate::browse::Catalog;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::scanner::{self, Scanner};
 use crate::timefmt;
@@ -51,10 +51,32 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
+/// Backs up `paths`. The previous sets come from the cache when it holds a
+/// complete list, so an unchanged tree costs no store access at all; if the
+/// store turns out to have changed since, the backup starts again from the
+/// store's own list.
 pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupReport> {
+    let catalog = match repo.cached_sets() {
+        Some(sets) => Catalog { sets },
+        None => Catalog::load(repo)?,
+    };
+    match backup_with(repo, &catalog, paths, opts) {
+        Err(Error::StoreChanged { found, .. }) => {
+            repo.cache.check_marker(found);
+            backup_with(repo, &Catalog::load(repo)?, paths, opts)
+        }
+        other => other,
+    }
+}
+
+fn backup_with(
+    repo: &Repository,
+    catalog: &Catalog,
+    paths: &[PathBuf],
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
     let started = Instant::now();
     let time_ns = timefmt::now_ns();
-    let catalog = Catalog::load(repo)?;
     let scanner = Scanner::new(repo, opts.compress);
     let progress = progress_bar(opts.progress);
     let mut locations = Vec::new();
@@ -87,7 +109,10 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
     if let Some(set) = newest.filter(|s| same_locations(&s.contents.locations, &locations)) {
         report.set_id = Some(set.id.to_hex());
         report.unchanged = true;
-        report.marker = repo.backend.marker()?;
+        report.marker = match repo.cache.marker() {
+            Some(m) => m,
+            None => repo.backend.marker()?,
+        };
     } else {
         let stats =
             SetStats { files: report.files_total, dirs: report.dirs_total, bytes: report.bytes_total };
@@ -97,7 +122,7 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
         report.bytes_stored_new += envelope.len() as u64;
         report.marker = repo.backend.commit_set(set.id, &envelope)?;
         repo.cache.put_set(&set.id, &envelope);
-        repo.cache.record_marker(report.marker);
+        repo.cache.record_change(marker, report.marker, Some(set.id), None);
         report.set_id = Some(set.id.to_hex());
     }
     report.seconds = started.elapsed().as_secs_f64();

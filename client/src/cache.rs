@@ -1,12 +1,12 @@
 //! The client's local cache of store metadata.
 //!
-//! Holds decrypted trees (by id) and backup-set envelopes, so that a backup in
-//! which nothing changed needs no download, and the client store marker it
-//! last saw. Trees are content-addressed and verified against their id when
-//! read back, so they never go stale; when the store reports a marker other
-//! than the one recorded, set envelopes are dropped and fetched again. The
-//! cache is an optimisation only: any failure to write it is logged and
-//! ignored.
+//! Holds decrypted trees and backup-set envelopes by id (content-addressed and
+//! verified when read back, so they never go stale), and `sets.list`: the
+//! complete list of the store's sets as of one client store marker. With that
+//! list a backup in which nothing changed needs neither a download nor, for a
+//! node, a connection. When the store reports another marker the list is
+//! dropped and fetched again. The cache is an optimisation only: any failure
+//! to write it is logged and ignored.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,21 +32,64 @@ pub fn default_root() -> PathBuf {
 
 impl Cache {
     /// Opens the cache of one store and account under `root`.
-    pub fn open(root: &Path, store_key: &str, keys: &Keys, marker: u64) -> Cache {
+    pub fn open(root: &Path, store_key: &str, keys: &Keys) -> Cache {
         let name = blake3::hash(format!("{store_key}\n{}", keys.fingerprint()).as_bytes()).to_hex();
-        let cache = Cache { dir: root.join(&name[..24]) };
-        let recorded =
-            fs::read_to_string(cache.dir.join("marker")).ok().and_then(|s| s.trim().parse::<u64>().ok());
-        if recorded.is_some_and(|m| m != marker) {
-            info!(recorded, marker, "store changed since this client last saw it; refreshing the cache");
-            let _ = fs::remove_dir_all(cache.dir.join("sets"));
-        }
-        cache.record_marker(marker);
-        cache
+        Cache { dir: root.join(&name[..24]) }
     }
 
-    pub fn record_marker(&self, marker: u64) {
-        self.write(&self.dir.join("marker"), marker.to_string().as_bytes());
+    fn list_path(&self) -> PathBuf {
+        self.dir.join("sets.list")
+    }
+
+    fn read_list(&self) -> Option<(u64, Vec<ObjectId>)> {
+        let text = fs::read_to_string(self.list_path()).ok()?;
+        let mut lines = text.lines();
+        let marker = lines.next()?.parse().ok()?;
+        let ids = lines.map(|l| l.parse::<ObjectId>().ok()).collect::<Option<Vec<_>>>()?;
+        Some((marker, ids))
+    }
+
+    /// The client store marker at which the cached set list was complete.
+    pub fn marker(&self) -> Option<u64> {
+        self.read_list().map(|(m, _)| m)
+    }
+
+    /// The cached list of set ids, if complete.
+    pub fn set_ids(&self) -> Option<Vec<ObjectId>> {
+        self.read_list().map(|(_, ids)| ids)
+    }
+
+    /// Drops the set list if the store is no longer at the marker it was made at.
+    pub fn check_marker(&self, marker: u64) {
+        if let Some(recorded) = self.marker().filter(|m| *m != marker) {
+            info!(recorded, marker, "store changed since this client last saw it; refreshing the cache");
+            let _ = fs::remove_file(self.list_path());
+        }
+    }
+
+    /// Records the complete list of sets as of `marker`.
+    pub fn record_sets(&self, marker: u64, ids: impl IntoIterator<Item = ObjectId>) {
+        let mut text = format!("{marker}\n");
+        for id in ids {
+            text.push_str(&id.to_hex());
+            text.push('\n');
+        }
+        self.write(&self.list_path(), text.as_bytes());
+    }
+
+    /// Updates the list after this client changed the store from `before` to
+    /// `after`: kept only if nobody else changed it in between.
+    pub fn record_change(&self, before: u64, after: u64, added: Option<ObjectId>, removed: Option<ObjectId>) {
+        match self.read_list() {
+            Some((m, mut ids)) if m == before && after == before + 1 => {
+                ids.retain(|id| Some(*id) != removed);
+                ids.extend(added);
+                self.record_sets(after, ids);
+            }
+            _ => {
+                let _ = fs::remove_file(self.list_path());
+            }
+        }
     }
 
     fn tree_path(&self, id: &ObjectId) -> PathBuf {

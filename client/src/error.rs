@@ -20,6 +20,10 @@ pub enum Error {
     WrongKeys { expected: String, found: String },
     #[error("{what} {id}: {problem}")]
     Corrupt { what: &'static str, id: ObjectId, problem: String },
+    #[error("node {node}: {message}")]
+    Node { node: String, message: String },
+    #[error("the store changed since this client's cache was made (marker {expected}, now {found})")]
+    StoreChanged { expected: u64, found: u64 },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -27,6 +31,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is a problem with one file on disk (skip it and go on), as
+    /// opposed to a problem with the store, which must stop a backup.
+    pub fn is_about_a_file(&self) -> bool {
+        matches!(self, Error::Io { .. })
+    }
+
+    /// Whether the store itself failed (unreachable, refused, changed).
+    pub fn is_store_failure(&self) -> bool {
+        matches!(self, Error::Store(_) | Error::Node { .. } | Error::StoreChanged { .. })
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }

@@ -8,6 +8,9 @@
 //! - [`backupset`]: backup sets: one snapshot of the backup locations.
 //! - [`backend`]: the store behind a `--store` URL (the local store runs the
 //!   node's store engine in-process).
+//! - [`remote`]: a store node over gRPC and TLS: lazy connection, login,
+//!   streamed uploads.
+//! - [`config`]: the client's TOML configuration.
 //! - [`cache`]: the local cache of trees, sets and the client store marker.
 //! - [`repo`]: backend, keys and cache together; verified reads.
 //! - [`scanner`]: walks directories, detects changes, chunks and uploads.
@@ -24,9 +27,11 @@ pub mod browse;
 pub mod cache;
 pub mod chunker;
 pub mod compare;
+pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod keys;
+pub mod remote;
 pub mod repo;
 pub mod restore;
 pub mod scanner;
@@ -34,4 +39,5 @@ pub mod timefmt;
 pub mod tree;
 
 pub use error::{Error, Result};
-pub use repo::Repository;
+pub use remote::Access;
+pub use repo::{Repository, StoreSpec};

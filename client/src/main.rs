@@ -8,8 +8,10 @@ use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use coffer_client::backup::{self, BackupOptions, human_bytes};
 use coffer_client::browse::{self, Catalog, Selector};
+use coffer_client::config::ClientConfig;
 use coffer_client::tree::Kind;
-use coffer_client::{Repository, cache, compare, restore, timefmt};
+use coffer_client::{Access, Repository, StoreSpec, cache, compare, restore, timefmt};
+use coffer_proto::tls::TlsFiles;
 
 /// Encrypted, deduplicated, versioned backups.
 ///
@@ -17,9 +19,22 @@ use coffer_client::{Repository, cache, compare, restore, timefmt};
 #[derive(Parser)]
 #[command(name = "coffer", version)]
 struct Cli {
-    /// The store: file:///path/to/store for a local or removable drive.
+    /// A TOML configuration file (store, keys, cache, [tls]); flags override it.
+    #[arg(long, env = "COFFER_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The store: file:///path/to/store for a local or removable drive, or
+    /// coffer://HOST:PORT for a store node.
     #[arg(long, env = "COFFER_STORE", global = true)]
     store: Option<String>,
+    /// This client's certificate, for a node.
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// The certificate authority that signed the node's certificate.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
     /// The keys file (keep a copy somewhere safe: without it the backup is unreadable).
     #[arg(long, env = "COFFER_KEYS", global = true)]
     keys: Option<PathBuf>,
@@ -144,16 +159,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    let store =
-        cli.store.clone().ok_or_else(|| anyhow!("no store given: use --store URL or COFFER_STORE"))?;
+/// Where the store, keys and cache are: flags first, then the config file.
+fn settings(cli: &Cli) -> Result<(StoreSpec, PathBuf, PathBuf)> {
+    let config = match &cli.config {
+        Some(path) => ClientConfig::load(path)?,
+        None => ClientConfig::default(),
+    };
+    let url = cli
+        .store
+        .clone()
+        .or(config.store.clone())
+        .ok_or_else(|| anyhow!("no store given: use --store URL, COFFER_STORE or `store` in --config"))?;
     let keys =
-        cli.keys.clone().ok_or_else(|| anyhow!("no keys file given: use --keys FILE or COFFER_KEYS"))?;
-    let cache_root = cli.cache.clone().unwrap_or_else(cache::default_root);
+        cli.keys.clone().or(config.keys.clone()).ok_or_else(|| {
+            anyhow!("no keys file given: use --keys FILE, COFFER_KEYS or `keys` in --config")
+        })?;
+    let cache_root = cli.cache.clone().or(config.cache.clone()).unwrap_or_else(cache::default_root);
+    let tls = TlsFiles::from_flags(&cli.cert, &cli.key, &cli.ca)?.or(config.tls);
+    Ok((StoreSpec { url, tls }, keys, cache_root))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let (store, keys, cache_root) = settings(&cli)?;
     if let Command::Init = cli.command {
         let repo = Repository::init(&store, &keys, &cache_root)?;
         println!("Created keys file {} (fingerprint {}).", keys.display(), &repo.keys.fingerprint()[..16]);
-        println!("Store {store} is ready.");
+        println!("Store {} is ready.", store.url);
         eprintln!(
             "IMPORTANT: keep a copy of {} somewhere other than this machine and this store. \
              Without it your backups cannot be read by anyone, including you.",
@@ -161,8 +192,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let repo =
-        Repository::open(&store, &keys, &cache_root).with_context(|| format!("opening store {store}"))?;
+    let access = match cli.command {
+        Command::Backup { .. } | Command::Forget { .. } => Access::Write,
+        _ => Access::Read,
+    };
+    let repo = Repository::open(&store, &keys, &cache_root, access)
+        .with_context(|| format!("opening store {}", store.url))?;
     match cli.command {
         Command::Init => unreachable!("handled above"),
         Command::Backup { json, no_compress, tag, paths } => {
@@ -198,7 +233,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Forget { set_id, json } => {
             let catalog = Catalog::load(&repo)?;
             let set = catalog.find_set(&set_id)?;
+            let before = repo.backend.marker()?;
             let report = repo.backend.forget(&set.id)?;
+            repo.cache.record_change(before, report.marker, None, Some(set.id));
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -6,12 +6,15 @@ use std::path::{Path, PathBuf};
 
 use coffer_proto::ObjectId;
 
+use coffer_proto::tls::TlsFiles;
+
 use crate::backend::{Backend, LocalBackend, StoreUrl};
 use crate::backupset::BackupSet;
 use crate::cache::Cache;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+use crate::remote::{Access, NodeAddress, RemoteBackend};
 use crate::tree::Tree;
 
 pub struct Repository {
@@ -22,10 +25,29 @@ pub struct Repository {
     pub private_paths: Vec<PathBuf>,
 }
 
+/// Which store, and for a node, the TLS files that prove who we are.
+#[derive(Debug, Clone)]
+pub struct StoreSpec {
+    pub url: String,
+    pub tls: Option<TlsFiles>,
+}
+
+impl StoreSpec {
+    fn remote(&self, host: String, port: u16) -> Result<NodeAddress> {
+        let tls = self.tls.clone().ok_or_else(|| {
+            Error::Invalid(format!(
+                "store {} is a node: give --cert, --key and --ca (or a [tls] section in --config)",
+                self.url
+            ))
+        })?;
+        Ok(NodeAddress { host, port, tls })
+    }
+}
+
 impl Repository {
-    /// Creates a keys file and the store's account for it.
-    pub fn init(url: &str, keys_path: &Path, cache_root: &Path) -> Result<Repository> {
-        let StoreUrl::Local(root) = StoreUrl::parse(url)?;
+    /// Creates a keys file and sets the store up for it: a local store gets
+    /// its account; a node's account records the keys' fingerprint.
+    pub fn init(spec: &StoreSpec, keys_path: &Path, cache_root: &Path) -> Result<Repository> {
         if keys_path.exists() {
             return Err(Error::Keys {
                 path: keys_path.to_path_buf(),
@@ -33,31 +55,67 @@ impl Repository {
             });
         }
         let keys = Keys::create(keys_path)?;
-        match LocalBackend::init(&root, &keys) {
-            Ok(backend) => Ok(Self::assemble(Box::new(backend), keys, cache_root, root)),
-            Err(e) => {
-                // A keys file for a store that was never set up would only mislead.
-                let _ = std::fs::remove_file(keys_path);
-                Err(e)
-            }
+        let result = match StoreUrl::parse(&spec.url)? {
+            StoreUrl::Local(root) => LocalBackend::init(&root, &keys)
+                .map(|b| Self::assemble(Box::new(b), keys, cache_root, Some(root))),
+            StoreUrl::Remote { host, port } => spec.remote(host, port).and_then(|address| {
+                let backend =
+                    RemoteBackend::new(address, keys.fingerprint(), Access::Read)?.registering_keys();
+                backend.marker()?;
+                Ok(Self::assemble(Box::new(backend), keys, cache_root, None))
+            }),
+        };
+        if result.is_err() {
+            // A keys file for a store that was never set up would only mislead.
+            let _ = std::fs::remove_file(keys_path);
         }
+        result
     }
 
-    pub fn open(url: &str, keys_path: &Path, cache_root: &Path) -> Result<Repository> {
-        let StoreUrl::Local(root) = StoreUrl::parse(url)?;
+    pub fn open(spec: &StoreSpec, keys_path: &Path, cache_root: &Path, access: Access) -> Result<Repository> {
         let keys = Keys::load(keys_path)?;
-        let backend = LocalBackend::open(&root, &keys)?;
-        Ok(Self::assemble(Box::new(backend), keys, cache_root, root))
+        Ok(match StoreUrl::parse(&spec.url)? {
+            StoreUrl::Local(root) => {
+                let backend = LocalBackend::open(&root, &keys)?;
+                Self::assemble(Box::new(backend), keys, cache_root, Some(root))
+            }
+            StoreUrl::Remote { host, port } => {
+                let backend = RemoteBackend::new(spec.remote(host, port)?, keys.fingerprint(), access)?;
+                Self::assemble(Box::new(backend), keys, cache_root, None)
+            }
+        })
     }
 
-    fn assemble(backend: Box<dyn Backend>, keys: Keys, cache_root: &Path, store_root: PathBuf) -> Repository {
-        let marker = backend.marker().unwrap_or(0);
-        let cache = Cache::open(cache_root, &backend.cache_key(), &keys, marker);
-        let private_paths = [store_root, cache_root.to_path_buf()]
+    /// Local stores report their marker at once; a node's is checked against
+    /// the cache's at login (see `remote`), so opening never connects.
+    fn assemble(
+        backend: Box<dyn Backend>,
+        keys: Keys,
+        cache_root: &Path,
+        local: Option<PathBuf>,
+    ) -> Repository {
+        let cache = Cache::open(cache_root, &backend.cache_key(), &keys);
+        match &local {
+            Some(_) => cache.check_marker(backend.marker().unwrap_or(0)),
+            None => backend.expect_marker(cache.marker()),
+        }
+        let private_paths = local
             .into_iter()
+            .chain([cache_root.to_path_buf()])
             .filter_map(|p| std::fs::canonicalize(p).ok())
             .collect();
         Repository { backend, keys, cache, private_paths }
+    }
+
+    /// Runs `op`; if the store changed under the cache, refreshes the cache and runs it again.
+    pub fn fresh<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
+        match op() {
+            Err(Error::StoreChanged { found, .. }) => {
+                self.cache.check_marker(found);
+                op()
+            }
+            other => other,
+        }
     }
 
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
@@ -73,9 +131,25 @@ impl Repository {
         crypto::open_chunk(&self.keys, id, &self.backend.get(id)?)
     }
 
-    /// Every committed backup set, oldest first.
+    /// Every committed backup set, oldest first, as the store lists them now.
     pub fn sets(&self) -> Result<Vec<BackupSet>> {
-        self.backend.sets()?.into_iter().map(|(id, _)| self.set(&id)).collect()
+        let (ids, marker) = self.fresh(|| Ok((self.backend.sets()?, self.backend.marker()?)))?;
+        let sets = ids.into_iter().map(|(id, _)| self.set(&id)).collect::<Result<Vec<_>>>()?;
+        self.cache.record_sets(marker, sets.iter().map(|s| s.id));
+        Ok(sets)
+    }
+
+    /// The sets as the cache last saw them complete, without asking the
+    /// store; None when the cache holds no complete list.
+    pub fn cached_sets(&self) -> Option<Vec<BackupSet>> {
+        let ids = self.cache.set_ids()?;
+        let mut sets = Vec::new();
+        for id in ids {
+            let envelope = self.cache.set(&id)?;
+            sets.push(BackupSet::open(&self.keys, &id, &envelope).ok()?);
+        }
+        sets.sort_by_key(|s| (s.header.time_ns, s.id));
+        Some(sets)
     }
 
     fn set(&self, id: &ObjectId) -> Result<BackupSet> {

@@ -93,22 +93,32 @@ impl<'a> Scanner<'a> {
         }
         let mut entry = entry_from(path.as_os_str().as_bytes().to_vec(), &meta, Kind::Dir);
         entry.xattrs = read_xattrs(path);
-        let previous_tree = previous.and_then(|p| self.previous_tree(path, p));
+        let previous_tree = match previous {
+            Some(p) => self.previous_tree(path, p)?,
+            None => None,
+        };
         entry.content = vec![self.scan_dir(path, previous_tree.as_ref())?];
         Ok(entry)
     }
 
-    fn previous_tree(&self, path: &Path, previous: &Entry) -> Option<Tree> {
-        let id = previous.tree()?;
-        self.repo
-            .tree(&id)
-            .inspect_err(|e| {
-                self.warn(path, format_args!("previous backup unreadable, reading everything: {e}"))
-            })
-            .ok()
+    /// The previous backup's tree of a directory. A damaged one only costs
+    /// re-reading the directory; a store that fails or changed stops the scan.
+    fn previous_tree(&self, path: &Path, previous: &Entry) -> Result<Option<(ObjectId, Tree)>> {
+        let Some(id) = previous.tree() else { return Ok(None) };
+        match self.repo.tree(&id) {
+            Ok(tree) => Ok(Some((id, tree))),
+            Err(e) if e.is_store_failure() => Err(e),
+            Err(e) => {
+                self.warn(path, format_args!("previous backup unreadable, reading everything: {e}"));
+                Ok(None)
+            }
+        }
     }
 
-    fn scan_dir(&self, path: &Path, previous: Option<&Tree>) -> Result<ObjectId> {
+    /// Scans a directory into a tree and stores it, unless it is exactly the
+    /// previous backup's tree, which the store already holds: an unchanged
+    /// directory costs no store access.
+    fn scan_dir(&self, path: &Path, previous: Option<&(ObjectId, Tree)>) -> Result<ObjectId> {
         self.counters.dirs_total.fetch_add(1, Relaxed);
         let mut names: Vec<OsString> = fs::read_dir(path)
             .map_err(Error::io(path))?
@@ -116,21 +126,26 @@ impl<'a> Scanner<'a> {
             .collect::<std::io::Result<_>>()
             .map_err(Error::io(path))?;
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let entries: Vec<Entry> = names
+        let entries: Vec<Option<Entry>> = names
             .par_iter()
-            .filter_map(|name| {
+            .map(|name| {
                 let child = path.join(name);
-                let prev = previous.and_then(|t| t.find(name.as_bytes()));
-                self.scan_entry(&child, name.as_bytes(), prev).unwrap_or_else(|e| {
-                    self.warn(&child, format_args!("not backed up: {e}"));
-                    None
-                })
+                let prev = previous.and_then(|(_, t)| t.find(name.as_bytes()));
+                match self.scan_entry(&child, name.as_bytes(), prev) {
+                    Err(e) if e.is_about_a_file() => {
+                        self.warn(&child, format_args!("not backed up: {e}"));
+                        Ok(None)
+                    }
+                    other => other,
+                }
             })
-            .collect();
+            .collect::<Result<_>>()?;
+        let entries: Vec<Entry> = entries.into_iter().flatten().collect();
         let tree = Tree { entries };
         let (id, envelope) = tree.seal(&self.repo.keys);
         self.repo.cache.put_tree(&id, &tree.plaintext());
-        if !self.repo.backend.has_many(&[id])?[0] {
+        let unchanged = previous.is_some_and(|(previous_id, _)| *previous_id == id);
+        if !unchanged && !self.repo.backend.has_many(&[id])?[0] {
             self.repo.backend.put(id, &envelope)?;
         }
         Ok(id)
@@ -146,8 +161,10 @@ impl<'a> Scanner<'a> {
         entry.xattrs = read_xattrs(path);
         match kind {
             Kind::Dir => {
-                let prev_tree =
-                    previous.filter(|p| p.kind == Kind::Dir).and_then(|p| self.previous_tree(path, p));
+                let prev_tree = match previous.filter(|p| p.kind == Kind::Dir) {
+                    Some(p) => self.previous_tree(path, p)?,
+                    None => None,
+                };
                 entry.content = vec![self.scan_dir(path, prev_tree.as_ref())?];
             }
             Kind::File => {

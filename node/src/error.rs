@@ -21,6 +21,12 @@ pub enum StoreError {
     NoSuchAccount(String),
     #[error("account {0} already exists")]
     AccountExists(String),
+    #[error("invalid account name {0}")]
+    InvalidName(String),
+    #[error("soft limit {soft} is above hard limit {hard}")]
+    InvalidLimits { soft: u64, hard: u64 },
+    #[error("account {account} would pass its hard limit ({used} of {limit} bytes used); upload refused")]
+    OverHardLimit { account: String, used: u64, limit: u64 },
     #[error("account {0} is busy: another client is writing to it")]
     AccountBusy(u64),
     #[error("object {0} is not in the store")]

@@ -38,6 +38,15 @@ pub struct GcReport {
     pub packs_deleted: u64,
 }
 
+/// What one housekeeping pass over an account did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HousekeepReport {
+    /// Sets forgotten because the account was over its soft limit, oldest first.
+    pub sets_forgotten: Vec<ObjectId>,
+    pub objects_freed: u64,
+    pub bytes_freed: u64,
+}
+
 #[derive(Default)]
 struct Freed {
     objects: u64,
@@ -66,6 +75,30 @@ impl AccountWriter {
             packs_deleted: deleted,
             marker: self.marker()?,
         })
+    }
+
+    /// The periodic pass: while the account is over its soft limit, forget
+    /// its oldest set (never the newest); then collect uploads that stayed
+    /// unreferenced since before `cutoff_ns`.
+    pub fn housekeep(&mut self, cutoff_ns: i64) -> Result<HousekeepReport> {
+        let soft = self.store.account(self.account)?.limits.soft;
+        let mut report = HousekeepReport::default();
+        loop {
+            let sets = self.store.sets(self.account)?;
+            if sets.len() < 2 || self.store.usage(self.account)?.live_bytes <= soft {
+                break;
+            }
+            let (oldest, _) = sets[0];
+            let forgot = self.forget_set(&oldest)?;
+            tracing::info!(account = self.account, set = %oldest, "over the soft limit: forgot the oldest set");
+            report.sets_forgotten.push(oldest);
+            report.objects_freed += forgot.objects_freed;
+            report.bytes_freed += forgot.bytes_freed;
+        }
+        let gc = self.collect_unreferenced(cutoff_ns)?;
+        report.objects_freed += gc.objects_freed;
+        report.bytes_freed += gc.bytes_freed;
+        Ok(report)
     }
 
     /// Frees objects that have stayed unreferenced since before `cutoff_ns`.
@@ -137,6 +170,7 @@ impl AccountWriter {
         })?;
         freed.objects += 1;
         freed.bytes += entry.len as u64;
+        self.release_bytes(entry.len as u64);
         freed.packs.insert(entry.pack);
         if !work.is_empty() && freed.objects.is_multiple_of(50_000) {
             // Bound the memory of one huge release.

@@ -12,6 +12,7 @@
 //! | `tombstones`   | account, set id       | time forgotten (i64 ns)      |
 //! | `unreferenced` | account, object id    | time stored (i64 ns)         |
 //! | `meta`         | name                  | store-wide counters          |
+//! | `meta`         | "marker", account     | client store marker (u64)    |
 //!
 //! Values are postcard-encoded. `unreferenced` lists objects stored but not yet
 //! named by any tree or set: the only candidates for grace-period collection,
@@ -34,6 +35,10 @@ pub const CF_UNREFERENCED: &str = "unreferenced";
 pub const CF_META: &str = "meta";
 const FAMILIES: [&str; 7] =
     [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED, CF_META];
+
+/// Families whose keys start with an account id: what deleting an account clears.
+pub const ACCOUNT_FAMILIES: [&str; 6] =
+    [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED];
 
 pub const META_NEXT_PACK: &[u8] = b"next_pack";
 pub const META_NEXT_ACCOUNT: &[u8] = b"next_account";
@@ -66,16 +71,33 @@ pub struct SetRecord {
     pub committed_ns: i64,
 }
 
-/// One account of the store.
+/// One account of the store: what an operator sets. The client store marker
+/// and usage are per replica and kept apart (see [`marker_key`]), so this
+/// record can later be replicated unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRecord {
     pub id: u64,
     pub name: String,
-    /// Hex fingerprint of the account's keys, checked at login.
+    /// Hex fingerprint of the account's keys, checked at login; empty until
+    /// the first `coffer init` registers one.
     pub key_fingerprint: String,
-    /// Client store marker: increases with every committed change.
-    pub marker: u64,
+    pub limits: Limits,
+    /// A frozen account can be read but not written.
+    pub frozen: bool,
     pub created_ns: i64,
+}
+
+/// Storage limits of an account, in bytes of live objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Above this, housekeeping forgets the oldest sets (never the newest).
+    pub soft: u64,
+    /// Uploads that would pass this are refused.
+    pub hard: u64,
+}
+
+impl Limits {
+    pub const UNLIMITED: Limits = Limits { soft: u64::MAX, hard: u64::MAX };
 }
 
 pub fn open_db(path: &Path) -> Result<DB> {
@@ -93,6 +115,14 @@ pub fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
 
 pub fn account_key(account: u64) -> [u8; 8] {
     account.to_be_bytes()
+}
+
+/// Where an account's client store marker lives in `meta`.
+pub fn marker_key(account: u64) -> [u8; 14] {
+    let mut k = [0; 14];
+    k[..6].copy_from_slice(b"marker");
+    k[6..].copy_from_slice(&account.to_be_bytes());
+    k
 }
 
 pub fn object_key(account: u64, id: &ObjectId) -> [u8; 40] {

@@ -8,23 +8,48 @@
 //! - [`index`]: the RocksDB index: objects, packs, backup sets, tombstones,
 //!   unreferenced objects and account records, with their key and value codecs.
 //! - [`store`]: opening a store, accounts, and reads (any number of readers).
+//! - [`accounts`]: creating, limiting, freezing and deleting accounts.
 //! - [`writer`]: the single writer of an account: puts objects, counts
 //!   references, commits backup sets, and makes every change durable in one
 //!   RocksDB write batch after its pack is on disk.
 //! - [`housekeeping`]: forgetting backup sets, freeing what reaches a zero
 //!   reference count (cost proportional to what is freed), collecting
 //!   never-referenced uploads after a grace period, and rewriting packs whose
-//!   live fraction fell low.
+//!   live fraction fell low; forgetting the oldest sets of an account over
+//!   its soft limit.
+//! - [`check`]: verifying an account (CRCs, references, counts) and
+//!   rebuilding its index from its self-describing packs.
+//! - [`space`]: current, old and deleted bytes of an account.
+//!
+//! The daemon (`coffer-node`) around the engine:
+//!
+//! - [`config`]: the node's TOML configuration.
+//! - [`server`]: the TLS listener, per-connection sessions, housekeeping
+//!   timer and clean shutdown.
+//! - [`service`]: the client-facing gRPC service (login, upload, download,
+//!   sets, usage).
+//! - [`admin`]: the operator's gRPC service.
+//! - [`throttle`]: slowing down repeated failed logins.
 
+pub mod accounts;
+pub mod admin;
+pub mod check;
+pub mod config;
 pub mod error;
 pub mod housekeeping;
 pub mod index;
 pub mod packfile;
+pub mod server;
+pub mod service;
+pub mod space;
 pub mod store;
+pub mod throttle;
 pub mod writer;
 
+pub use check::CheckReport;
 pub use error::StoreError;
-pub use housekeeping::{ForgetReport, GcReport};
-pub use index::{AccountRecord, ObjectEntry, SetRecord};
+pub use housekeeping::{ForgetReport, GcReport, HousekeepReport};
+pub use index::{AccountRecord, Limits, ObjectEntry, SetRecord};
+pub use space::Space;
 pub use store::{AccountId, Store, Usage};
 pub use writer::{AccountWriter, PutOutcome};

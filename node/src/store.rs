@@ -25,7 +25,7 @@ use rocksdb::DB;
 use tracing::{info, warn};
 
 use crate::error::{Result, StoreError};
-use crate::index::{self, AccountRecord, ObjectEntry, PackStats, SetRecord};
+use crate::index::{self, ObjectEntry, PackStats, SetRecord};
 use crate::packfile;
 use crate::writer::AccountWriter;
 
@@ -55,6 +55,8 @@ pub(crate) struct Inner {
     pub(crate) db: DB,
     pub(crate) root: PathBuf,
     pub(crate) writers: Mutex<HashSet<AccountId>>,
+    /// Serialises read-modify-write of account records.
+    pub(crate) accounts_lock: Mutex<()>,
     pub(crate) next_pack: AtomicU64,
 }
 
@@ -96,6 +98,7 @@ impl Store {
                 db,
                 root: root.to_path_buf(),
                 writers: Mutex::new(HashSet::new()),
+                accounts_lock: Mutex::new(()),
                 next_pack: AtomicU64::new(next_pack),
             }),
         })
@@ -140,55 +143,28 @@ impl Store {
         &self.inner.db
     }
 
-    /// Creates an account and returns its record.
-    pub fn create_account(&self, name: &str, key_fingerprint: &str) -> Result<AccountRecord> {
-        if self.find_account(name)?.is_some() {
-            return Err(StoreError::AccountExists(name.to_string()));
-        }
-        let db = self.db();
-        let id = index::get::<u64>(db, index::CF_META, index::META_NEXT_ACCOUNT)?.unwrap_or(1);
-        let record = AccountRecord {
-            id,
-            name: name.to_string(),
-            key_fingerprint: key_fingerprint.to_string(),
-            marker: 1,
-            created_ns: index::now_ns(),
-        };
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(index::cf(db, index::CF_ACCOUNTS), index::account_key(id), index::encode(&record));
-        batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_ACCOUNT, index::encode(&(id + 1)));
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        db.write_opt(batch, &opts)?;
-        Ok(record)
-    }
-
-    pub fn account(&self, id: AccountId) -> Result<AccountRecord> {
-        index::get(self.db(), index::CF_ACCOUNTS, &index::account_key(id))?
-            .ok_or_else(|| StoreError::NoSuchAccount(id.to_string()))
-    }
-
-    pub fn accounts(&self) -> Result<Vec<AccountRecord>> {
-        let db = self.db();
-        let mut out = Vec::new();
-        for item in db.iterator_cf(index::cf(db, index::CF_ACCOUNTS), rocksdb::IteratorMode::Start) {
-            let (_, value) = item?;
-            out.push(index::decode(index::CF_ACCOUNTS, &value)?);
-        }
-        Ok(out)
-    }
-
-    pub fn find_account(&self, name: &str) -> Result<Option<AccountRecord>> {
-        Ok(self.accounts()?.into_iter().find(|a| a.name == name))
-    }
-
     /// The single writer of an account; fails with `AccountBusy` while another exists.
     pub fn writer(&self, account: AccountId) -> Result<AccountWriter> {
         self.account(account)?;
         if !self.inner.writers.lock().unwrap().insert(account) {
             return Err(StoreError::AccountBusy(account));
         }
-        Ok(AccountWriter::new(self.clone(), account))
+        AccountWriter::new(self.clone(), account).inspect_err(|_| {
+            self.inner.writers.lock().unwrap().remove(&account);
+        })
+    }
+
+    /// The account's writer, waiting up to `wait` for a busy one to come free.
+    pub fn writer_within(&self, account: AccountId, wait: std::time::Duration) -> Result<AccountWriter> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.writer(account) {
+                Err(StoreError::AccountBusy(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn entry(&self, account: AccountId, id: &ObjectId) -> Result<Option<ObjectEntry>> {
@@ -266,6 +242,18 @@ impl Store {
             .into_iter()
             .map(|(k, v)| Ok((index::id_from_suffix(&k)?, v)))
             .collect()
+    }
+}
+
+impl Store {
+    /// The committed pack files of one account, by pack id.
+    pub(crate) fn account_pack_files(&self, account: AccountId) -> Result<Vec<(u64, PathBuf)>> {
+        let packs = self.inner.root.join("packs");
+        Ok(list_pack_files(&packs)?
+            .into_iter()
+            .filter(|(a, _, _)| *a == account)
+            .map(|(_, p, path)| (p, path))
+            .collect())
     }
 }
 

@@ -20,7 +20,7 @@ use coffer_proto::{ObjectId, ObjectKind, SetHeader};
 use rocksdb::WriteBatch;
 
 use crate::error::{Result, StoreError};
-use crate::index::{self, AccountRecord, ObjectEntry, PackStats, SetRecord};
+use crate::index::{self, ObjectEntry, PackStats, SetRecord};
 use crate::packfile::{self, PackWriter};
 use crate::store::{AccountId, Store};
 
@@ -66,17 +66,24 @@ pub struct AccountWriter {
     pack: Option<PackWriter>,
     pack_target: u64,
     pub(crate) pending: Pending,
+    /// Live bytes of the account including unflushed puts, against `hard_limit`.
+    used: u64,
+    hard_limit: u64,
 }
 
 impl AccountWriter {
-    pub(crate) fn new(store: Store, account: AccountId) -> Self {
-        AccountWriter {
+    pub(crate) fn new(store: Store, account: AccountId) -> Result<Self> {
+        let hard_limit = store.account(account)?.limits.hard;
+        let used = store.usage(account)?.live_bytes;
+        Ok(AccountWriter {
             store,
             account,
             pack: None,
             pack_target: DEFAULT_PACK_TARGET,
             pending: Pending::default(),
-        }
+            used,
+            hard_limit,
+        })
     }
 
     pub fn account(&self) -> AccountId {
@@ -85,6 +92,11 @@ impl AccountWriter {
 
     pub fn set_pack_target(&mut self, bytes: u64) {
         self.pack_target = bytes.max(1);
+    }
+
+    /// Counts bytes freed by housekeeping against the hard limit.
+    pub(crate) fn release_bytes(&mut self, bytes: u64) {
+        self.used = self.used.saturating_sub(bytes);
     }
 
     /// The object's entry as this writer sees it (including unflushed changes).
@@ -132,6 +144,14 @@ impl AccountWriter {
         if self.has(&id)? {
             return Ok(PutOutcome::AlreadyPresent);
         }
+        let len = envelope.len() as u64;
+        if self.used.saturating_add(len) > self.hard_limit {
+            return Err(StoreError::OverHardLimit {
+                account: self.store.account(self.account)?.name,
+                used: self.used,
+                limit: self.hard_limit,
+            });
+        }
         for r in &obj.refs {
             if !self.has(r)? {
                 return Err(StoreError::MissingReference { kind: obj.kind.name(), object: id, missing: *r });
@@ -143,7 +163,8 @@ impl AccountWriter {
         let pack = self.open_pack()?;
         let offset = pack.append(id, envelope)?;
         let pack_id = pack.pack;
-        let len = envelope.len() as u32;
+        self.used += len;
+        let len = len as u32;
         let entry = ObjectEntry { pack: pack_id, offset, len, crc: obj.crc, kind: obj.kind, refcount };
         self.pending.objects.insert(id, Some(entry));
         self.update_pack(pack_id, |p| {
@@ -218,7 +239,7 @@ impl AccountWriter {
 
     /// The account's current client store marker (as committed).
     pub fn marker(&self) -> Result<u64> {
-        Ok(self.store.account(self.account)?.marker)
+        self.store.marker(self.account)
     }
 
     /// Makes everything stored so far durable.
@@ -230,6 +251,7 @@ impl AccountWriter {
                 pack.abandon();
             }
             self.pending = Pending::default();
+            self.used = self.store.usage(self.account).map_or(self.used, |u| u.live_bytes);
         }
         result
     }
@@ -298,13 +320,8 @@ impl AccountWriter {
             );
         }
         if self.pending.bump_marker {
-            let mut record: AccountRecord = self.store.account(account)?;
-            record.marker += 1;
-            batch.put_cf(
-                index::cf(db, index::CF_ACCOUNTS),
-                index::account_key(account),
-                index::encode(&record),
-            );
+            let marker = self.store.marker(account)? + 1;
+            batch.put_cf(index::cf(db, index::CF_META), index::marker_key(account), index::encode(&marker));
         }
         let next_pack = self.store.inner.next_pack.load(Ordering::SeqCst);
         batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_PACK, index::encode(&next_pack));

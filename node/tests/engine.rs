@@ -1,34 +1,16 @@
 //! The store engine through its public API: reference counts, set commits,
 //! forgetting, compaction, grace-period collection and crash leftovers.
 
+mod common;
+
 use coffer_node::{PutOutcome, Store, StoreError};
-use coffer_proto::object::{ObjectKind, encode};
-use coffer_proto::set::SET_HEADER_VERSION;
-use coffer_proto::{ObjectId, SetHeader, SetStats};
-
-fn chunk(n: u8, len: usize) -> (ObjectId, Vec<u8>) {
-    (ObjectId([n; 32]), encode(ObjectKind::Chunk, &[], &vec![n; len]))
-}
-
-fn tree(n: u8, refs: &[ObjectId]) -> (ObjectId, Vec<u8>) {
-    (ObjectId([n; 32]), encode(ObjectKind::Tree, refs, b"sealed tree"))
-}
-
-fn set(n: u8, roots: &[ObjectId], time_ns: i64) -> (ObjectId, Vec<u8>) {
-    let header = SetHeader {
-        version: SET_HEADER_VERSION,
-        time_ns,
-        marker: 0,
-        roots: roots.to_vec(),
-        stats: SetStats::default(),
-    };
-    (ObjectId([n; 32]), encode(ObjectKind::Set, roots, &header.encode_body(b"sealed")))
-}
+use coffer_proto::ObjectId;
+use common::{chunk, set, tree};
 
 fn new_store() -> (tempfile::TempDir, Store, u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path()).unwrap();
-    let account = store.create_account("alice", "fp").unwrap().id;
+    let account = store.create_account("alice", "fp", coffer_node::Limits::UNLIMITED).unwrap().id;
     (dir, store, account)
 }
 
@@ -110,7 +92,7 @@ fn unflushed_writes_vanish_and_flushed_ones_survive_reopen() {
     let (c2, e2) = chunk(2, 5000);
     {
         let store = Store::create(dir.path()).unwrap();
-        let acct = store.create_account("a", "fp").unwrap().id;
+        let acct = store.create_account("a", "fp", coffer_node::Limits::UNLIMITED).unwrap().id;
         let mut w = store.writer(acct).unwrap();
         w.put(c1, &e1).unwrap();
         w.flush().unwrap();

@@ -7,12 +7,24 @@
 //! - [`set`]: the cleartext header of a backup set object, which a node reads to
 //!   list sets and their roots.
 //!
+//! - [`wire`]: the gRPC services and messages generated from
+//!   `proto/coffer.proto` (client↔node `Store`, operator `Admin`).
+//! - [`tls`]: TLS 1.3 configuration for nodes, clients and admins, roles read
+//!   from certificates, and opening a channel to a node.
+//!
 //! Nothing here knows about keys or disks: the client seals bodies, the node
 //! stores envelopes.
 
 pub mod id;
 pub mod object;
 pub mod set;
+pub mod tls;
+
+/// Generated from `proto/coffer.proto`.
+pub mod wire {
+    #![allow(clippy::all)]
+    tonic::include_proto!("coffer.v1");
+}
 
 pub use id::{IdParseError, ObjectId};
 pub use object::{Object, ObjectError, ObjectKind};

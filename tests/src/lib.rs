@@ -4,7 +4,9 @@
 //! Binaries are found beside the test executable (`target/<profile>/`), so
 //! build them first: `cargo build --bins` (the README's test command does).
 
+pub mod cluster;
 pub mod fstree;
+pub mod rawclient;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
-//! `coffer-bench`: backs up a generated tree to a local store and prints
-//! throughput: first backup MiB/s, no-change rerun time, restore MiB/s.
+//! `coffer-bench`: backs up a generated tree to a local store, then through a
+//! `coffer-node` on loopback (TLS, gRPC), and prints for each: first backup
+//! MiB/s, no-change rerun time, restore MiB/s.
 //!
 //! ```sh
 //! cargo build --bins && cargo run -p coffer-tests --bin coffer-bench -- [--size-mib 1024] [--dir /tmp]
@@ -11,6 +12,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use coffer_tests::Env;
+use coffer_tests::cluster::Cluster;
 use coffer_tests::fstree::{random_bytes, write};
 
 fn main() {
@@ -29,23 +31,47 @@ fn main() {
     // The tree was just written, so reads come from the page cache: the
     // figures measure Coffer's own path, not the disc.
 
+    println!("\nlocal store (file://)");
+    measure(
+        files,
+        mib,
+        &env.path("restored"),
+        &|args| {
+            env.ok(args);
+        },
+        &src,
+    );
+
+    let cluster = Cluster::start(1);
+    println!("\nstore node on loopback (coffer://, TLS 1.3)");
+    measure(
+        files,
+        mib,
+        &cluster.path("restored"),
+        &|args| {
+            cluster.coffer_ok("client.toml", args);
+        },
+        &src,
+    );
+}
+
+/// Times a first backup, a no-change rerun and a restore with `coffer`.
+fn measure(files: u64, mib: f64, dest: &Path, coffer: &dyn Fn(&[&str]), src: &Path) {
+    let src = src.to_str().unwrap();
     let t = Instant::now();
-    env.ok(&["backup", src.to_str().unwrap()]);
+    coffer(&["backup", src]);
     let first = t.elapsed().as_secs_f64();
     println!("first backup      {first:7.2} s  {:8.1} MiB/s", mib / first);
 
     let t = Instant::now();
-    env.ok(&["backup", src.to_str().unwrap()]);
+    coffer(&["backup", src]);
     let rerun = t.elapsed().as_secs_f64();
     println!("no-change rerun   {rerun:7.2} s  ({:.0} files/s)", files as f64 / rerun);
 
-    let dest = env.path("restored");
     let t = Instant::now();
-    env.ok(&["restore", src.to_str().unwrap(), dest.to_str().unwrap()]);
+    coffer(&["restore", src, dest.to_str().unwrap()]);
     let restore = t.elapsed().as_secs_f64();
     println!("restore           {restore:7.2} s  {:8.1} MiB/s", mib / restore);
-    let usage = env.ok(&["usage"]);
-    println!("{usage}");
 }
 
 /// Half the bytes in files of 64 MiB, half in files of 4–60 KiB.

@@ -1,0 +1,321 @@
+//! The remote backend: a store node over gRPC and TLS (`coffer://HOST:PORT`).
+//!
+//! The connection is opened lazily, on the first operation that needs the
+//! node, so a backup in which nothing changed never connects at all. Login
+//! checks the keys fingerprint and reports the client store marker; when the
+//! caller said which marker it expects (its cache was built at that marker)
+//! and the node reports another, the first operation fails with
+//! [`Error::StoreChanged`] so the caller can drop its cache and start again.
+//!
+//! Uploads stream: `put` adds the object to a batch and sends full batches
+//! down one long-lived upload stream, with no round trip per object;
+//! `flush` closes the stream and waits until the node has made everything
+//! durable. Ids sent in this session count as present for `has_many`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use coffer_node::{ForgetReport, PutOutcome, SetRecord, Usage};
+use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
+use coffer_proto::wire::store_client::StoreClient;
+use coffer_proto::wire::{self, ObjectBatch};
+use coffer_proto::{ObjectId, SetHeader, SetStats};
+use tokio::runtime::Runtime;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+
+/// Upload batches are sent once they hold this many bytes.
+const UPLOAD_BATCH: usize = 2 << 20;
+/// Ids per `Have` request.
+const HAVE_BATCH: usize = 16_384;
+
+/// Where a node is and how to prove who we are.
+#[derive(Debug, Clone)]
+pub struct NodeAddress {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsFiles,
+}
+
+/// Whether the session takes the account's single writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+pub struct RemoteBackend {
+    address: NodeAddress,
+    fingerprint: String,
+    access: Access,
+    register_keys: bool,
+    runtime: Runtime,
+    session: Mutex<Option<Session>>,
+    /// The marker the caller's cache was built at, checked once at login.
+    expected_marker: Mutex<Option<u64>>,
+}
+
+struct Session {
+    client: StoreClient<Channel>,
+    marker: u64,
+    upload: Option<Upload>,
+    sent: HashSet<ObjectId>,
+}
+
+struct Upload {
+    tx: mpsc::Sender<ObjectBatch>,
+    batch: ObjectBatch,
+    bytes: usize,
+    reply: JoinHandle<std::result::Result<tonic::Response<wire::UploadReply>, tonic::Status>>,
+}
+
+impl RemoteBackend {
+    pub fn new(address: NodeAddress, fingerprint: String, access: Access) -> Result<RemoteBackend> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start the network runtime: {e}")))?;
+        Ok(RemoteBackend {
+            address,
+            fingerprint,
+            access,
+            register_keys: false,
+            runtime,
+            session: Mutex::new(None),
+            expected_marker: Mutex::new(None),
+        })
+    }
+
+    /// `coffer init`: register the keys fingerprint if the account has none.
+    pub fn registering_keys(mut self) -> Self {
+        self.register_keys = true;
+        self
+    }
+
+    fn node_error(&self, status: tonic::Status) -> Error {
+        Error::Node {
+            node: format!("{}:{}", self.address.host, self.address.port),
+            message: status.message().into(),
+        }
+    }
+
+    /// Runs `f` with the session, connecting and logging in first if needed.
+    fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+        let mut guard = self.session.lock().unwrap();
+        if guard.is_none() {
+            let session = self.connect()?;
+            let expected = self.expected_marker.lock().unwrap().take();
+            let marker = session.marker;
+            *guard = Some(session);
+            if let Some(expected) = expected.filter(|m| *m != marker) {
+                return Err(Error::StoreChanged { expected, found: marker });
+            }
+        }
+        f(guard.as_mut().unwrap())
+    }
+
+    fn connect(&self) -> Result<Session> {
+        let a = &self.address;
+        let config = a.tls.client_config().map_err(|e| Error::Invalid(e.to_string()))?;
+        let channel = self
+            .runtime
+            .block_on(tls::connect(&a.host, a.port, config))
+            .map_err(|e| Error::Node { node: format!("{}:{}", a.host, a.port), message: e.to_string() })?;
+        let mut client = StoreClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let request = wire::LoginRequest {
+            key_fingerprint: self.fingerprint.clone(),
+            write: self.access == Access::Write,
+            register_keys: self.register_keys,
+            client_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let reply =
+            self.runtime.block_on(client.login(request)).map_err(|s| self.node_error(s))?.into_inner();
+        let marker = reply.account.map(|a| a.marker).unwrap_or(0);
+        Ok(Session { client, marker, upload: None, sent: HashSet::new() })
+    }
+
+    fn send_batch(&self, session: &mut Session) -> Result<()> {
+        let Some(upload) = session.upload.as_mut() else { return Ok(()) };
+        let batch = std::mem::take(&mut upload.batch);
+        upload.bytes = 0;
+        if self.runtime.block_on(upload.tx.send(batch)).is_err() {
+            // The node ended the stream early: its reply says why.
+            return self.finish_upload(session).and(Err(Error::Invalid("the node closed the upload".into())));
+        }
+        Ok(())
+    }
+
+    /// Opens the session's upload stream; the node replies when it closes.
+    fn open_upload(&self, client: &StoreClient<Channel>) -> Upload {
+        let (tx, rx) = mpsc::channel(4);
+        let mut client = client.clone();
+        let reply = self.runtime.spawn(async move { client.upload(ReceiverStream::new(rx)).await });
+        Upload { tx, batch: ObjectBatch::default(), bytes: 0, reply }
+    }
+
+    fn finish_upload(&self, session: &mut Session) -> Result<()> {
+        let Some(upload) = session.upload.take() else { return Ok(()) };
+        let Upload { tx, batch, reply, .. } = upload;
+        if !batch.objects.is_empty() {
+            let _ = self.runtime.block_on(tx.send(batch));
+        }
+        drop(tx);
+        match self.runtime.block_on(reply) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(status)) => Err(self.node_error(status)),
+            Err(e) => Err(Error::Invalid(format!("upload task failed: {e}"))),
+        }
+    }
+}
+
+fn id_from_wire(bytes: &[u8]) -> Result<ObjectId> {
+    ObjectId::from_slice(bytes)
+        .ok_or_else(|| Error::Invalid(format!("node sent a {}-byte object id", bytes.len())))
+}
+
+fn set_record(s: wire::SetInfo) -> Result<(ObjectId, SetRecord)> {
+    let header = SetHeader {
+        version: s.version as u8,
+        time_ns: s.time_ns,
+        marker: s.marker,
+        roots: s.roots.iter().map(|r| id_from_wire(r)).collect::<Result<_>>()?,
+        stats: SetStats { files: s.files, dirs: s.dirs, bytes: s.bytes },
+    };
+    Ok((id_from_wire(&s.id)?, SetRecord { header, committed_ns: s.committed_ns }))
+}
+
+impl Backend for RemoteBackend {
+    fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        self.with_session(|s| {
+            let mut out = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(HAVE_BATCH) {
+                let request =
+                    wire::HaveRequest { ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect() };
+                let reply = self.runtime.block_on(s.client.have(request)).map_err(|e| self.node_error(e))?;
+                let present = reply.into_inner().present;
+                if present.len() != chunk.len() {
+                    return Err(Error::Invalid("node answered a different number of ids".into()));
+                }
+                out.extend(chunk.iter().zip(present).map(|(id, p)| p || s.sent.contains(id)));
+            }
+            Ok(out)
+        })
+    }
+
+    fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome> {
+        self.with_session(|s| {
+            if !s.sent.insert(id) {
+                return Ok(PutOutcome::AlreadyPresent);
+            }
+            let upload = s.upload.get_or_insert_with(|| self.open_upload(&s.client));
+            upload
+                .batch
+                .objects
+                .push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope: envelope.to_vec() });
+            upload.bytes += envelope.len();
+            if upload.bytes >= UPLOAD_BATCH {
+                self.send_batch(s)?;
+            }
+            Ok(PutOutcome::Stored(envelope.len() as u64))
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut guard = self.session.lock().unwrap();
+        match guard.as_mut() {
+            Some(s) => self.finish_upload(s),
+            None => Ok(()),
+        }
+    }
+
+    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
+        self.flush()?;
+        self.with_session(|s| {
+            let request = wire::CommitSetRequest { id: id.as_bytes().to_vec(), envelope: envelope.to_vec() };
+            let reply =
+                self.runtime.block_on(s.client.commit_set(request)).map_err(|e| self.node_error(e))?;
+            s.marker = reply.into_inner().marker;
+            Ok(s.marker)
+        })
+    }
+
+    fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        self.with_session(|s| {
+            let request = wire::DownloadRequest { ids: vec![id.as_bytes().to_vec()] };
+            self.runtime.block_on(async {
+                let mut stream =
+                    s.client.download(request).await.map_err(|e| self.node_error(e))?.into_inner();
+                while let Some(batch) = stream.message().await.map_err(|e| self.node_error(e))? {
+                    if let Some(object) = batch.objects.into_iter().find(|o| o.id == id.as_bytes()) {
+                        return Ok(object.envelope);
+                    }
+                }
+                Err(Error::Invalid(format!("node did not send object {id}")))
+            })
+        })
+    }
+
+    fn sets(&self) -> Result<Vec<(ObjectId, SetRecord)>> {
+        self.with_session(|s| {
+            let reply = self.runtime.block_on(s.client.list_sets(wire::ListSetsRequest {}));
+            reply.map_err(|e| self.node_error(e))?.into_inner().sets.into_iter().map(set_record).collect()
+        })
+    }
+
+    fn forget(&self, id: &ObjectId) -> Result<ForgetReport> {
+        self.flush()?;
+        self.with_session(|s| {
+            let request = wire::ForgetSetRequest { id: id.as_bytes().to_vec() };
+            let r = self
+                .runtime
+                .block_on(s.client.forget_set(request))
+                .map_err(|e| self.node_error(e))?
+                .into_inner();
+            s.marker = r.marker;
+            Ok(ForgetReport {
+                objects_freed: r.objects_freed,
+                bytes_freed: r.bytes_freed,
+                packs_rewritten: r.packs_rewritten,
+                packs_deleted: r.packs_deleted,
+                marker: r.marker,
+            })
+        })
+    }
+
+    fn marker(&self) -> Result<u64> {
+        self.with_session(|s| Ok(s.marker))
+    }
+
+    fn usage(&self) -> Result<Usage> {
+        self.with_session(|s| {
+            let u = self
+                .runtime
+                .block_on(s.client.usage(wire::UsageRequest {}))
+                .map_err(|e| self.node_error(e))?;
+            let u = u.into_inner();
+            Ok(Usage {
+                live_bytes: u.live_bytes,
+                pack_bytes: u.pack_bytes,
+                objects: u.objects,
+                packs: u.packs,
+                sets: u.sets,
+            })
+        })
+    }
+
+    fn expect_marker(&self, marker: Option<u64>) {
+        *self.expected_marker.lock().unwrap() = marker;
+    }
+
+    fn cache_key(&self) -> String {
+        format!("coffer://{}:{}/{}", self.address.host, self.address.port, self.address.tls.cert.display())
+    }
+}

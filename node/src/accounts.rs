@@ -1,0 +1,179 @@
+//! Accounts: creating, finding, limiting, freezing and deleting them.
+//!
+//! An account record holds what an operator decides (name, limits, frozen,
+//! the registered key fingerprint). Changes to records are read-modify-write,
+//! so they are serialised by one lock; the writer never touches the record
+//! (the client store marker lives under its own key), so a client backing up
+//! and an operator changing a limit cannot overwrite each other.
+
+use rocksdb::WriteBatch;
+
+use crate::error::{Result, StoreError};
+use crate::index::{self, AccountRecord, Limits};
+use crate::packfile;
+use crate::store::{AccountId, Store};
+
+/// Longest account name; names travel in certificate common names.
+const MAX_NAME: usize = 64;
+
+/// Checks that `name` can name an account (and a certificate).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName(format!(
+            "`{name}`: account names are 1 to {MAX_NAME} characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+        )))
+    }
+}
+
+impl Store {
+    /// Creates an account and returns its record.
+    pub fn create_account(&self, name: &str, key_fingerprint: &str, limits: Limits) -> Result<AccountRecord> {
+        validate_name(name)?;
+        if limits.soft > limits.hard {
+            return Err(StoreError::InvalidLimits { soft: limits.soft, hard: limits.hard });
+        }
+        let _guard = self.inner.accounts_lock.lock().unwrap();
+        if self.find_account(name)?.is_some() {
+            return Err(StoreError::AccountExists(name.to_string()));
+        }
+        let db = self.db();
+        let id = index::get::<u64>(db, index::CF_META, index::META_NEXT_ACCOUNT)?.unwrap_or(1);
+        let record = AccountRecord {
+            id,
+            name: name.to_string(),
+            key_fingerprint: key_fingerprint.to_string(),
+            limits,
+            frozen: false,
+            created_ns: index::now_ns(),
+        };
+        let mut batch = WriteBatch::default();
+        batch.put_cf(index::cf(db, index::CF_ACCOUNTS), index::account_key(id), index::encode(&record));
+        batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_ACCOUNT, index::encode(&(id + 1)));
+        batch.put_cf(index::cf(db, index::CF_META), index::marker_key(id), index::encode(&1u64));
+        self.write_synced(batch)?;
+        Ok(record)
+    }
+
+    pub fn account(&self, id: AccountId) -> Result<AccountRecord> {
+        index::get(self.db(), index::CF_ACCOUNTS, &index::account_key(id))?
+            .ok_or_else(|| StoreError::NoSuchAccount(id.to_string()))
+    }
+
+    pub fn accounts(&self) -> Result<Vec<AccountRecord>> {
+        let db = self.db();
+        let mut out = Vec::new();
+        for item in db.iterator_cf(index::cf(db, index::CF_ACCOUNTS), rocksdb::IteratorMode::Start) {
+            let (_, value) = item?;
+            out.push(index::decode(index::CF_ACCOUNTS, &value)?);
+        }
+        Ok(out)
+    }
+
+    pub fn find_account(&self, name: &str) -> Result<Option<AccountRecord>> {
+        Ok(self.accounts()?.into_iter().find(|a| a.name == name))
+    }
+
+    /// The account called `name`, or a `NoSuchAccount` error naming it.
+    pub fn account_named(&self, name: &str) -> Result<AccountRecord> {
+        self.find_account(name)?.ok_or_else(|| StoreError::NoSuchAccount(name.to_string()))
+    }
+
+    /// The account's client store marker: it grows with every committed change.
+    pub fn marker(&self, id: AccountId) -> Result<u64> {
+        Ok(index::get::<u64>(self.db(), index::CF_META, &index::marker_key(id))?.unwrap_or(0))
+    }
+
+    pub fn set_limits(&self, id: AccountId, limits: Limits) -> Result<AccountRecord> {
+        if limits.soft > limits.hard {
+            return Err(StoreError::InvalidLimits { soft: limits.soft, hard: limits.hard });
+        }
+        self.update_account(id, |r| {
+            r.limits = limits;
+            Ok(())
+        })
+    }
+
+    pub fn set_frozen(&self, id: AccountId, frozen: bool) -> Result<AccountRecord> {
+        self.update_account(id, |r| {
+            r.frozen = frozen;
+            Ok(())
+        })
+    }
+
+    /// Records the account's key fingerprint if it has none yet; an account
+    /// that has one keeps it.
+    pub fn register_keys(&self, id: AccountId, fingerprint: &str) -> Result<AccountRecord> {
+        self.update_account(id, |r| {
+            if r.key_fingerprint.is_empty() {
+                r.key_fingerprint = fingerprint.to_string();
+            }
+            Ok(())
+        })
+    }
+
+    fn update_account(
+        &self,
+        id: AccountId,
+        change: impl FnOnce(&mut AccountRecord) -> Result<()>,
+    ) -> Result<AccountRecord> {
+        let _guard = self.inner.accounts_lock.lock().unwrap();
+        let mut record = self.account(id)?;
+        change(&mut record)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            index::cf(self.db(), index::CF_ACCOUNTS),
+            index::account_key(id),
+            index::encode(&record),
+        );
+        self.write_synced(batch)?;
+        Ok(record)
+    }
+
+    /// Deletes an account and everything it stored. Fails with `AccountBusy`
+    /// while a client is writing to it. Returns the bytes of packs removed.
+    pub fn delete_account(&self, id: AccountId) -> Result<u64> {
+        let writer = self.writer(id)?;
+        let _guard = self.inner.accounts_lock.lock().unwrap();
+        let pack_bytes = self.usage(id)?.pack_bytes;
+        let db = self.db();
+        let (from, to) = (index::account_key(id), index::account_key(id + 1));
+        let mut batch = WriteBatch::default();
+        for family in index::ACCOUNT_FAMILIES {
+            batch.delete_range_cf(index::cf(db, family), from, to);
+        }
+        batch.delete_cf(index::cf(db, index::CF_META), index::marker_key(id));
+        self.write_synced(batch)?;
+        let dir = packfile::pack_path(self.root(), id, 0).parent().map(|p| p.to_path_buf());
+        if let Some(dir) = dir.filter(|d| d.exists()) {
+            std::fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        }
+        drop(writer);
+        Ok(pack_bytes)
+    }
+
+    pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<()> {
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        Ok(self.db().write_opt(batch, &opts)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_in_certificates() {
+        for good in ["alice", "host-1.example_org", "A"] {
+            validate_name(good).unwrap();
+        }
+        for bad in ["", "a b", "a:b", "x/y", &"n".repeat(65), "é"] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The node's TOML configuration.
+//!
+//! ```toml
+//! name = "node1"
+//! listen = "127.0.0.1:7101"
+//! data = "node1/data"            # relative paths are relative to this file
+//! log = "info"
+//! housekeeping_interval = "15m"  # human units: "90s", "6h", "7d"
+//! grace = "7d"                   # how long unreferenced uploads are kept
+//!
+//! [tls]
+//! cert = "node1.crt"
+//! key = "node1.key"
+//! ca = "ca.crt"
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use coffer_proto::tls::TlsFiles;
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub data: PathBuf,
+    #[serde(default = "default_log")]
+    pub log: String,
+    #[serde(default = "default_housekeeping", deserialize_with = "duration")]
+    pub housekeeping_interval: Duration,
+    #[serde(default = "default_grace", deserialize_with = "duration")]
+    pub grace: Duration,
+    pub tls: TlsFiles,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+fn default_housekeeping() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// Deserializes a human duration such as "90s", "6h" or "7d".
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut config: NodeConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data = base.join(&config.data);
+        config.tls.relative_to(base);
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path)
+    }
+
+    const TLS: &str = "[tls]\ncert = \"n.crt\"\nkey = \"n.key\"\nca = \"ca.crt\"\n";
+
+    #[test]
+    fn human_units_and_relative_paths() {
+        let c = parse(&format!(
+            "name = \"n1\"\nlisten = \"127.0.0.1:7101\"\ndata = \"d\"\nhousekeeping_interval = \"90s\"\ngrace = \"6h\"\n{TLS}"
+        ))
+        .unwrap();
+        assert_eq!(c.housekeeping_interval, Duration::from_secs(90));
+        assert_eq!(c.grace, Duration::from_secs(6 * 3600));
+        assert!(c.data.is_absolute() && c.data.ends_with("d"));
+    }
+
+    #[test]
+    fn malformed_configs_name_the_problem() {
+        let bad_duration =
+            parse(&format!("name = \"n1\"\nlisten = \"127.0.0.1:1\"\ndata = \"d\"\ngrace = \"soon\"\n{TLS}"))
+                .unwrap_err()
+                .to_string();
+        assert!(bad_duration.contains("soon"), "{bad_duration}");
+        let unknown =
+            parse(&format!("name = \"n1\"\nlisten = \"127.0.0.1:1\"\ndata = \"d\"\nport = 3\n{TLS}"))
+                .unwrap_err();
+        assert!(unknown.to_string().contains("port"), "{unknown}");
+        let missing = parse("name = \"n1\"\n").unwrap_err();
+        assert!(missing.to_string().contains("listen"), "{missing}");
+    }
+}

@@ -1,0 +1,358 @@
+//! The client-facing gRPC service: one account, named by the client's
+//! certificate, per connection.
+//!
+//! A connection first logs in (keys fingerprint checked, failed attempts
+//! slowed); a writing login takes the account's single writer for the life of
+//! the connection. Every id from the wire is checked for length before use,
+//! every envelope for its CRC, and any bad input is refused with an error that
+//! names it, leaving the store as it was. An upload that breaks off keeps
+//! what arrived intact, so the client's next run sends only the rest.
+
+use std::sync::Arc;
+
+use coffer_proto::ObjectId;
+use coffer_proto::tls::Role;
+use coffer_proto::wire::{self, store_server};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::info;
+
+use crate::error::StoreError;
+use crate::index::{AccountRecord, SetRecord};
+use crate::server::{Node, Peer};
+use crate::store::{AccountId, Store};
+use crate::writer::{AccountWriter, PutOutcome};
+
+/// The most ids one request may carry.
+pub const MAX_IDS: usize = 65_536;
+/// How long a request that needs the account's writer waits for it: a client
+/// that reconnects at once after losing its connection would otherwise find
+/// its own old session still finishing its last flush.
+pub const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// Download batches are cut at about this many bytes.
+const DOWNLOAD_BATCH: usize = 4 << 20;
+
+pub struct StoreService {
+    node: Arc<Node>,
+}
+
+impl StoreService {
+    pub fn new(node: Arc<Node>) -> Self {
+        StoreService { node }
+    }
+}
+
+/// Maps a store error to the gRPC status a client sees; the message is the
+/// store's own, which names the object, pack or account.
+pub fn status(e: StoreError) -> Status {
+    let message = e.to_string();
+    match e {
+        StoreError::InvalidName(_)
+        | StoreError::InvalidLimits { .. }
+        | StoreError::InvalidObject { .. }
+        | StoreError::WrongKind { .. } => Status::invalid_argument(message),
+        StoreError::AccountExists(_) => Status::already_exists(message),
+        StoreError::NoSuchAccount(_) | StoreError::NoSuchSet(_) | StoreError::MissingObject(_) => {
+            Status::not_found(message)
+        }
+        StoreError::AccountBusy(_) => Status::aborted(message),
+        StoreError::OverHardLimit { .. } => Status::resource_exhausted(message),
+        StoreError::MissingReference { .. } => Status::failed_precondition(message),
+        StoreError::CorruptObject { .. } | StoreError::CorruptPack { .. } | StoreError::CorruptIndex(_) => {
+            Status::data_loss(message)
+        }
+        _ => Status::internal(message),
+    }
+}
+
+/// Runs blocking store work (RocksDB, fsync) off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(format!("request failed: {e}")))?
+}
+
+pub fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
+    req.extensions().get::<Peer>().cloned().ok_or_else(|| Status::unauthenticated("no TLS client identity"))
+}
+
+/// Parses ids from the wire; a wrong length is refused, naming its position.
+pub fn parse_ids(raw: &[Vec<u8>]) -> Result<Vec<ObjectId>, Status> {
+    if raw.len() > MAX_IDS {
+        return Err(Status::invalid_argument(format!("{} ids in one request; at most {MAX_IDS}", raw.len())));
+    }
+    raw.iter().enumerate().map(|(i, bytes)| parse_id(bytes, i)).collect()
+}
+
+fn parse_id(bytes: &[u8], position: usize) -> Result<ObjectId, Status> {
+    ObjectId::from_slice(bytes).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "id #{position} is {} bytes long; object ids are 32 bytes",
+            bytes.len()
+        ))
+    })
+}
+
+/// The wire form of an account, with its marker and usage on this node.
+pub fn account_message(store: &Store, r: &AccountRecord) -> Result<wire::Account, StoreError> {
+    let usage = store.usage(r.id)?;
+    Ok(wire::Account {
+        id: r.id,
+        name: r.name.clone(),
+        soft_limit: r.limits.soft,
+        hard_limit: r.limits.hard,
+        frozen: r.frozen,
+        key_fingerprint: r.key_fingerprint.clone(),
+        marker: store.marker(r.id)?,
+        created_ns: r.created_ns,
+        usage: Some(wire::AccountUsage {
+            live_bytes: usage.live_bytes,
+            pack_bytes: usage.pack_bytes,
+            objects: usage.objects,
+            packs: usage.packs,
+            sets: usage.sets,
+        }),
+    })
+}
+
+pub fn set_message(id: &ObjectId, r: &SetRecord) -> wire::SetInfo {
+    let h = &r.header;
+    wire::SetInfo {
+        id: id.as_bytes().to_vec(),
+        time_ns: h.time_ns,
+        marker: h.marker,
+        roots: h.roots.iter().map(|r| r.as_bytes().to_vec()).collect(),
+        files: h.stats.files,
+        dirs: h.stats.dirs,
+        bytes: h.stats.bytes,
+        committed_ns: r.committed_ns,
+        version: h.version as u32,
+    }
+}
+
+/// The account this connection logged in to.
+fn logged_in(peer: &Peer) -> Result<AccountId, Status> {
+    peer.session.lock().unwrap().account.ok_or_else(|| Status::unauthenticated("log in first"))
+}
+
+/// Runs `work` with this connection's writer of the account.
+fn with_writer<T>(
+    peer: &Peer,
+    work: impl FnOnce(&mut AccountWriter) -> Result<T, StoreError>,
+) -> Result<T, Status> {
+    let mut session = peer.session.lock().unwrap();
+    let writer = session
+        .writer
+        .as_mut()
+        .ok_or_else(|| Status::failed_precondition("this connection did not log in for writing"))?;
+    work(writer).map_err(status)
+}
+
+fn client_name(peer: &Peer) -> Result<String, Status> {
+    match &peer.role {
+        Role::Client(name) => Ok(name.clone()),
+        other => Err(Status::permission_denied(format!("{other} is not a client certificate"))),
+    }
+}
+
+impl StoreService {
+    fn login_blocking(node: &Node, peer: &Peer, req: wire::LoginRequest) -> Result<wire::LoginReply, Status> {
+        let name = client_name(peer)?;
+        let store = &node.store;
+        let mut record = store
+            .find_account(&name)
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("no account `{name}` on node {}", node.name)))?;
+        if record.key_fingerprint.is_empty() {
+            if !req.register_keys {
+                return Err(Status::failed_precondition(format!(
+                    "account `{name}` has no keys registered yet; run `coffer init` first"
+                )));
+            }
+            record = store.register_keys(record.id, &req.key_fingerprint).map_err(status)?;
+            info!(account = %name, fingerprint = %record.key_fingerprint, "registered keys");
+        }
+        if record.key_fingerprint != req.key_fingerprint {
+            node.throttle.failed(&name);
+            return Err(Status::permission_denied(format!(
+                "wrong keys file for account `{name}`: it uses keys {}, this keys file is {}",
+                record.key_fingerprint, req.key_fingerprint
+            )));
+        }
+        node.throttle.succeeded(&name);
+        let mut session = peer.session.lock().unwrap();
+        if req.write && session.writer.is_none() {
+            if record.frozen {
+                return Err(Status::failed_precondition(format!(
+                    "account `{name}` is frozen: it can be read but not written"
+                )));
+            }
+            session.writer = Some(store.writer_within(record.id, WRITER_WAIT).map_err(|e| match e {
+                StoreError::AccountBusy(_) => {
+                    Status::aborted(format!("account `{name}` is busy: another client is writing to it"))
+                }
+                other => status(other),
+            })?);
+        }
+        session.account = Some(record.id);
+        let account = account_message(store, &record).map_err(status)?;
+        Ok(wire::LoginReply { account: Some(account), node: node.name.clone() })
+    }
+}
+
+/// Stores one upload batch; returns what it stored.
+fn put_batch(peer: &Peer, batch: wire::ObjectBatch) -> Result<wire::UploadReply, Status> {
+    let ids: Vec<ObjectId> =
+        batch.objects.iter().enumerate().map(|(i, o)| parse_id(&o.id, i)).collect::<Result<_, _>>()?;
+    let mut reply = wire::UploadReply::default();
+    with_writer(peer, |w| {
+        for (id, object) in ids.into_iter().zip(batch.objects) {
+            match w.put(id, &object.envelope)? {
+                PutOutcome::Stored(n) => {
+                    reply.stored += 1;
+                    reply.bytes_stored += n;
+                }
+                PutOutcome::AlreadyPresent => reply.already_present += 1,
+            }
+        }
+        Ok(())
+    })?;
+    Ok(reply)
+}
+
+#[tonic::async_trait]
+impl store_server::Store for StoreService {
+    async fn login(&self, req: Request<wire::LoginRequest>) -> Result<Response<wire::LoginReply>, Status> {
+        let peer = peer(&req)?;
+        let wait = self.node.throttle.delay(&client_name(&peer)?);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let node = self.node.clone();
+        let req = req.into_inner();
+        blocking(move || Self::login_blocking(&node, &peer, req)).await.map(Response::new)
+    }
+
+    async fn have(&self, req: Request<wire::HaveRequest>) -> Result<Response<wire::HaveReply>, Status> {
+        let account = logged_in(&peer(&req)?)?;
+        let ids = parse_ids(&req.get_ref().ids)?;
+        let store = self.node.store.clone();
+        let present = blocking(move || store.has_many(account, &ids).map_err(status)).await?;
+        Ok(Response::new(wire::HaveReply { present }))
+    }
+
+    async fn upload(
+        &self,
+        req: Request<Streaming<wire::ObjectBatch>>,
+    ) -> Result<Response<wire::UploadReply>, Status> {
+        let peer = peer(&req)?;
+        logged_in(&peer)?;
+        let mut stream = req.into_inner();
+        let mut reply = wire::UploadReply::default();
+        let received: Result<(), Status> = async {
+            while let Some(batch) = stream.message().await? {
+                let p = peer.clone();
+                let r = blocking(move || put_batch(&p, batch)).await?;
+                reply.stored += r.stored;
+                reply.already_present += r.already_present;
+                reply.bytes_stored += r.bytes_stored;
+            }
+            Ok(())
+        }
+        .await;
+        // Keep whatever arrived intact, even when the stream broke off.
+        let flushed = blocking(move || with_writer(&peer, |w| w.flush())).await;
+        received?;
+        flushed?;
+        Ok(Response::new(reply))
+    }
+
+    type DownloadStream = ReceiverStream<Result<wire::ObjectBatch, Status>>;
+
+    async fn download(
+        &self,
+        req: Request<wire::DownloadRequest>,
+    ) -> Result<Response<Self::DownloadStream>, Status> {
+        let account = logged_in(&peer(&req)?)?;
+        let ids = parse_ids(&req.get_ref().ids)?;
+        let store = self.node.store.clone();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            let mut batch = wire::ObjectBatch::default();
+            let mut size = 0;
+            for id in ids {
+                let envelope = match store.get(account, &id) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                        let _ = tx.blocking_send(Err(status(e)));
+                        return;
+                    }
+                };
+                size += envelope.len();
+                batch.objects.push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope });
+                if size >= DOWNLOAD_BATCH {
+                    size = 0;
+                    if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !batch.objects.is_empty() {
+                let _ = tx.blocking_send(Ok(batch));
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn commit_set(
+        &self,
+        req: Request<wire::CommitSetRequest>,
+    ) -> Result<Response<wire::CommitSetReply>, Status> {
+        let peer = peer(&req)?;
+        let req = req.into_inner();
+        let id = parse_id(&req.id, 0)?;
+        let marker = blocking(move || with_writer(&peer, |w| w.commit_set(id, &req.envelope))).await?;
+        Ok(Response::new(wire::CommitSetReply { marker }))
+    }
+
+    async fn list_sets(
+        &self,
+        req: Request<wire::ListSetsRequest>,
+    ) -> Result<Response<wire::ListSetsReply>, Status> {
+        let account = logged_in(&peer(&req)?)?;
+        let store = self.node.store.clone();
+        let sets = blocking(move || store.sets(account).map_err(status)).await?;
+        Ok(Response::new(wire::ListSetsReply {
+            sets: sets.iter().map(|(id, r)| set_message(id, r)).collect(),
+        }))
+    }
+
+    async fn forget_set(
+        &self,
+        req: Request<wire::ForgetSetRequest>,
+    ) -> Result<Response<wire::ForgetSetReply>, Status> {
+        let peer = peer(&req)?;
+        let id = parse_id(&req.get_ref().id, 0)?;
+        let r = blocking(move || with_writer(&peer, |w| w.forget_set(&id))).await?;
+        Ok(Response::new(wire::ForgetSetReply {
+            objects_freed: r.objects_freed,
+            bytes_freed: r.bytes_freed,
+            packs_rewritten: r.packs_rewritten,
+            packs_deleted: r.packs_deleted,
+            marker: r.marker,
+        }))
+    }
+
+    async fn usage(&self, req: Request<wire::UsageRequest>) -> Result<Response<wire::AccountUsage>, Status> {
+        let account = logged_in(&peer(&req)?)?;
+        let store = self.node.store.clone();
+        let record = blocking(move || {
+            let record = store.account(account).map_err(status)?;
+            account_message(&store, &record).map_err(status)
+        })
+        .await?;
+        Ok(Response::new(record.usage.unwrap_or_default()))
+    }
+}

@@ -1,0 +1,341 @@
+//! `coffer-admin`: certificates, accounts, checks and reports for Coffer's
+//! store nodes (Box Backup's bbstoreaccounts and bbstored-certs).
+//!
+//! - `ca`: the certificate authority (offline, on a directory).
+//! - `quickstart`: a ready loopback setup of nodes, admin and client.
+//! - `account`, `usage`, `housekeep`, `status`: talk to a node's admin
+//!   service over TLS with an admin certificate.
+
+mod ca;
+mod config;
+mod quickstart;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+use coffer_client::backend::StoreUrl;
+use coffer_proto::tls::{self, MAX_MESSAGE, Role, TlsFiles};
+use coffer_proto::wire::{self, admin_client::AdminClient};
+use tonic::transport::Channel;
+
+use crate::ca::CertificateAuthority;
+use crate::config::AdminConfig;
+use crate::quickstart::Quickstart;
+
+/// Manage Coffer store nodes: certificates, accounts, checks and usage.
+///
+/// Exit status: 0 on success, 1 when a check finds problems, 2 on any error.
+#[derive(Parser)]
+#[command(name = "coffer-admin", version)]
+struct Cli {
+    /// A TOML configuration file (node address and [tls]); flags override it.
+    #[arg(long, env = "COFFER_ADMIN_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// The node to manage: coffer://HOST:PORT.
+    #[arg(long, global = true)]
+    node: Option<String>,
+    /// The admin certificate.
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, global = true)]
+    key: Option<PathBuf>,
+    /// The certificate authority that signed the node's certificate.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The certificate authority.
+    Ca {
+        /// The CA's directory (holds ca.crt and ca.key; certificates are written here).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Write a ready-to-run loopback setup: CA, nodes, an admin and a client.
+    Quickstart {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        nodes: u16,
+        #[arg(long, default_value_t = 7101)]
+        base_port: u16,
+        /// The client account to create.
+        #[arg(long, default_value = "client")]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accounts on the node.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Current, old-version and deleted bytes per account.
+    Usage {
+        /// One account (all when left out).
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run housekeeping now: soft-limit deletions and collection of stale uploads.
+    Housekeep {
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node's name, version, connection counts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the certificate authority.
+    Init,
+    /// Issue a node certificate (NAME.crt, NAME.key).
+    IssueNode {
+        name: String,
+        /// Host names and addresses clients use to reach the node.
+        #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        hosts: Vec<String>,
+    },
+    /// Issue a client certificate for ACCOUNT (ACCOUNT.crt, ACCOUNT.key).
+    IssueClient { account: String },
+    /// Issue an operator certificate (NAME.crt, NAME.key).
+    IssueAdmin { name: String },
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Create an account with limits such as "10GiB" (or "unlimited").
+    Create {
+        name: String,
+        /// Above this, housekeeping deletes the oldest backup sets (default: the hard limit).
+        #[arg(long)]
+        soft: Option<String>,
+        /// Uploads past this are refused.
+        #[arg(long, default_value = "unlimited")]
+        hard: String,
+    },
+    /// Show one account, or all.
+    Info {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an account's limits.
+    SetLimit {
+        name: String,
+        #[arg(long)]
+        soft: String,
+        #[arg(long)]
+        hard: String,
+    },
+    /// Refuse writes to an account; reads go on.
+    Freeze { name: String },
+    /// Allow writes again.
+    Thaw { name: String },
+    /// Delete an account and everything it stored.
+    Delete {
+        name: String,
+        /// Required: deleting cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Verify every object's CRC and every reference; --fix rebuilds the index from the packs.
+    Check {
+        name: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        fix: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("coffer-admin: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Ca { dir, command } => return ca_command(dir, command),
+        Command::Quickstart { dir, nodes, base_port, account, json } => {
+            let written = Quickstart {
+                dir: dir.clone(),
+                nodes: *nodes,
+                base_port: *base_port,
+                account: account.clone(),
+            }
+            .run()?;
+            if *json {
+                println!("{}", serde_json::to_string(&written)?);
+            } else {
+                print!("{}", quickstart::describe(&written, dir));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut admin = connect(&cli).await?;
+        node_command(&mut admin, cli.command).await
+    })
+}
+
+fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
+    let (role, hosts, file) = match command {
+        CaCommand::Init => {
+            let ca = CertificateAuthority::init(dir)?;
+            println!("Created certificate authority {}", ca.cert_path().display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        CaCommand::IssueNode { name, hosts } => (Role::Node(name.clone()), hosts.clone(), name),
+        CaCommand::IssueClient { account } => (Role::Client(account.clone()), Vec::new(), account),
+        CaCommand::IssueAdmin { name } => (Role::Admin(name.clone()), Vec::new(), name),
+    };
+    coffer_node::accounts::validate_name(file)?;
+    let issued = CertificateAuthority::open(dir)?.issue(&role, &hosts, dir, file)?;
+    println!("Issued {role}: {} and {}", issued.cert.display(), issued.key.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the node named by flags or the config file.
+async fn connect(cli: &Cli) -> Result<AdminClient<Channel>> {
+    let config = match &cli.config {
+        Some(path) => AdminConfig::load(path)?,
+        None => AdminConfig::default(),
+    };
+    let url = cli
+        .node
+        .clone()
+        .or(config.node.clone())
+        .ok_or_else(|| anyhow!("no node given: use --node coffer://HOST:PORT or `node` in --config"))?;
+    let tls = TlsFiles::from_flags(&cli.cert, &cli.key, &cli.ca)?
+        .or(config.tls)
+        .ok_or_else(|| anyhow!("no admin certificate: give --cert, --key and --ca, or [tls] in --config"))?;
+    let StoreUrl::Remote { host, port } = StoreUrl::parse(&url)? else {
+        bail!("`{url}` is not a node address (coffer://HOST:PORT)");
+    };
+    let channel = tls::connect(&host, port, tls.client_config()?).await?;
+    Ok(AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// A byte limit from the command line: "10GiB", "500MB", "unlimited".
+fn limit(text: &str) -> Result<u64> {
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(0);
+    }
+    match parse_size::parse_size(text).with_context(|| format!("`{text}` is not a size such as 10GiB"))? {
+        0 => bail!("a limit of 0 bytes would refuse every upload; say `unlimited` for no limit"),
+        n => Ok(n),
+    }
+}
+
+async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Result<ExitCode> {
+    let status = |s: tonic::Status| anyhow!("{}", s.message());
+    match command {
+        Command::Account { command } => return account_command(admin, command).await,
+        Command::Usage { account, json } => {
+            let r = admin
+                .usage(wire::AccountQuery { name: account.unwrap_or_default() })
+                .await
+                .map_err(status)?;
+            report::usage(&r.into_inner(), json)?;
+        }
+        Command::Housekeep { account, json } => {
+            let r = admin
+                .housekeep(wire::AccountQuery { name: account.unwrap_or_default() })
+                .await
+                .map_err(status)?;
+            report::housekeep(&r.into_inner(), json)?;
+        }
+        Command::Status { json } => {
+            let r = admin.status(wire::StatusRequest {}).await.map_err(status)?;
+            report::status(&r.into_inner(), json)?;
+        }
+        Command::Ca { .. } | Command::Quickstart { .. } => unreachable!("handled without a node"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn account_command(admin: &mut AdminClient<Channel>, command: AccountCommand) -> Result<ExitCode> {
+    let status = |s: tonic::Status| anyhow!("{}", s.message());
+    match command {
+        AccountCommand::Create { name, soft, hard } => {
+            let soft = soft.as_deref().unwrap_or(&hard);
+            let request =
+                wire::CreateAccountRequest { name, soft_limit: limit(soft)?, hard_limit: limit(&hard)? };
+            let account = admin.create_account(request).await.map_err(status)?.into_inner();
+            println!("Created account {} (id {}).", account.name, account.id);
+            println!("Issue its certificate with: coffer-admin ca issue-client {}", account.name);
+        }
+        AccountCommand::Info { name, json } => {
+            let list = admin
+                .accounts(wire::AccountQuery { name: name.unwrap_or_default() })
+                .await
+                .map_err(status)?;
+            report::accounts(&list.into_inner().accounts, json)?;
+        }
+        AccountCommand::SetLimit { name, soft, hard } => {
+            let request =
+                wire::SetLimitsRequest { name, soft_limit: limit(&soft)?, hard_limit: limit(&hard)? };
+            let account = admin.set_limits(request).await.map_err(status)?.into_inner();
+            report::accounts(&[account], false)?;
+        }
+        AccountCommand::Freeze { name } => {
+            admin
+                .set_frozen(wire::SetFrozenRequest { name: name.clone(), frozen: true })
+                .await
+                .map_err(status)?;
+            println!("Account {name} is frozen: clients can restore but not back up.");
+        }
+        AccountCommand::Thaw { name } => {
+            admin
+                .set_frozen(wire::SetFrozenRequest { name: name.clone(), frozen: false })
+                .await
+                .map_err(status)?;
+            println!("Account {name} accepts backups again.");
+        }
+        AccountCommand::Delete { name, yes } => {
+            if !yes {
+                bail!("deleting account {name} destroys all its backups; add --yes to confirm");
+            }
+            let r = admin.delete_account(wire::AccountQuery { name: name.clone() }).await.map_err(status)?;
+            let r = r.into_inner();
+            println!("Deleted account {name}: {} objects, {} bytes of packs.", r.objects, r.bytes);
+        }
+        AccountCommand::Check { name, all, fix, json } => {
+            let request = wire::CheckRequest { name: name.unwrap_or_default(), all, fix };
+            let reply = admin.check(request).await.map_err(status)?.into_inner();
+            let clean = report::check(&reply, json)?;
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

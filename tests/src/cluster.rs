@@ -1,0 +1,261 @@
+//! Real store nodes on 127.0.0.1 for integration tests.
+//!
+//! [`Cluster::start`] runs `coffer-admin quickstart` in a temporary directory
+//! and starts each `coffer-node` process, waiting until it accepts
+//! connections. Every command runs with a time limit; nodes are killed when
+//! the cluster is dropped, so a failing test leaves no process behind.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::binary;
+
+/// Longest any single command may run before the test fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Runs a command to completion, killing it (and failing) past the timeout.
+pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("wait for command"),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::SIGKILL);
+            panic!("{cmd:?} ran longer than {timeout:?}");
+        }
+    }
+}
+
+/// Waits for a child process, killing it (and failing) past the timeout.
+pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process {} ran longer than {timeout:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 with `count - 1` free ones after it.
+pub fn free_ports(count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no run of {count} free ports on 127.0.0.1");
+}
+
+/// One running `coffer-node`.
+pub struct NodeProcess {
+    pub config: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    fn start(config: PathBuf, port: u16, log: PathBuf) -> NodeProcess {
+        let mut node = NodeProcess { config, port, log, child: None };
+        node.restart();
+        node
+    }
+
+    /// Starts the node (again) and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(binary("coffer-node"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start coffer-node");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("coffer-node exited with {status}; log:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "coffer-node did not listen within 60s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the node gets no chance to clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM)
+            .unwrap();
+        wait_bounded(&mut child, Duration::from_secs(30))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A quickstart directory with its nodes running.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl Cluster {
+    pub fn start(nodes: u16) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let base = free_ports(nodes);
+        let out = run_bounded(
+            {
+                let mut c = Command::new(binary("coffer-admin"));
+                c.args(["quickstart", "--json", "--account", "client", "--dir"]).arg(dir.path()).args([
+                    "--nodes",
+                    &nodes.to_string(),
+                    "--base-port",
+                    &base.to_string(),
+                ]);
+                c
+            },
+            COMMAND_TIMEOUT,
+        );
+        assert!(out.status.success(), "quickstart failed: {}", String::from_utf8_lossy(&out.stderr));
+        let nodes = (1..=nodes)
+            .map(|k| {
+                let config = dir.path().join(format!("node{k}.toml"));
+                NodeProcess::start(config, base + k - 1, dir.path().join(format!("node{k}.log")))
+            })
+            .collect();
+        Cluster { dir, nodes }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Runs `coffer --config CONFIG ARGS...`.
+    pub fn coffer(&self, config: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(binary("coffer"));
+        cmd.arg("--config").arg(self.path(config)).args(args).env_remove("RUST_LOG");
+        for var in ["COFFER_STORE", "COFFER_KEYS", "COFFER_CACHE", "COFFER_CONFIG"] {
+            cmd.env_remove(var);
+        }
+        run_bounded(cmd, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `coffer-admin --config admin.toml ARGS...`.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(binary("coffer-admin"));
+        cmd.arg("--config").arg(self.path("admin.toml")).args(args).env_remove("RUST_LOG");
+        run_bounded(cmd, COMMAND_TIMEOUT)
+    }
+
+    pub fn admin_ok(&self, args: &[&str]) -> String {
+        succeeded("coffer-admin", args, self.admin(args))
+    }
+
+    pub fn admin_json(&self, args: &[&str]) -> Value {
+        parse_json(&self.admin_ok(args))
+    }
+
+    pub fn coffer_ok(&self, config: &str, args: &[&str]) -> String {
+        succeeded("coffer", args, self.coffer(config, args))
+    }
+
+    pub fn coffer_json(&self, config: &str, args: &[&str]) -> Value {
+        parse_json(&self.coffer_ok(config, args))
+    }
+
+    /// Runs coffer expecting failure; returns its stderr.
+    pub fn coffer_fails(&self, config: &str, args: &[&str]) -> String {
+        let out = self.coffer(config, args);
+        assert!(
+            !out.status.success(),
+            "coffer {args:?} should have failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `coffer backup --json PATH` for the client of `config`.
+    pub fn backup(&self, config: &str, path: &Path) -> Value {
+        self.coffer_json(config, &["backup", "--json", &path.display().to_string()])
+    }
+
+    /// Creates account NAME with limits, its certificate, a client config
+    /// `NAME.toml` and registers fresh keys with `coffer init`.
+    pub fn add_client(&self, name: &str, soft: &str, hard: &str) -> String {
+        self.admin_ok(&["account", "create", name, "--soft", soft, "--hard", hard]);
+        let ca_dir = self.dir.path().display().to_string();
+        let out = run_bounded(
+            {
+                let mut c = Command::new(binary("coffer-admin"));
+                c.args(["ca", "--dir", &ca_dir, "issue-client", name]);
+                c
+            },
+            COMMAND_TIMEOUT,
+        );
+        succeeded("coffer-admin ca issue-client", &[name], out);
+        let config = format!("{name}.toml");
+        let port = self.nodes[0].port;
+        let text = format!(
+            "store = \"coffer://127.0.0.1:{port}\"\nkeys = \"{name}.keys\"\ncache = \"{name}-cache\"\n\n\
+             [tls]\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"ca.crt\"\n"
+        );
+        std::fs::write(self.path(&config), text).unwrap();
+        self.coffer_ok(&config, &["init"]);
+        config
+    }
+
+    /// How many TLS connections node 1 has accepted (this query included).
+    pub fn connections(&self) -> u64 {
+        crate::u64_field(&self.admin_json(&["status", "--json"]), "connections")
+    }
+}
+
+fn succeeded(program: &str, args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON ({e}): {text}"))
+}
