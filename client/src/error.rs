@@ -22,6 +22,8 @@ pub enum Error {
     Corrupt { what: &'static str, id: ObjectId, problem: String },
     #[error("node {node}: {message}")]
     Node { node: String, message: String },
+    #[error("node {node}: session lost ({message})")]
+    SessionLost { node: String, message: String },
     #[error("the store changed since this client's cache was made (marker {expected}, now {found})")]
     StoreChanged { expected: u64, found: u64 },
     #[error("{0}")]
@@ -39,7 +41,10 @@ impl Error {
 
     /// Whether the store itself failed (unreachable, refused, changed).
     pub fn is_store_failure(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Node { .. } | Error::StoreChanged { .. })
+        matches!(
+            self,
+            Error::Store(_) | Error::Node { .. } | Error::SessionLost { .. } | Error::StoreChanged { .. }
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {

@@ -99,25 +99,55 @@ impl RemoteBackend {
     }
 
     fn node_error(&self, status: tonic::Status) -> Error {
-        Error::Node {
-            node: format!("{}:{}", self.address.host, self.address.port),
-            message: status.message().into(),
+        let node = format!("{}:{}", self.address.host, self.address.port);
+        match status.code() {
+            tonic::Code::Unauthenticated => {
+                return Error::SessionLost { node, message: status.message().into() };
+            }
+            // The connection itself failed (reset, protocol error, node gone).
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                return Error::SessionLost {
+                    node,
+                    message: format!("connection lost: {}", status.message()),
+                };
+            }
+            _ => {}
         }
+        Error::Node { node, message: status.message().into() }
     }
 
     /// Runs `f` with the session, connecting and logging in first if needed.
-    fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+    ///
+    /// When the connection breaks, or tonic silently re-establishes it and
+    /// the node's session (login, writer) belonged to the old one, connect
+    /// and log in again and run `f` once more. Every operation is idempotent
+    /// (a put sent twice is stored once), so the retry is safe.
+    fn with_session<T>(&self, f: impl Fn(&mut Session) -> Result<T>) -> Result<T> {
         let mut guard = self.session.lock().unwrap();
-        if guard.is_none() {
-            let session = self.connect()?;
-            let expected = self.expected_marker.lock().unwrap().take();
-            let marker = session.marker;
-            *guard = Some(session);
-            if let Some(expected) = expected.filter(|m| *m != marker) {
-                return Err(Error::StoreChanged { expected, found: marker });
+        self.ensure_session(&mut guard)?;
+        match f(guard.as_mut().unwrap()) {
+            Err(Error::SessionLost { node, message }) => {
+                tracing::info!(%node, %message, "lost the session with the node; connecting again");
+                *guard = None;
+                self.ensure_session(&mut guard)?;
+                f(guard.as_mut().unwrap())
             }
+            other => other,
         }
-        f(guard.as_mut().unwrap())
+    }
+
+    fn ensure_session(&self, slot: &mut Option<Session>) -> Result<()> {
+        if slot.is_some() {
+            return Ok(());
+        }
+        let session = self.connect()?;
+        let expected = self.expected_marker.lock().unwrap().take();
+        let marker = session.marker;
+        *slot = Some(session);
+        match expected.filter(|m| *m != marker) {
+            Some(expected) => Err(Error::StoreChanged { expected, found: marker }),
+            None => Ok(()),
+        }
     }
 
     fn connect(&self) -> Result<Session> {
@@ -249,17 +279,9 @@ impl Backend for RemoteBackend {
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
         self.with_session(|s| {
-            let request = wire::DownloadRequest { ids: vec![id.as_bytes().to_vec()] };
-            self.runtime.block_on(async {
-                let mut stream =
-                    s.client.download(request).await.map_err(|e| self.node_error(e))?.into_inner();
-                while let Some(batch) = stream.message().await.map_err(|e| self.node_error(e))? {
-                    if let Some(object) = batch.objects.into_iter().find(|o| o.id == id.as_bytes()) {
-                        return Ok(object.envelope);
-                    }
-                }
-                Err(Error::Invalid(format!("node did not send object {id}")))
-            })
+            let request = wire::FetchRequest { id: id.as_bytes().to_vec() };
+            let reply = self.runtime.block_on(s.client.fetch(request)).map_err(|e| self.node_error(e))?;
+            Ok(reply.into_inner().envelope)
         })
     }
 

@@ -306,6 +306,14 @@ impl store_server::Store for StoreService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn fetch(&self, req: Request<wire::FetchRequest>) -> Result<Response<wire::StoredObject>, Status> {
+        let account = logged_in(&peer(&req)?)?;
+        let id = parse_id(&req.get_ref().id, 0)?;
+        let store = self.node.store.clone();
+        let envelope = blocking(move || store.get(account, &id).map_err(status)).await?;
+        Ok(Response::new(wire::StoredObject { id: id.as_bytes().to_vec(), envelope }))
+    }
+
     async fn commit_set(
         &self,
         req: Request<wire::CommitSetRequest>,
