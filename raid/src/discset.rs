@@ -1,0 +1,181 @@
+//! A disc set: one directory, or three (stripe `k` of every file lives in
+//! directory `k`). Files are named by relative paths such as
+//! `packs/0001/00ab.pack`.
+//!
+//! Opening a disc set removes what a crash can leave: temporary stripes
+//! (`NAME.rfw`) of writes that never committed. Reads that had to repair a
+//! block from parity are counted, for the node's metrics.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tracing::warn;
+
+use crate::error::{RaidError, Result};
+use crate::layout::DEFAULT_BLOCK_SIZE;
+use crate::reader::RaidReader;
+use crate::writer::{Overwrite, RaidWriter};
+
+/// Suffix of a stripe being written.
+pub const TEMP_SUFFIX: &str = ".rfw";
+
+#[derive(Clone)]
+pub struct DiscSet {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) dirs: Vec<PathBuf>,
+    pub(crate) block_size: u32,
+    /// Names with a writer in this process.
+    pub(crate) writing: Mutex<HashSet<String>>,
+    degraded_reads: AtomicU64,
+}
+
+impl DiscSet {
+    /// Opens (creating if needed) a disc set of 1 or 3 directories.
+    pub fn open(dirs: &[PathBuf]) -> Result<DiscSet> {
+        Self::with_block_size(dirs, DEFAULT_BLOCK_SIZE)
+    }
+
+    pub fn with_block_size(dirs: &[PathBuf], block_size: u32) -> Result<DiscSet> {
+        if !matches!(dirs.len(), 1 | 3) {
+            return Err(RaidError::DiscCount(dirs.len()));
+        }
+        for dir in dirs {
+            fs::create_dir_all(dir).map_err(RaidError::io(dir))?;
+            remove_temporaries(dir)?;
+        }
+        Ok(DiscSet {
+            inner: Arc::new(Inner {
+                dirs: dirs.to_vec(),
+                block_size: block_size.max(1),
+                writing: Mutex::new(HashSet::new()),
+                degraded_reads: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.inner.dirs
+    }
+
+    pub fn stripes(&self) -> usize {
+        self.inner.dirs.len()
+    }
+
+    /// Where stripe `s` of `name` lives once committed.
+    pub fn stripe_path(&self, name: &str, s: usize) -> PathBuf {
+        self.inner.dirs[s].join(name)
+    }
+
+    pub(crate) fn temp_path(&self, name: &str, s: usize) -> PathBuf {
+        self.inner.dirs[s].join(format!("{name}{TEMP_SUFFIX}"))
+    }
+
+    /// Whether any stripe of `name` exists.
+    pub fn exists(&self, name: &str) -> bool {
+        (0..self.stripes()).any(|s| self.stripe_path(name, s).exists())
+    }
+
+    /// Starts writing `name`; it becomes visible at [`RaidWriter::commit`].
+    pub fn create(&self, name: &str, overwrite: Overwrite) -> Result<RaidWriter> {
+        RaidWriter::new(self.clone(), name, overwrite)
+    }
+
+    pub fn open_file(&self, name: &str) -> Result<RaidReader> {
+        RaidReader::open(self.clone(), name)
+    }
+
+    /// Removes every stripe of `name`.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        check_name(name)?;
+        for s in 0..self.stripes() {
+            let path = self.stripe_path(name, s);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RaidError::Io { path, source: e });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Every committed file of the set (present in at least one directory).
+    pub fn names(&self) -> Result<Vec<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        for dir in &self.inner.dirs {
+            collect_names(dir, dir, &mut names)?;
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Reads that had to rebuild a block from the other stripes.
+    pub fn degraded_reads(&self) -> u64 {
+        self.inner.degraded_reads.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_degraded(&self) {
+        self.inner.degraded_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes used in each directory of the set.
+    pub fn usage(&self) -> Result<Vec<u64>> {
+        self.inner
+            .dirs
+            .iter()
+            .map(|dir| {
+                let mut names = std::collections::BTreeSet::new();
+                collect_names(dir, dir, &mut names)?;
+                Ok(names.iter().filter_map(|n| fs::metadata(dir.join(n)).ok()).map(|m| m.len()).sum())
+            })
+            .collect()
+    }
+}
+
+/// A name is a relative path without `..`, and not a temporary's.
+pub fn check_name(name: &str) -> Result<()> {
+    let path = Path::new(name);
+    let ok = !name.is_empty()
+        && !name.ends_with(TEMP_SUFFIX)
+        && path.components().all(|c| matches!(c, Component::Normal(_)));
+    if ok { Ok(()) } else { Err(RaidError::BadName(name.to_string())) }
+}
+
+fn remove_temporaries(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(RaidError::io(dir))? {
+        let path = entry.map_err(RaidError::io(dir))?.path();
+        if path.is_dir() {
+            remove_temporaries(&path)?;
+        } else if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
+            warn!(path = %path.display(), "removing a stripe of a write that never committed");
+            fs::remove_file(&path).map_err(RaidError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+fn collect_names(root: &Path, dir: &Path, out: &mut std::collections::BTreeSet<String>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        // A lost disc holds nothing; its stripes are rebuilt from the others.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(RaidError::Io { path: dir.to_path_buf(), source: e }),
+    };
+    for entry in entries {
+        let path = entry.map_err(RaidError::io(dir))?.path();
+        if path.is_dir() {
+            collect_names(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            let name = rel.to_string_lossy().into_owned();
+            if !name.ends_with(TEMP_SUFFIX) {
+                out.insert(name);
+            }
+        }
+    }
+    Ok(())
+}
