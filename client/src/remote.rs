@@ -11,9 +11,12 @@
 //! down one long-lived upload stream, with no round trip per object;
 //! `flush` closes the stream and waits until the node has made everything
 //! durable. Ids sent in this session count as present for `has_many`.
+//! Reads (`has_many`, `get`) run on clones of the client outside the session
+//! lock, so the scanner's and restorer's threads share the connection.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use coffer_node::{ForgetReport, PutOutcome, SetRecord, Usage};
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
@@ -58,9 +61,12 @@ pub struct RemoteBackend {
     session: Mutex<Option<Session>>,
     /// The marker the caller's cache was built at, checked once at login.
     expected_marker: Mutex<Option<u64>>,
+    generations: AtomicU64,
 }
 
 struct Session {
+    /// Which connection this is (each reconnect makes a new one).
+    generation: u64,
     client: StoreClient<Channel>,
     marker: u64,
     upload: Option<Upload>,
@@ -89,6 +95,7 @@ impl RemoteBackend {
             runtime,
             session: Mutex::new(None),
             expected_marker: Mutex::new(None),
+            generations: AtomicU64::new(0),
         })
     }
 
@@ -136,6 +143,25 @@ impl RemoteBackend {
         }
     }
 
+    /// Runs a call on the session's client without holding the session, so
+    /// calls from many threads share the connection at once; retried once
+    /// on a new session like [`Self::with_session`].
+    fn with_client<T>(&self, f: impl Fn(StoreClient<Channel>) -> Result<T>) -> Result<T> {
+        let (client, generation) = self.with_session(|s| Ok((s.client.clone(), s.generation)))?;
+        match f(client) {
+            Err(Error::SessionLost { node, message }) => {
+                tracing::info!(%node, %message, "lost the session with the node; connecting again");
+                let mut guard = self.session.lock().unwrap();
+                if guard.as_ref().is_some_and(|s| s.generation == generation) {
+                    *guard = None;
+                }
+                drop(guard);
+                f(self.with_session(|s| Ok(s.client.clone()))?)
+            }
+            other => other,
+        }
+    }
+
     fn ensure_session(&self, slot: &mut Option<Session>) -> Result<()> {
         if slot.is_some() {
             return Ok(());
@@ -169,7 +195,8 @@ impl RemoteBackend {
         let reply =
             self.runtime.block_on(client.login(request)).map_err(|s| self.node_error(s))?.into_inner();
         let marker = reply.account.map(|a| a.marker).unwrap_or(0);
-        Ok(Session { client, marker, upload: None, sent: HashSet::new() })
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        Ok(Session { generation, client, marker, upload: None, sent: HashSet::new() })
     }
 
     fn send_batch(&self, session: &mut Session) -> Result<()> {
@@ -224,20 +251,21 @@ fn set_record(s: wire::SetInfo) -> Result<(ObjectId, SetRecord)> {
 
 impl Backend for RemoteBackend {
     fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
-        self.with_session(|s| {
-            let mut out = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(HAVE_BATCH) {
+        let mut present = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(HAVE_BATCH) {
+            let answer = self.with_client(|mut client| {
                 let request =
                     wire::HaveRequest { ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect() };
-                let reply = self.runtime.block_on(s.client.have(request)).map_err(|e| self.node_error(e))?;
-                let present = reply.into_inner().present;
-                if present.len() != chunk.len() {
-                    return Err(Error::Invalid("node answered a different number of ids".into()));
-                }
-                out.extend(chunk.iter().zip(present).map(|(id, p)| p || s.sent.contains(id)));
+                let reply = self.runtime.block_on(client.have(request)).map_err(|e| self.node_error(e))?;
+                Ok(reply.into_inner().present)
+            })?;
+            if answer.len() != chunk.len() {
+                return Err(Error::Invalid("node answered a different number of ids".into()));
             }
-            Ok(out)
-        })
+            present.extend(answer);
+        }
+        // Objects still on their way up count as present.
+        self.with_session(|s| Ok(ids.iter().zip(&present).map(|(id, p)| *p || s.sent.contains(id)).collect()))
     }
 
     fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome> {
@@ -278,9 +306,9 @@ impl Backend for RemoteBackend {
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        self.with_session(|s| {
+        self.with_client(|mut client| {
             let request = wire::FetchRequest { id: id.as_bytes().to_vec() };
-            let reply = self.runtime.block_on(s.client.fetch(request)).map_err(|e| self.node_error(e))?;
+            let reply = self.runtime.block_on(client.fetch(request)).map_err(|e| self.node_error(e))?;
             Ok(reply.into_inner().envelope)
         })
     }
