@@ -10,7 +10,6 @@ use rocksdb::WriteBatch;
 
 use crate::error::{Result, StoreError};
 use crate::index::{self, AccountRecord, Limits};
-use crate::packfile;
 use crate::store::{AccountId, Store};
 
 /// Longest account name; names travel in certificate common names.
@@ -147,10 +146,10 @@ impl Store {
             batch.delete_range_cf(index::cf(db, family), from, to);
         }
         batch.delete_cf(index::cf(db, index::CF_META), index::marker_key(id));
+        let packs = self.account_pack_files(id)?;
         self.write_synced(batch)?;
-        let dir = packfile::pack_path(self.root(), id, 0).parent().map(|p| p.to_path_buf());
-        if let Some(dir) = dir.filter(|d| d.exists()) {
-            std::fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        for (_, name) in packs {
+            self.discs().remove(&name)?;
         }
         drop(writer);
         Ok(pack_bytes)

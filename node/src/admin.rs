@@ -12,6 +12,9 @@ use coffer_proto::wire::{self, admin_server};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use coffer_raid::repair::RebuildReport;
+use coffer_raid::{DiscSet, StripeDamage};
+
 use crate::error::StoreError;
 use crate::housekeeping::HousekeepReport;
 use crate::index::{AccountRecord, Limits, now_ns};
@@ -69,6 +72,28 @@ pub fn housekeep_all(node: &Node, name: Option<&str>) -> Result<Vec<Housekept>, 
             (a.name, result)
         })
         .collect())
+}
+
+fn raid_report(
+    discs: &DiscSet,
+    files: u64,
+    damage: Vec<StripeDamage>,
+    rebuilt: RebuildReport,
+) -> wire::RaidReport {
+    wire::RaidReport {
+        files,
+        damage: damage
+            .into_iter()
+            .map(|d| wire::StripeDamage {
+                file: d.name,
+                stripe: d.stripe.map(|s| s as u32),
+                problem: d.problem,
+            })
+            .collect(),
+        stripes_rebuilt: rebuilt.stripes_rebuilt,
+        unrecoverable: rebuilt.unrecoverable,
+        discs: discs.stripes() as u32,
+    }
 }
 
 #[tonic::async_trait]
@@ -195,7 +220,14 @@ impl admin_server::Admin for AdminService {
                     sets: s.sets,
                 });
             }
-            Ok(wire::UsageReport { accounts })
+            let discs = node.store.discs();
+            let discs = discs
+                .dirs()
+                .iter()
+                .zip(discs.usage().map_err(|e| status(e.into()))?)
+                .map(|(path, bytes)| wire::DiscUsage { path: path.display().to_string(), bytes })
+                .collect();
+            Ok(wire::UsageReport { accounts, discs })
         })
         .await
         .map(Response::new)
@@ -237,6 +269,38 @@ impl admin_server::Admin for AdminService {
             handshakes_failed: node.handshakes_failed.load(Ordering::Relaxed),
             accounts,
             started_ns: node.started_ns,
+            degraded_reads: node.store.discs().degraded_reads(),
         }))
+    }
+
+    async fn raid_check(
+        &self,
+        req: Request<wire::RaidRequest>,
+    ) -> Result<Response<wire::RaidReport>, Status> {
+        let node = self.authorise(&req)?;
+        blocking(move || {
+            let discs = node.store.discs();
+            let files = discs.names().map_err(|e| status(e.into()))?.len() as u64;
+            let damage = discs.check().map_err(|e| status(e.into()))?;
+            Ok(raid_report(discs, files, damage, Default::default()))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn raid_rebuild(
+        &self,
+        req: Request<wire::RaidRequest>,
+    ) -> Result<Response<wire::RaidReport>, Status> {
+        let node = self.authorise(&req)?;
+        blocking(move || {
+            let discs = node.store.discs();
+            let rebuilt = discs.rebuild().map_err(|e| status(e.into()))?;
+            info!(stripes = rebuilt.stripes_rebuilt, "RAID rebuild done");
+            let damage = discs.check().map_err(|e| status(e.into()))?;
+            Ok(raid_report(discs, rebuilt.files_checked, damage, rebuilt))
+        })
+        .await
+        .map(Response::new)
     }
 }

@@ -108,9 +108,9 @@ impl Store {
                     stats.live_bytes, stats.live_objects
                 ));
             }
-            let path = packfile::pack_path(self.root(), account, pack);
-            if !path.exists() {
-                report.problems.push(format!("pack file {} is missing", path.display()));
+            let name = packfile::pack_name(account, pack);
+            if !self.discs().exists(&name) {
+                report.problems.push(format!("pack file {name} is missing"));
             }
         }
         for pack in live.keys() {
@@ -125,19 +125,19 @@ impl Store {
         let old_objects = self.objects(account)?;
         let mut found: HashMap<ObjectId, Found> = HashMap::new();
         let mut packs: HashMap<u64, PackStats> = HashMap::new();
-        for (pack, path) in self.account_pack_files(account)? {
-            let entries = packfile::read_trailer(&path).or_else(|e| {
+        for (pack, name) in self.account_pack_files(account)? {
+            let entries = packfile::read_trailer(self.discs(), &name).or_else(|e| {
                 report.repairs.push(format!("{e}; recovered its objects by walking the pack"));
-                packfile::scan_entries(&path)
+                packfile::scan_entries(self.discs(), &name)
             })?;
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let size = self.discs().open_file(&name).map(|f| f.len()).unwrap_or(0);
             let stats = packs.entry(pack).or_insert(PackStats { bytes: size, ..PackStats::default() });
             for e in entries {
                 stats.objects += 1;
                 if found.contains_key(&e.id) || tombstones.contains(&e.id) {
                     continue;
                 }
-                match read_found(&path, pack, &e) {
+                match read_found(self.discs(), &name, pack, &e) {
                     Ok(f) => {
                         stats.live_bytes += e.len as u64;
                         stats.live_objects += 1;
@@ -209,8 +209,8 @@ impl Store {
 }
 
 /// Reads one pack entry and verifies it; the error says what is wrong.
-fn read_found(path: &std::path::Path, pack: u64, e: &PackEntry) -> Result<Found, String> {
-    let bytes = packfile::read_at(path, e.offset, e.len).map_err(|e| e.to_string())?;
+fn read_found(discs: &coffer_raid::DiscSet, name: &str, pack: u64, e: &PackEntry) -> Result<Found, String> {
+    let bytes = packfile::read_at(discs, name, e.offset, e.len).map_err(|e| e.to_string())?;
     let obj = object::decode(&bytes).map_err(|e| e.to_string())?;
     let set_header = match obj.kind {
         ObjectKind::Set => Some(SetHeader::decode_body(obj.body).map_err(|e| e.to_string())?.0),

@@ -7,6 +7,7 @@
 //! log = "info"
 //! housekeeping_interval = "15m"  # human units: "90s", "6h", "7d"
 //! grace = "7d"                   # how long unreferenced uploads are kept
+//! discs = ["/d1/coffer", "/d2/coffer", "/d3/coffer"]   # RAID for packs; default data/packs
 //!
 //! [tls]
 //! cert = "node1.crt"
@@ -41,6 +42,9 @@ pub struct NodeConfig {
     pub housekeeping_interval: Duration,
     #[serde(default = "default_grace", deserialize_with = "duration")]
     pub grace: Duration,
+    /// Where pack files live: one directory, or three for RAID with parity.
+    #[serde(default)]
+    pub discs: Vec<PathBuf>,
     pub tls: TlsFiles,
 }
 
@@ -70,6 +74,18 @@ impl NodeConfig {
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = base.join(&config.data);
+        if config.discs.is_empty() {
+            config.discs.push(config.data.join("packs"));
+        }
+        if !matches!(config.discs.len(), 1 | 3) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!("`discs` names {} directories; give 1, or 3 for RAID", config.discs.len()),
+            });
+        }
+        for d in &mut config.discs {
+            *d = base.join(&*d);
+        }
         config.tls.relative_to(base);
         Ok(config)
     }

@@ -41,6 +41,8 @@ pub enum StoreError {
     CorruptObject { id: ObjectId, pack: u64, offset: u64, problem: String },
     #[error("pack file {path}: {problem}")]
     CorruptPack { path: PathBuf, problem: String },
+    #[error("pack storage: {0}")]
+    Raid(#[from] coffer_raid::RaidError),
     #[error("corrupt index record: {0}")]
     CorruptIndex(String),
     #[error("wrong object kind for {id}: expected {expected}, found {found}")]

@@ -205,9 +205,9 @@ impl AccountWriter {
     }
 
     fn rewrite(&mut self, pack: u64, out: &mut Option<PackWriter>) -> Result<()> {
-        let path = packfile::pack_path(self.store.root(), self.account, pack);
+        let name = packfile::pack_name(self.account, pack);
         let mut moves = Vec::new();
-        for e in packfile::read_trailer(&path)? {
+        for e in packfile::read_trailer(self.store.discs(), &name)? {
             if let Some(entry) = self.entry(&e.id)?.filter(|x| x.pack == pack && x.offset == e.offset) {
                 let bytes = self.store.read_entry(self.account, &e.id, &entry)?;
                 moves.push((e.id, entry, bytes));
@@ -216,7 +216,7 @@ impl AccountWriter {
         for (id, mut entry, bytes) in moves {
             if out.is_none() {
                 let new = self.store.inner.next_pack.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                *out = Some(PackWriter::create(self.store.root(), self.account, new)?);
+                *out = Some(PackWriter::create(self.store.discs(), self.account, new)?);
             }
             let w = out.as_mut().unwrap();
             entry.offset = w.append(id, &bytes)?;

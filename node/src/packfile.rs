@@ -14,13 +14,11 @@
 //! so a crash never leaves a half-written pack visible. Packs describe
 //! themselves, so the index can be rebuilt from them.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::io::Write;
 
 use coffer_proto::ObjectId;
 use coffer_proto::object::{HEADER_LEN, Header};
+use coffer_raid::{DiscSet, Overwrite, RaidError, RaidWriter};
 
 use crate::error::{Result, StoreError};
 
@@ -38,44 +36,56 @@ pub struct PackEntry {
     pub len: u32,
 }
 
-/// Where an account's committed packs and in-progress temporaries live.
-pub fn pack_path(root: &Path, account: u64, pack: u64) -> PathBuf {
-    root.join("packs").join(format!("{account:08x}")).join(format!("{pack:016x}.pack"))
+/// The RAID file name of an account's pack.
+pub fn pack_name(account: u64, pack: u64) -> String {
+    format!("{account:08x}/{pack:016x}.pack")
 }
 
-pub fn tmp_dir(root: &Path) -> PathBuf {
-    root.join("tmp")
+/// The account and pack a RAID file name stands for, if it is a pack.
+pub fn parse_pack_name(name: &str) -> Option<(u64, u64)> {
+    let (account, pack) = name.split_once('/')?;
+    let pack = pack.strip_suffix(".pack")?;
+    Some((u64::from_str_radix(account, 16).ok()?, u64::from_str_radix(pack, 16).ok()?))
 }
 
-/// Appends objects to a new pack, then commits it by rename.
+fn raid_error(name: &str) -> impl FnOnce(RaidError) -> StoreError + '_ {
+    move |e| match e {
+        RaidError::OutOfRange { offset, len, size, .. } => StoreError::CorruptPack {
+            path: name.into(),
+            problem: format!(
+                "truncated: {len} bytes at offset {offset} extend past the end of the pack ({size} bytes)"
+            ),
+        },
+        other => StoreError::Raid(other),
+    }
+}
+
+/// Appends objects to a new pack, then commits it.
 pub struct PackWriter {
-    tmp: PathBuf,
-    dest: PathBuf,
-    out: BufWriter<File>,
+    name: String,
+    out: RaidWriter,
     offset: u64,
     entries: Vec<PackEntry>,
     pub pack: u64,
 }
 
 impl PackWriter {
-    pub fn create(root: &Path, account: u64, pack: u64) -> Result<Self> {
-        let tmp = tmp_dir(root).join(format!("{account:08x}-{pack:016x}.pack.tmp"));
-        let dest = pack_path(root, account, pack);
-        let file = File::create(&tmp).map_err(StoreError::io(&tmp))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
+    pub fn create(discs: &DiscSet, account: u64, pack: u64) -> Result<Self> {
+        let name = pack_name(account, pack);
+        let mut out = discs.create(&name, Overwrite::No)?;
         let mut header = Vec::with_capacity(PACK_HEADER_LEN as usize);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&[1, 0, 0, 0]);
         header.extend_from_slice(&account.to_le_bytes());
         header.extend_from_slice(&pack.to_le_bytes());
-        out.write_all(&header).map_err(StoreError::io(&tmp))?;
-        Ok(PackWriter { tmp, dest, out, offset: PACK_HEADER_LEN, entries: Vec::new(), pack })
+        out.write_all(&header).map_err(|e| StoreError::Io { path: name.clone().into(), source: e })?;
+        Ok(PackWriter { name, out, offset: PACK_HEADER_LEN, entries: Vec::new(), pack })
     }
 
     /// Appends one envelope and returns the offset it will be found at.
     pub fn append(&mut self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
-        self.out.write_all(id.as_bytes()).map_err(StoreError::io(&self.tmp))?;
-        self.out.write_all(envelope).map_err(StoreError::io(&self.tmp))?;
+        let written = self.out.write_all(id.as_bytes()).and_then(|_| self.out.write_all(envelope));
+        written.map_err(|e| StoreError::Io { path: self.name.clone().into(), source: e })?;
         let offset = self.offset + 32;
         self.entries.push(PackEntry { id, offset, len: envelope.len() as u32 });
         self.offset = offset + envelope.len() as u64;
@@ -91,8 +101,7 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    /// Writes the trailer, syncs, and renames the pack into place. Returns the
-    /// pack's total size.
+    /// Writes the trailer and commits the pack durably. Returns its size.
     pub fn commit(mut self) -> Result<u64> {
         let mut trailer = Vec::with_capacity(self.entries.len() * TRAILER_ENTRY_LEN + TRAILER_TAIL_LEN);
         for e in &self.entries {
@@ -104,57 +113,34 @@ impl PackWriter {
         let crc = crc32fast::hash(&trailer);
         trailer.extend_from_slice(&crc.to_le_bytes());
         trailer.extend_from_slice(TRAILER_MAGIC);
-        self.out.write_all(&trailer).map_err(StoreError::io(&self.tmp))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| StoreError::Io { path: self.tmp.clone(), source: e.into_error() })?;
-        file.sync_all().map_err(StoreError::io(&self.tmp))?;
-        let dir = self.dest.parent().expect("pack path has a parent");
-        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
-        fs::rename(&self.tmp, &self.dest).map_err(StoreError::io(&self.dest))?;
-        sync_dir(dir)?;
+        self.out
+            .write_all(&trailer)
+            .map_err(|e| StoreError::Io { path: self.name.clone().into(), source: e })?;
+        self.out.commit()?;
         Ok(self.offset + trailer.len() as u64)
     }
 
-    /// Drops an uncommitted pack.
-    pub fn abandon(self) {
-        let _ = fs::remove_file(&self.tmp);
-    }
+    /// Drops an uncommitted pack (the RAID writer removes its temporaries).
+    pub fn abandon(self) {}
 }
 
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+/// Reads pack bytes. A block the RAID layer can neither verify nor rebuild
+/// (a one-disc set, or two stripes bad) is returned as stored: every object
+/// and the trailer carry their own CRC, which decides, so one rotten byte
+/// costs the object it hit and not its neighbours in the same block.
+pub fn read_at(discs: &DiscSet, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+    let file = discs.open_file(name).map_err(raid_error(name))?;
+    file.read_at_salvaging(offset, len as usize).map_err(raid_error(name))
 }
 
-/// Reads `len` bytes at `offset` of a pack, failing clearly if the pack is
-/// missing or too short.
-pub fn read_at(path: &Path, offset: u64, len: u32) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(StoreError::io(path))?;
-    let mut buf = vec![0; len as usize];
-    file.read_exact_at(&mut buf, offset).map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => {
-            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-            StoreError::CorruptPack {
-                path: path.to_path_buf(),
-                problem: format!(
-                    "truncated: {len} bytes at offset {offset} extend past the end of the file ({size} bytes)"
-                ),
-            }
-        }
-        _ => StoreError::Io { path: path.to_path_buf(), source: e },
-    })?;
-    Ok(buf)
-}
-
-/// Reads and verifies a pack's trailer.
-pub fn read_trailer(path: &Path) -> Result<Vec<PackEntry>> {
-    let corrupt = |problem: String| StoreError::CorruptPack { path: path.to_path_buf(), problem };
-    let size = fs::metadata(path).map_err(StoreError::io(path))?.len();
+/// Reads a pack's trailer and verifies its CRC.
+pub fn read_trailer(discs: &DiscSet, name: &str) -> Result<Vec<PackEntry>> {
+    let corrupt = |problem: String| StoreError::CorruptPack { path: name.into(), problem };
+    let size = discs.open_file(name).map_err(raid_error(name))?.len();
     if size < PACK_HEADER_LEN + TRAILER_TAIL_LEN as u64 {
         return Err(corrupt(format!("only {size} bytes, too short for a pack")));
     }
-    let tail = read_at(path, size - TRAILER_TAIL_LEN as u64, TRAILER_TAIL_LEN as u32)?;
+    let tail = read_at(discs, name, size - TRAILER_TAIL_LEN as u64, TRAILER_TAIL_LEN as u32)?;
     if &tail[8..12] != TRAILER_MAGIC {
         return Err(corrupt("trailer magic missing (truncated pack?)".into()));
     }
@@ -164,7 +150,7 @@ pub fn read_trailer(path: &Path) -> Result<Vec<PackEntry>> {
         return Err(corrupt(format!("trailer claims {count} entries, more than the file holds")));
     }
     let start = size - TRAILER_TAIL_LEN as u64 - entries_len;
-    let mut trailer = read_at(path, start, (entries_len + 4) as u32)?;
+    let mut trailer = read_at(discs, name, start, (entries_len + 4) as u32)?;
     let stored_crc = u32::from_le_bytes(tail[4..8].try_into().unwrap());
     if crc32fast::hash(&trailer) != stored_crc {
         return Err(corrupt("trailer CRC mismatch".into()));
@@ -182,8 +168,9 @@ pub fn read_trailer(path: &Path) -> Result<Vec<PackEntry>> {
 
 /// Walks a pack's entries from the front without its trailer, for repairs of
 /// packs whose trailer is damaged. Stops at the first entry that does not parse.
-pub fn scan_entries(path: &Path) -> Result<Vec<PackEntry>> {
-    let data = fs::read(path).map_err(StoreError::io(path))?;
+pub fn scan_entries(discs: &DiscSet, name: &str) -> Result<Vec<PackEntry>> {
+    let size = discs.open_file(name).map_err(raid_error(name))?.len();
+    let data = read_at(discs, name, 0, size as u32)?;
     let mut entries = Vec::new();
     let mut at = PACK_HEADER_LEN as usize;
     while at + 32 + HEADER_LEN <= data.len() {
@@ -204,38 +191,39 @@ mod tests {
     use super::*;
     use coffer_proto::object::{ObjectKind, encode};
 
+    fn discs(dir: &std::path::Path) -> DiscSet {
+        DiscSet::open(&[dir.join("d1"), dir.join("d2"), dir.join("d3")]).unwrap()
+    }
+
     #[test]
     fn write_commit_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp_dir(dir.path())).unwrap();
-        let mut w = PackWriter::create(dir.path(), 1, 7).unwrap();
+        let discs = discs(dir.path());
+        let mut w = PackWriter::create(&discs, 1, 7).unwrap();
         let a = encode(ObjectKind::Chunk, &[], b"hello");
         let b = encode(ObjectKind::Tree, &[ObjectId([1; 32])], b"tree");
         let oa = w.append(ObjectId([1; 32]), &a).unwrap();
         let ob = w.append(ObjectId([2; 32]), &b).unwrap();
         w.commit().unwrap();
-        let path = pack_path(dir.path(), 1, 7);
-        assert_eq!(read_at(&path, oa, a.len() as u32).unwrap(), a);
-        assert_eq!(read_at(&path, ob, b.len() as u32).unwrap(), b);
-        let trailer = read_trailer(&path).unwrap();
-        assert_eq!(trailer, scan_entries(&path).unwrap());
+        let name = pack_name(1, 7);
+        assert_eq!(parse_pack_name(&name), Some((1, 7)));
+        assert_eq!(read_at(&discs, &name, oa, a.len() as u32).unwrap(), a);
+        assert_eq!(read_at(&discs, &name, ob, b.len() as u32).unwrap(), b);
+        let trailer = read_trailer(&discs, &name).unwrap();
+        assert_eq!(trailer, scan_entries(&discs, &name).unwrap());
         assert_eq!(trailer.len(), 2);
-        assert!(fs::read_dir(tmp_dir(dir.path())).unwrap().next().is_none());
+        assert_eq!(discs.names().unwrap(), vec![name]);
     }
 
     #[test]
-    fn truncated_pack_is_reported() {
+    fn reads_past_the_end_are_reported() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp_dir(dir.path())).unwrap();
-        let mut w = PackWriter::create(dir.path(), 1, 1).unwrap();
+        let discs = discs(dir.path());
+        let mut w = PackWriter::create(&discs, 1, 1).unwrap();
         let a = encode(ObjectKind::Chunk, &[], &[7; 1000]);
-        let off = w.append(ObjectId([1; 32]), &a).unwrap();
+        w.append(ObjectId([1; 32]), &a).unwrap();
         w.commit().unwrap();
-        let path = pack_path(dir.path(), 1, 1);
-        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
-        f.set_len(500).unwrap();
-        let err = read_at(&path, off, a.len() as u32).unwrap_err().to_string();
-        assert!(err.contains("truncated"), "{err}");
-        assert!(read_trailer(&path).is_err());
+        let err = read_at(&discs, &pack_name(1, 1), 900, 1000).unwrap_err().to_string();
+        assert!(err.contains("truncated") && err.contains("00000001/0000000000000001.pack"), "{err}");
     }
 }

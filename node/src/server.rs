@@ -207,7 +207,12 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
 
 fn open_store(config: &NodeConfig) -> anyhow::Result<Store> {
     let data = &config.data;
-    let store = if data.join("STORE").exists() { Store::open(data)? } else { Store::create(data)? };
+    let discs = &config.discs;
+    let store = if data.join("STORE").exists() {
+        Store::open_on(data, discs)?
+    } else {
+        Store::create_on(data, discs)?
+    };
     Ok(store)
 }
 

@@ -6,13 +6,14 @@
 //! ```text
 //! STORE                     "coffer-store 1": marks the directory as a store
 //! index/                    RocksDB (see `index`)
-//! packs/<account>/<pack>.pack
-//! tmp/                      packs being written; emptied at open
+//! packs/<account>/<pack>.pack   RAID files, unless the node names other discs
 //! ```
 //!
-//! Opening a store removes what a crash can leave behind: temporary packs, and
+//! Pack files are RAID files (`coffer_raid`) on a disc set: by default the one
+//! directory `packs/`, or three directories given by the node's config. Opening
+//! a store removes what a crash can leave behind: temporary stripes, and
 //! committed packs that the index never recorded (the crash came between the
-//! rename and the index write; nothing names their objects yet).
+//! commit and the index write; nothing names their objects yet).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -22,12 +23,13 @@ use std::sync::{Arc, Mutex};
 
 use coffer_proto::{ObjectId, object};
 use rocksdb::DB;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::error::{Result, StoreError};
 use crate::index::{self, ObjectEntry, PackStats, SetRecord};
 use crate::packfile;
 use crate::writer::AccountWriter;
+use coffer_raid::DiscSet;
 
 pub type AccountId = u64;
 
@@ -54,6 +56,7 @@ pub struct Store {
 pub(crate) struct Inner {
     pub(crate) db: DB,
     pub(crate) root: PathBuf,
+    pub(crate) discs: DiscSet,
     pub(crate) writers: Mutex<HashSet<AccountId>>,
     /// Serialises read-modify-write of account records.
     pub(crate) accounts_lock: Mutex<()>,
@@ -61,42 +64,52 @@ pub(crate) struct Inner {
 }
 
 impl Store {
-    /// Creates a new, empty store in `root` (which may exist but must not hold a store).
+    /// Creates a new, empty store in `root` (which may exist but must not
+    /// hold a store), with its packs in `root/packs`.
     pub fn create(root: &Path) -> Result<Store> {
+        Self::create_on(root, &[root.join("packs")])
+    }
+
+    /// Creates a store whose packs live on the disc set `discs` (1 or 3 directories).
+    pub fn create_on(root: &Path, discs: &[PathBuf]) -> Result<Store> {
         if root.join("STORE").exists() {
             return Err(StoreError::AlreadyExists(root.to_path_buf()));
         }
-        for dir in [root.to_path_buf(), root.join("packs"), packfile::tmp_dir(root)] {
-            fs::create_dir_all(&dir).map_err(StoreError::io(&dir))?;
-        }
-        let store = Self::open_dirs(root)?;
+        fs::create_dir_all(root).map_err(StoreError::io(root))?;
+        let store = Self::open_dirs(root, discs)?;
         let mark = root.join("STORE");
         fs::write(&mark, STORE_MARK).map_err(StoreError::io(&mark))?;
-        packfile::sync_dir(root)?;
+        fs::File::open(root).and_then(|d| d.sync_all()).map_err(StoreError::io(root))?;
         Ok(store)
     }
 
     /// Opens an existing store, cleaning up after any crash.
     pub fn open(root: &Path) -> Result<Store> {
+        Self::open_on(root, &[root.join("packs")])
+    }
+
+    pub fn open_on(root: &Path, discs: &[PathBuf]) -> Result<Store> {
         match fs::read_to_string(root.join("STORE")) {
             Ok(s) if s == STORE_MARK => {}
             _ => return Err(StoreError::NotAStore(root.to_path_buf())),
         }
-        let store = Self::open_dirs(root)?;
+        let store = Self::open_dirs(root, discs)?;
         store.recover()?;
         Ok(store)
     }
 
-    fn open_dirs(root: &Path) -> Result<Store> {
+    fn open_dirs(root: &Path, discs: &[PathBuf]) -> Result<Store> {
         let db = index::open_db(&root.join("index")).map_err(|e| match e {
             StoreError::Db(e) if e.to_string().contains("lock") => StoreError::InUse(root.to_path_buf()),
             other => other,
         })?;
         let next_pack = index::get::<u64>(&db, index::CF_META, index::META_NEXT_PACK)?.unwrap_or(1);
+        let discs = DiscSet::open(discs)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 root: root.to_path_buf(),
+                discs,
                 writers: Mutex::new(HashSet::new()),
                 accounts_lock: Mutex::new(()),
                 next_pack: AtomicU64::new(next_pack),
@@ -105,19 +118,11 @@ impl Store {
     }
 
     fn recover(&self) -> Result<()> {
-        let tmp = packfile::tmp_dir(&self.inner.root);
-        fs::create_dir_all(&tmp).map_err(StoreError::io(&tmp))?;
-        for entry in fs::read_dir(&tmp).map_err(StoreError::io(&tmp))? {
-            let path = entry.map_err(StoreError::io(&tmp))?.path();
-            warn!(path = %path.display(), "removing unfinished pack left by an interrupted write");
-            fs::remove_file(&path).map_err(StoreError::io(&path))?;
-        }
         let known: HashSet<(u64, u64)> = self.all_pack_ids()?.into_iter().collect();
-        let packs = self.inner.root.join("packs");
-        for (account, pack, path) in list_pack_files(&packs)? {
+        for (account, pack, name) in self.pack_files()? {
             if !known.contains(&(account, pack)) {
-                info!(path = %path.display(), "removing pack the index never recorded");
-                fs::remove_file(&path).map_err(StoreError::io(&path))?;
+                info!(pack = %name, "removing pack the index never recorded");
+                self.inner.discs.remove(&name)?;
             }
             self.inner.next_pack.fetch_max(pack + 1, Ordering::SeqCst);
         }
@@ -137,6 +142,11 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The disc set holding the pack files.
+    pub fn discs(&self) -> &DiscSet {
+        &self.inner.discs
     }
 
     pub(crate) fn db(&self) -> &DB {
@@ -191,14 +201,18 @@ impl Store {
         id: &ObjectId,
         entry: &ObjectEntry,
     ) -> Result<Vec<u8>> {
-        let path = packfile::pack_path(self.root(), account, entry.pack);
-        let bytes = packfile::read_at(&path, entry.offset, entry.len)?;
+        let name = packfile::pack_name(account, entry.pack);
         let corrupt = |problem: String| StoreError::CorruptObject {
             id: *id,
             pack: entry.pack,
             offset: entry.offset,
             problem,
         };
+        let bytes =
+            packfile::read_at(&self.inner.discs, &name, entry.offset, entry.len).map_err(|e| match e {
+                StoreError::Raid(e) => corrupt(e.to_string()),
+                other => other,
+            })?;
         let object = object::decode(&bytes).map_err(|e| corrupt(e.to_string()))?;
         if object.crc != entry.crc || object.kind != entry.kind {
             return Err(corrupt("object in pack differs from the index record".into()));
@@ -246,34 +260,14 @@ impl Store {
 }
 
 impl Store {
-    /// The committed pack files of one account, by pack id.
-    pub(crate) fn account_pack_files(&self, account: AccountId) -> Result<Vec<(u64, PathBuf)>> {
-        let packs = self.inner.root.join("packs");
-        Ok(list_pack_files(&packs)?
-            .into_iter()
-            .filter(|(a, _, _)| *a == account)
-            .map(|(_, p, path)| (p, path))
-            .collect())
+    /// Every committed pack file: (account, pack, RAID file name).
+    fn pack_files(&self) -> Result<Vec<(u64, u64, String)>> {
+        let names = self.inner.discs.names()?;
+        Ok(names.into_iter().filter_map(|n| packfile::parse_pack_name(&n).map(|(a, p)| (a, p, n))).collect())
     }
-}
 
-fn list_pack_files(packs: &Path) -> Result<Vec<(u64, u64, PathBuf)>> {
-    let mut out = Vec::new();
-    let Ok(accounts) = fs::read_dir(packs) else { return Ok(out) };
-    for account_dir in accounts {
-        let account_dir = account_dir.map_err(StoreError::io(packs))?.path();
-        let Some(account) = hex_name(&account_dir, "") else { continue };
-        for pack in fs::read_dir(&account_dir).map_err(StoreError::io(&account_dir))? {
-            let path = pack.map_err(StoreError::io(&account_dir))?.path();
-            if let Some(id) = hex_name(&path, ".pack") {
-                out.push((account, id, path));
-            }
-        }
+    /// The committed pack files of one account: (pack, RAID file name).
+    pub(crate) fn account_pack_files(&self, account: AccountId) -> Result<Vec<(u64, String)>> {
+        Ok(self.pack_files()?.into_iter().filter(|(a, _, _)| *a == account).map(|(_, p, n)| (p, n)).collect())
     }
-    Ok(out)
-}
-
-fn hex_name(path: &Path, suffix: &str) -> Option<u64> {
-    let name = path.file_name()?.to_str()?.strip_suffix(suffix)?;
-    u64::from_str_radix(name, 16).ok()
 }

@@ -194,7 +194,7 @@ impl AccountWriter {
     fn open_pack(&mut self) -> Result<&mut PackWriter> {
         if self.pack.is_none() {
             let id = self.store.inner.next_pack.fetch_add(1, Ordering::SeqCst);
-            self.pack = Some(PackWriter::create(self.store.root(), self.account, id)?);
+            self.pack = Some(PackWriter::create(self.store.discs(), self.account, id)?);
         }
         Ok(self.pack.as_mut().unwrap())
     }
@@ -270,9 +270,9 @@ impl AccountWriter {
         opts.set_sync(true);
         self.store.db().write_opt(batch, &opts)?;
         for pack in std::mem::take(&mut self.pending.obsolete_packs) {
-            let path = packfile::pack_path(self.store.root(), self.account, pack);
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not remove a rewritten pack");
+            let name = packfile::pack_name(self.account, pack);
+            if let Err(e) = self.store.discs().remove(&name) {
+                tracing::warn!(pack = %name, error = %e, "could not remove a rewritten pack");
             }
         }
         self.pending = Pending::default();

@@ -1,13 +1,11 @@
 //! Accounts in the store engine: limits, soft-limit housekeeping, checks and
 //! repairs from the packs, deletion.
 
-use std::path::PathBuf;
-
 mod common;
 
 use coffer_node::{Limits, Store, StoreError};
 use coffer_proto::ObjectId;
-use common::{chunk, set, tree};
+use common::{chunk, file_offset, pack_file, set, tree};
 
 /// Commits set `n` holding one tree of one fresh chunk of `len` bytes.
 fn backup(store: &Store, account: u64, n: u8, len: usize) -> ObjectId {
@@ -59,16 +57,6 @@ fn housekeeping_forgets_oldest_sets_over_the_soft_limit_but_never_the_newest() {
     assert_eq!(set_ids(&store, id), vec![sets[2]]);
 }
 
-fn pack_files(root: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for account in std::fs::read_dir(root.join("packs")).unwrap() {
-        for pack in std::fs::read_dir(account.unwrap().path()).unwrap() {
-            out.push(pack.unwrap().path());
-        }
-    }
-    out
-}
-
 #[test]
 fn check_finds_damage_and_fix_rebuilds_the_index_from_the_packs() {
     let dir = tempfile::tempdir().unwrap();
@@ -89,12 +77,9 @@ fn check_finds_damage_and_fix_rebuilds_the_index_from_the_packs() {
     // Rot one byte of set 3's chunk.
     let chunk3 = ObjectId([3; 32]);
     let entry = store.entry(id, &chunk3).unwrap().unwrap();
-    let pack = pack_files(dir.path())
-        .into_iter()
-        .find(|p| p.to_string_lossy().contains(&format!("{:016x}", entry.pack)))
-        .unwrap();
+    let pack = pack_file(dir.path(), id, entry.pack);
     let mut bytes = std::fs::read(&pack).unwrap();
-    bytes[(entry.offset + entry.len as u64 - 1) as usize] ^= 0x40;
+    bytes[file_offset(entry.offset + entry.len as u64 - 1)] ^= 0x40;
     std::fs::write(&pack, bytes).unwrap();
 
     let found = store.check_account(id, false).unwrap();

@@ -5,7 +5,7 @@ mod common;
 
 use coffer_node::{PutOutcome, Store, StoreError};
 use coffer_proto::ObjectId;
-use common::{chunk, set, tree};
+use common::{chunk, file_offset, pack_file, set, tree};
 
 fn new_store() -> (tempfile::TempDir, Store, u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -100,15 +100,15 @@ fn unflushed_writes_vanish_and_flushed_ones_survive_reopen() {
         drop(w);
         // What a crash can leave: a half-written temporary, and a pack renamed
         // into place whose index write never happened.
-        std::fs::write(dir.path().join("tmp/00000001-0000000000000063.pack.tmp"), b"half").unwrap();
-        std::fs::write(coffer_node::packfile::pack_path(dir.path(), acct, 999), b"garbage").unwrap();
+        std::fs::write(dir.path().join("packs/00000001/0000000000000063.pack.rfw"), b"half").unwrap();
+        std::fs::write(pack_file(dir.path(), acct, 999), b"garbage").unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let acct = store.find_account("a").unwrap().unwrap().id;
     assert_eq!(store.get(acct, &c1).unwrap(), e1);
     assert!(!store.has_many(acct, &[c2]).unwrap()[0]);
-    assert!(!coffer_node::packfile::pack_path(dir.path(), acct, 999).exists());
-    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(!pack_file(dir.path(), acct, 999).exists());
+    assert!(!dir.path().join("packs/00000001/0000000000000063.pack.rfw").exists());
 }
 
 #[test]
@@ -135,10 +135,10 @@ fn corrupt_bytes_are_reported_with_their_location() {
     w.put(c1, &e1).unwrap();
     w.flush().unwrap();
     let entry = store.entry(acct, &c1).unwrap().unwrap();
-    let path = coffer_node::packfile::pack_path(dir.path(), acct, entry.pack);
+    let path = pack_file(dir.path(), acct, entry.pack);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes[entry.offset as usize + 100] ^= 1;
+    bytes[file_offset(entry.offset + 100)] ^= 1;
     std::fs::write(&path, bytes).unwrap();
     let err = store.get(acct, &c1).unwrap_err().to_string();
-    assert!(err.contains("CRC mismatch") && err.contains(&c1.to_hex()), "{err}");
+    assert!(err.contains("CRC") && err.contains(&c1.to_hex()), "{err}");
 }

@@ -71,8 +71,16 @@ enum Command {
         /// The client account to create.
         #[arg(long, default_value = "client")]
         account: String,
+        /// Disc directories per node: 1, or 3 for RAID (DIR/nodeK/disc1..3).
+        #[arg(long, default_value_t = 1)]
+        discs: u8,
         #[arg(long)]
         json: bool,
+    },
+    /// The node's RAID pack files.
+    Raid {
+        #[command(subcommand)]
+        command: RaidCommand,
     },
     /// Accounts on the node.
     Account {
@@ -94,6 +102,20 @@ enum Command {
     },
     /// The node's name, version, connection counts.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RaidCommand {
+    /// Read every stripe of every pack file and report the damaged ones.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Regenerate missing or damaged stripes from the others (after a disc is replaced).
+    Rebuild {
         #[arg(long)]
         json: bool,
     },
@@ -184,12 +206,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Ca { dir, command } => return ca_command(dir, command),
-        Command::Quickstart { dir, nodes, base_port, account, json } => {
+        Command::Quickstart { dir, nodes, base_port, account, discs, json } => {
             let written = Quickstart {
                 dir: dir.clone(),
                 nodes: *nodes,
                 base_port: *base_port,
                 account: account.clone(),
+                discs: *discs,
             }
             .run()?;
             if *json {
@@ -274,6 +297,14 @@ async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Res
                 .await
                 .map_err(status)?;
             report::housekeep(&r.into_inner(), json)?;
+        }
+        Command::Raid { command } => {
+            let (reply, json) = match command {
+                RaidCommand::Check { json } => (admin.raid_check(wire::RaidRequest {}).await, json),
+                RaidCommand::Rebuild { json } => (admin.raid_rebuild(wire::RaidRequest {}).await, json),
+            };
+            let clean = report::raid(&reply.map_err(status)?.into_inner(), json)?;
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Status { json } => {
             let r = admin.status(wire::StatusRequest {}).await.map_err(status)?;

@@ -5,6 +5,7 @@
 //! DIR/ca.crt, ca.key                 a throwaway certificate authority
 //! DIR/nodeK.crt, .key, .toml          node K on 127.0.0.1:(base + K - 1)
 //! DIR/nodeK/data/                     node K's store, with the client's account
+//! DIR/nodeK/disc1..3/                 its RAID pack files, with --discs 3
 //! DIR/admin.crt, .key, admin.toml     the operator
 //! DIR/client.crt, .key, .keys, .toml  one client account, keys registered
 //! ```
@@ -23,6 +24,8 @@ pub struct Quickstart {
     pub nodes: u16,
     pub base_port: u16,
     pub account: String,
+    /// Disc directories per node: 1 (`nodeK/data/packs`) or 3 (`nodeK/disc1..3`).
+    pub discs: u8,
 }
 
 /// What quickstart wrote, for the operator (or a script with `--json`).
@@ -42,6 +45,9 @@ impl Quickstart {
         if self.nodes == 0 {
             bail!("--nodes must be at least 1");
         }
+        if !matches!(self.discs, 1 | 3) {
+            bail!("--discs must be 1, or 3 for RAID");
+        }
         let last = self.base_port.checked_add(self.nodes - 1).context("--base-port too high for --nodes")?;
         let dir = std::path::absolute(&self.dir)?;
         let ca = CertificateAuthority::init(&dir)?;
@@ -57,10 +63,14 @@ impl Quickstart {
         for (k, port) in (1..=self.nodes).zip(self.base_port..) {
             let name = format!("node{k}");
             ca.issue(&Role::Node(name.clone()), &hosts, &dir, &name)?;
-            let store = Store::create(&dir.join(&name).join("data"))?;
+            let discs: Vec<PathBuf> = match self.discs {
+                3 => (1..=3).map(|d| dir.join(&name).join(format!("disc{d}"))).collect(),
+                _ => vec![dir.join(&name).join("data/packs")],
+            };
+            let store = Store::create_on(&dir.join(&name).join("data"), &discs)?;
             store.create_account(&self.account, &keys.fingerprint(), Limits::UNLIMITED)?;
             let path = dir.join(format!("{name}.toml"));
-            write_private(&path, &node_config(&name, port))?;
+            write_private(&path, &node_config(&name, port, self.discs))?;
             written.nodes.push(path);
         }
         ca.issue(&Role::Admin("admin".into()), &[], &dir, "admin")?;
@@ -83,10 +93,14 @@ fn tls(file: &str) -> String {
     format!("\n[tls]\ncert = \"{file}.crt\"\nkey = \"{file}.key\"\nca = \"ca.crt\"\n")
 }
 
-fn node_config(name: &str, port: u16) -> String {
+fn node_config(name: &str, port: u16, discs: u8) -> String {
+    let discs = match discs {
+        3 => format!("discs = [\"{name}/disc1\", \"{name}/disc2\", \"{name}/disc3\"]\n"),
+        _ => String::new(),
+    };
     format!(
         "name = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\ndata = \"{name}/data\"\nlog = \"info\"\n\
-         housekeeping_interval = \"15m\"\ngrace = \"7d\"\n{}",
+         housekeeping_interval = \"15m\"\ngrace = \"7d\"\n{discs}{}",
         tls(name)
     )
 }

@@ -69,7 +69,8 @@ pub fn usage(report: &wire::UsageReport, as_json: bool) -> Result<()> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string(&list)?);
+        let discs: Vec<_> = report.discs.iter().map(|d| json!({"path": d.path, "bytes": d.bytes})).collect();
+        println!("{}", json!({"accounts": list, "discs": discs}));
         return Ok(());
     }
     println!(
@@ -88,7 +89,40 @@ pub fn usage(report: &wire::UsageReport, as_json: bool) -> Result<()> {
             limit(a.hard_limit)
         );
     }
+    println!();
+    for d in &report.discs {
+        println!("disc {:<50} {:>10}", d.path, human_bytes(d.bytes));
+    }
     Ok(())
+}
+
+/// Prints a RAID check or rebuild; true when nothing is left damaged.
+pub fn raid(r: &wire::RaidReport, as_json: bool) -> Result<bool> {
+    let clean = r.damage.is_empty() && r.unrecoverable.is_empty();
+    if as_json {
+        let damage: Vec<_> = r
+            .damage
+            .iter()
+            .map(|d| json!({"file": d.file, "stripe": d.stripe, "problem": d.problem}))
+            .collect();
+        let value = json!({
+            "files": r.files, "discs": r.discs, "damage": damage,
+            "stripes_rebuilt": r.stripes_rebuilt, "unrecoverable": r.unrecoverable,
+        });
+        println!("{value}");
+        return Ok(clean);
+    }
+    for d in &r.damage {
+        match d.stripe {
+            Some(s) => println!("{}: stripe {s}: {}", d.file, d.problem),
+            None => println!("{}: UNRECOVERABLE: {}", d.file, d.problem),
+        }
+    }
+    if r.stripes_rebuilt > 0 {
+        println!("rebuilt {} stripes", r.stripes_rebuilt);
+    }
+    println!("{} files on {} disc(s): {} damaged stripes", r.files, r.discs, r.damage.len());
+    Ok(clean)
 }
 
 /// Prints a check report; true when no account has problems.
@@ -153,6 +187,7 @@ pub fn status(s: &wire::NodeStatus, as_json: bool) -> Result<()> {
         let value = json!({
             "node": s.node, "version": s.version, "connections": s.connections,
             "handshakes_failed": s.handshakes_failed, "accounts": s.accounts, "started_ns": s.started_ns,
+            "degraded_reads": s.degraded_reads,
         });
         println!("{value}");
         return Ok(());
@@ -161,5 +196,6 @@ pub fn status(s: &wire::NodeStatus, as_json: bool) -> Result<()> {
     println!("accounts           {}", s.accounts);
     println!("connections        {}", s.connections);
     println!("refused handshakes {}", s.handshakes_failed);
+    println!("degraded reads     {}", s.degraded_reads);
     Ok(())
 }

@@ -116,6 +116,10 @@ impl RaidReader {
 
     /// Reads `len` bytes at `offset`.
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_with(offset, len, false)
+    }
+
+    fn read_with(&self, offset: u64, len: usize, salvage: bool) -> Result<Vec<u8>> {
         let end = offset.checked_add(len as u64).filter(|e| *e <= self.layout.length);
         let Some(end) = end else {
             return Err(RaidError::OutOfRange {
@@ -130,7 +134,10 @@ impl RaidReader {
         let mut at = offset;
         while at < end {
             let i = at / bs;
-            let block = self.block(i)?;
+            let block = match self.block(i) {
+                Err(RaidError::Unrecoverable { .. }) if salvage => self.raw_block(i)?,
+                other => other?,
+            };
             let from = (at - i * bs) as usize;
             let to = ((end - i * bs) as usize).min(block.len());
             out.extend_from_slice(&block[from..to]);
@@ -141,6 +148,13 @@ impl RaidReader {
 
     pub fn read_all(&self) -> Result<Vec<u8>> {
         self.read_at(0, self.layout.length as usize)
+    }
+
+    /// Like [`Self::read_at`], but where a block can be neither verified nor
+    /// rebuilt, returns its stored bytes unchecked. Only for salvage, by
+    /// callers that verify what they read by other means (object CRCs).
+    pub fn read_at_salvaging(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        self.read_with(offset, len, true)
     }
 
     /// File block `i`, rebuilt from parity if its own stripe fails.
@@ -169,6 +183,17 @@ impl RaidReader {
         Ok(data)
     }
 
+    /// Block `i` as stored, CRC unchecked.
+    fn raw_block(&self, i: u64) -> Result<Vec<u8>> {
+        let (s, k) = self.layout.place(i);
+        let file =
+            self.stripes[s].as_ref().ok_or_else(|| self.unrecoverable(i, format!("stripe {s} is gone")))?;
+        let mut buf = vec![0; self.layout.stripe_block_len(s, k) as usize];
+        file.read_exact_at(&mut buf, self.layout.offset(k))
+            .map_err(|e| self.unrecoverable(i, e.to_string()))?;
+        Ok(buf)
+    }
+
     fn unrecoverable(&self, block: u64, problem: String) -> RaidError {
         RaidError::Unrecoverable { name: self.name.clone(), problem: format!("block {block}: {problem}") }
     }
@@ -178,13 +203,20 @@ impl RaidReader {
         let file = self.stripes[s].as_ref().ok_or_else(|| self.excluded[s].clone().unwrap_or_default())?;
         let len = self.layout.stripe_block_len(s, k) as usize;
         let mut buf = vec![0; len + CRC_LEN as usize];
-        file.read_exact_at(&mut buf, self.layout.offset(k)).map_err(|e| format!("block {k}: {e}"))?;
+        file.read_exact_at(&mut buf, self.layout.offset(k)).map_err(|e| read_problem(k, e))?;
         let crc = u32::from_le_bytes(buf[len..].try_into().unwrap());
         buf.truncate(len);
         if crc32fast::hash(&buf) != crc {
             return Err(format!("block {k} fails its CRC"));
         }
         Ok(buf)
+    }
+}
+
+fn read_problem(k: u64, e: std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => format!("block {k}: stripe truncated (the file ends before it)"),
+        _ => format!("block {k}: {e}"),
     }
 }
 

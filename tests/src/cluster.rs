@@ -136,17 +136,20 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(nodes: u16) -> Cluster {
+        Cluster::start_with(nodes, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra `quickstart` flags (e.g. `--discs 3`).
+    pub fn start_with(nodes: u16, quickstart: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let base = free_ports(nodes);
         let out = run_bounded(
             {
                 let mut c = Command::new(binary("coffer-admin"));
-                c.args(["quickstart", "--json", "--account", "client", "--dir"]).arg(dir.path()).args([
-                    "--nodes",
-                    &nodes.to_string(),
-                    "--base-port",
-                    &base.to_string(),
-                ]);
+                c.args(["quickstart", "--json", "--account", "client", "--dir"])
+                    .arg(dir.path())
+                    .args(["--nodes", &nodes.to_string(), "--base-port", &base.to_string()])
+                    .args(quickstart);
                 c
             },
             COMMAND_TIMEOUT,

@@ -1,6 +1,6 @@
 //! `coffer-bench`: backs up a generated tree to a local store, then through a
-//! `coffer-node` on loopback (TLS, gRPC), and prints for each: first backup
-//! MiB/s, no-change rerun time, restore MiB/s.
+//! `coffer-node` on loopback (TLS, gRPC), with and without RAID packs, and
+//! prints for each: first backup MiB/s, no-change rerun time, restore MiB/s.
 //!
 //! ```sh
 //! cargo build --bins && cargo run -p coffer-tests --bin coffer-bench -- [--size-mib 1024] [--dir /tmp]
@@ -42,17 +42,17 @@ fn main() {
         &src,
     );
 
-    let cluster = Cluster::start(1);
-    println!("\nstore node on loopback (coffer://, TLS 1.3)");
-    measure(
-        files,
-        mib,
-        &cluster.path("restored"),
-        &|args| {
+    for (label, quickstart) in [
+        ("store node on loopback (coffer://, TLS 1.3)", &[][..]),
+        ("store node, packs as RAID files on 3 directories of the same disk", &["--discs", "3"][..]),
+    ] {
+        let cluster = Cluster::start_with(1, quickstart);
+        println!("\n{label}");
+        let coffer = |args: &[&str]| {
             cluster.coffer_ok("client.toml", args);
-        },
-        &src,
-    );
+        };
+        measure(files, mib, &cluster.path("restored"), &coffer, &src);
+    }
 }
 
 /// Times a first backup, a no-change rerun and a restore with `coffer`.
