@@ -47,7 +47,7 @@ fn check_clean(c: &Cluster, account: &str) {
 
 /// Starts `coffer backup SRC` and returns once the node has committed two
 /// packs of it: the second proves the first is recorded in the index.
-fn backup_under_way(c: &Cluster, src: &Path) -> std::process::Child {
+fn backup_under_way(c: &Cluster, src: &Path, packs: &str) -> std::process::Child {
     let client = std::process::Command::new(coffer_tests::binary("coffer"))
         .arg("--config")
         .arg(c.path("client.toml"))
@@ -57,9 +57,11 @@ fn backup_under_way(c: &Cluster, src: &Path) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let packs = c.path("node1/data/packs");
+    let packs = c.path(packs);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while walk_files(&packs).len() < 2 {
+    let committed =
+        || walk_files(&packs).iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).count();
+    while committed() < 2 {
         assert!(Instant::now() < deadline, "upload never got going");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -203,15 +205,24 @@ fn limits_freezing_and_a_second_writer() {
 
 #[test]
 fn killed_node_loses_nothing_committed_and_the_rerun_sends_only_the_rest() {
-    let mut c = Cluster::start(1);
+    // Packs as RAID files on three directories: the kill lands mid-way
+    // through writing stripes.
+    let mut c = Cluster::start_with(1, &["--discs", "3"]);
     let src = c.path("src");
     make_tree(&src, 9, 10, 12 << 20);
-    let mut client = backup_under_way(&c, &src);
+    let mut client = backup_under_way(&c, &src, "node1/disc3");
     c.nodes[0].kill();
     let status = wait_bounded(&mut client, Duration::from_secs(120));
     assert!(!status.success(), "backup cannot succeed without its node");
     c.nodes[0].restart();
     check_clean(&c, "client");
+    let raid = c.admin_json(&["raid", "check", "--json"]);
+    assert_eq!(raid["damage"], serde_json::json!([]), "{raid}");
+    let debris: Vec<_> = (1..=3)
+        .flat_map(|d| walk_files(&c.path(&format!("node1/disc{d}"))))
+        .filter(|p| p.to_string_lossy().ends_with(".rfw"))
+        .collect();
+    assert!(debris.is_empty(), "temporary stripes left after restart: {debris:?}");
     let report = c.backup("client.toml", &src);
     let total = u64_field(&report, "bytes_total");
     assert!(
@@ -229,7 +240,7 @@ fn killed_client_resumes_and_sends_only_what_the_node_lacks() {
     let c = Cluster::start(1);
     let src = c.path("src");
     make_tree(&src, 12, 8, 12 << 20);
-    let mut client = backup_under_way(&c, &src);
+    let mut client = backup_under_way(&c, &src, "node1/data/packs");
     client.kill().unwrap();
     wait_bounded(&mut client, Duration::from_secs(30));
     let report = c.backup("client.toml", &src);
