@@ -2,7 +2,12 @@
 //! directory `k`). Files are named by relative paths such as
 //! `packs/0001/00ab.pack`.
 //!
-//! Opening a disc set removes what a crash can leave: temporary stripes
+//! Each directory carries a `.discset` label (the set's random id, its
+//! position, the number of directories). Opening checks the labels, so a
+//! directory of another disc set, or the same directories listed in another
+//! order, is refused before anything could be mistaken for an orphan and
+//! removed; an empty directory (a replaced disc) is labelled, and a rebuild
+//! fills it. Opening also removes what a crash can leave: temporary stripes
 //! (`NAME.rfw`) of writes that never committed. Reads that had to repair a
 //! block from parity are counted, for the node's metrics.
 
@@ -47,6 +52,9 @@ impl DiscSet {
         }
         for dir in dirs {
             fs::create_dir_all(dir).map_err(RaidError::io(dir))?;
+        }
+        check_labels(dirs)?;
+        for dir in dirs {
             remove_temporaries(dir)?;
         }
         Ok(DiscSet {
@@ -137,10 +145,73 @@ impl DiscSet {
     }
 }
 
+/// Name of the label file in each directory of a set.
+pub const LABEL: &str = ".discset";
+
+/// Reads every directory's label, refuses mismatches, labels new directories.
+pub(crate) fn check_labels(dirs: &[PathBuf]) -> Result<()> {
+    let n = dirs.len();
+    let mut labels = Vec::new();
+    for (k, dir) in dirs.iter().enumerate() {
+        let path = dir.join(LABEL);
+        let label = match fs::read_to_string(&path) {
+            Ok(text) => Some(parse_label(&text).ok_or_else(|| RaidError::Label {
+                dir: dir.clone(),
+                problem: format!("unreadable label `{}`", text.trim()),
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(RaidError::Io { path, source: e }),
+        };
+        if let Some((_, position, count)) = label
+            && (position, count) != (k, n)
+        {
+            return Err(RaidError::Label {
+                dir: dir.clone(),
+                problem: format!(
+                    "it is directory {} of {count}, but is listed as {} of {n}",
+                    position + 1,
+                    k + 1
+                ),
+            });
+        }
+        labels.push(label);
+    }
+    let ids: std::collections::BTreeSet<u64> = labels.iter().flatten().map(|(id, _, _)| *id).collect();
+    if ids.len() > 1 {
+        return Err(RaidError::Label {
+            dir: dirs[0].clone(),
+            problem: "these directories belong to different disc sets".into(),
+        });
+    }
+    let id = ids.into_iter().next().unwrap_or_else(rand::random);
+    for (k, dir) in dirs.iter().enumerate().filter(|(k, _)| labels[*k].is_none()) {
+        let mut held = std::collections::BTreeSet::new();
+        collect_names(dir, dir, &mut held)?;
+        if !held.is_empty() {
+            return Err(RaidError::Label {
+                dir: dir.clone(),
+                problem: "it holds files but no disc-set label; refusing to adopt it".into(),
+            });
+        }
+        let path = dir.join(LABEL);
+        fs::write(&path, format!("coffer-discset {id:016x} {k} {n}\n")).map_err(RaidError::io(&path))?;
+        crate::writer::sync_parent(&path)?;
+    }
+    Ok(())
+}
+
+fn parse_label(text: &str) -> Option<(u64, usize, usize)> {
+    let mut words = text.split_whitespace();
+    (words.next()? == "coffer-discset").then_some(())?;
+    let id = u64::from_str_radix(words.next()?, 16).ok()?;
+    Some((id, words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+}
+
 /// A name is a relative path without `..`, and not a temporary's.
 pub fn check_name(name: &str) -> Result<()> {
     let path = Path::new(name);
     let ok = !name.is_empty()
+        && name != LABEL
         && !name.ends_with(TEMP_SUFFIX)
         && path.components().all(|c| matches!(c, Component::Normal(_)));
     if ok { Ok(()) } else { Err(RaidError::BadName(name.to_string())) }
@@ -172,7 +243,7 @@ fn collect_names(root: &Path, dir: &Path, out: &mut std::collections::BTreeSet<S
             collect_names(root, &path, out)?;
         } else if let Ok(rel) = path.strip_prefix(root) {
             let name = rel.to_string_lossy().into_owned();
-            if !name.ends_with(TEMP_SUFFIX) {
+            if !name.ends_with(TEMP_SUFFIX) && name != LABEL {
                 out.insert(name);
             }
         }

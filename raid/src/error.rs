@@ -6,6 +6,8 @@ use std::path::PathBuf;
 pub enum RaidError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("disc directory {dir}: {problem}")]
+    Label { dir: PathBuf, problem: String },
     #[error("a disc set has 1 or 3 directories, not {0}")]
     DiscCount(usize),
     #[error("RAID file `{0}` already exists (not asked to overwrite it)")]

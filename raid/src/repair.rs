@@ -74,6 +74,11 @@ impl DiscSet {
 
     /// Regenerates every damaged stripe that can be regenerated.
     pub fn rebuild(&self) -> Result<RebuildReport> {
+        // A replaced disc is an empty directory (or none): label it first.
+        for dir in self.dirs() {
+            std::fs::create_dir_all(dir).map_err(RaidError::io(dir))?;
+        }
+        crate::discset::check_labels(self.dirs())?;
         let mut report = RebuildReport::default();
         for name in self.names()? {
             report.files_checked += 1;

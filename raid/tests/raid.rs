@@ -145,7 +145,13 @@ fn writes_are_invisible_until_commit_and_abandoned_ones_leave_nothing() {
     assert!(matches!(set.create("f", Overwrite::No), Err(RaidError::Busy(_))));
     drop(w);
     assert!(!set.exists("f"));
-    let leftovers: Vec<_> = set.dirs().iter().flat_map(|d| std::fs::read_dir(d).unwrap()).collect();
+    let leftovers: Vec<_> = set
+        .dirs()
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != coffer_raid::discset::LABEL)
+        .collect();
     assert!(leftovers.is_empty(), "abandoned write left {leftovers:?}");
 
     write(&set, "f", &data(500, 2));
@@ -173,7 +179,10 @@ fn a_crash_mid_write_or_mid_commit_keeps_the_old_version_and_no_debris() {
         .flat_map(|d| std::fs::read_dir(d).unwrap())
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(names.iter().all(|n| n == "f"), "debris after restart: {names:?}");
+    assert!(
+        names.iter().all(|n| n == "f" || n == coffer_raid::discset::LABEL),
+        "debris after restart: {names:?}"
+    );
 
     // A crash after the first of three renames of a commit: the two stripes
     // that agree still give the old version.
@@ -232,4 +241,30 @@ fn one_disc_sets_keep_plain_files_with_block_crcs() {
     assert!(err.contains("`f`") && err.contains("CRC"), "{err}");
     assert_eq!(set.check().unwrap().len(), 1);
     assert!(matches!(DiscSet::open(&dirs(root.path(), 2)), Err(RaidError::DiscCount(2))));
+}
+
+#[test]
+fn directories_of_another_set_or_in_another_order_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let d = dirs(root.path(), 3);
+    let set = DiscSet::with_block_size(&d, BS).unwrap();
+    write(&set, "f", &data(300, 1));
+    drop(set);
+    let swapped = [d[1].clone(), d[0].clone(), d[2].clone()];
+    let err = DiscSet::open(&swapped).err().expect("refused").to_string();
+    assert!(err.contains("listed as"), "{err}");
+    let other = DiscSet::open(&dirs(&root.path().join("other"), 3)).unwrap();
+    drop(other);
+    let mixed = [d[0].clone(), root.path().join("other/disc2"), d[2].clone()];
+    assert!(matches!(DiscSet::open(&mixed), Err(RaidError::Label { .. })));
+    // A directory with files but no label is not adopted (nothing in it is
+    // taken for debris).
+    let stray = root.path().join("stray");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("precious"), b"x").unwrap();
+    assert!(matches!(DiscSet::open(std::slice::from_ref(&stray)), Err(RaidError::Label { .. })));
+    assert!(stray.join("precious").exists());
+    // The original order still opens, with the file intact.
+    let set = DiscSet::with_block_size(&d, BS).unwrap();
+    assert_reads(&set, "f", &data(300, 1));
 }

@@ -97,9 +97,13 @@ impl Env {
         self.json(&args)
     }
 
-    /// Pack files of the store, oldest first.
+    /// Committed pack files of the store, oldest first (not the disc-set
+    /// label, nor stripes still being written).
     pub fn packs(&self) -> Vec<PathBuf> {
-        let mut packs: Vec<PathBuf> = walk_files(&self.store().join("packs"));
+        let mut packs: Vec<PathBuf> = walk_files(&self.store().join("packs"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .collect();
         packs.sort();
         packs
     }
