@@ -20,6 +20,7 @@ use crate::housekeeping::HousekeepReport;
 use crate::index::{AccountRecord, Limits, now_ns};
 use crate::server::Node;
 use crate::service::{account_message, blocking, peer, status};
+use crate::store::Store;
 
 pub struct AdminService {
     node: Arc<Node>,
@@ -72,6 +73,21 @@ pub fn housekeep_all(node: &Node, name: Option<&str>) -> Result<Vec<Housekept>, 
             (a.name, result)
         })
         .collect())
+}
+
+/// Applies `change` to the account called `name`; answers with the account.
+async fn change_account(
+    node: Arc<Node>,
+    name: String,
+    change: impl FnOnce(&Store, u64) -> Result<AccountRecord, StoreError> + Send + 'static,
+) -> Result<Response<wire::Account>, Status> {
+    blocking(move || {
+        let id = node.store.account_named(&name).map_err(status)?.id;
+        let record = change(&node.store, id).map_err(status)?;
+        account_message(&node.store, &record).map_err(status)
+    })
+    .await
+    .map(Response::new)
 }
 
 fn raid_report(
@@ -137,13 +153,10 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::Account>, Status> {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
-        blocking(move || {
-            let id = node.store.account_named(&r.name).map_err(status)?.id;
-            let record = node.store.set_limits(id, limits(r.soft_limit, r.hard_limit)).map_err(status)?;
-            account_message(&node.store, &record).map_err(status)
+        change_account(node, r.name, move |store, id| {
+            store.set_limits(id, limits(r.soft_limit, r.hard_limit))
         })
         .await
-        .map(Response::new)
     }
 
     async fn set_frozen(
@@ -152,14 +165,12 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::Account>, Status> {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
-        blocking(move || {
-            let id = node.store.account_named(&r.name).map_err(status)?.id;
-            let record = node.store.set_frozen(id, r.frozen).map_err(status)?;
+        change_account(node, r.name, move |store, id| {
+            let record = store.set_frozen(id, r.frozen)?;
             info!(account = %record.name, frozen = r.frozen, "account frozen state changed");
-            account_message(&node.store, &record).map_err(status)
+            Ok(record)
         })
         .await
-        .map(Response::new)
     }
 
     async fn delete_account(
