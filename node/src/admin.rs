@@ -46,24 +46,17 @@ fn limits(soft: u64, hard: u64) -> Limits {
 }
 
 /// The accounts a request names: one by name, or all when the name is empty.
-fn named(node: &Node, name: &str) -> Result<Vec<AccountRecord>, Status> {
-    if name.is_empty() {
-        node.store.accounts().map_err(status)
-    } else {
-        Ok(vec![node.store.account_named(name).map_err(status)?])
-    }
+fn named(node: &Node, name: &str) -> Result<Vec<AccountRecord>, StoreError> {
+    if name.is_empty() { node.store.accounts() } else { Ok(vec![node.store.account_named(name)?]) }
 }
 
 /// One account's housekeeping: its report, or why it was skipped.
 pub type Housekept = (String, Result<HousekeepReport, String>);
 
-/// Runs housekeeping on the named accounts (all when `name` is None); an
+/// Runs housekeeping on the named account (all when `name` is empty); an
 /// account with a client writing to it is skipped until the next pass.
-pub fn housekeep_all(node: &Node, name: Option<&str>) -> Result<Vec<Housekept>, StoreError> {
-    let accounts = match name {
-        Some(n) => vec![node.store.account_named(n)?],
-        None => node.store.accounts()?,
-    };
+pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreError> {
+    let accounts = named(node, name)?;
     let cutoff = now_ns() - node.grace.as_nanos() as i64;
     Ok(accounts
         .into_iter()
@@ -137,7 +130,8 @@ impl admin_server::Admin for AdminService {
         let node = self.authorise(&req)?;
         let name = req.into_inner().name;
         blocking(move || {
-            let accounts = named(&node, &name)?
+            let accounts = named(&node, &name)
+                .map_err(status)?
                 .iter()
                 .map(|r| account_message(&node.store, r).map_err(status))
                 .collect::<Result<_, _>>()?;
@@ -198,7 +192,7 @@ impl admin_server::Admin for AdminService {
         }
         blocking(move || {
             let mut accounts = Vec::new();
-            for a in named(&node, &r.name)? {
+            for a in named(&node, &r.name).map_err(status)? {
                 let c = node.store.check_account(a.id, r.fix).map_err(status)?;
                 accounts.push(wire::AccountCheck {
                     account: c.account,
@@ -219,7 +213,7 @@ impl admin_server::Admin for AdminService {
         let name = req.into_inner().name;
         blocking(move || {
             let mut accounts = Vec::new();
-            for a in named(&node, &name)? {
+            for a in named(&node, &name).map_err(status)? {
                 let s = node.store.space(a.id).map_err(status)?;
                 accounts.push(wire::AccountSpace {
                     account: a.name,
@@ -251,8 +245,7 @@ impl admin_server::Admin for AdminService {
         let node = self.authorise(&req)?;
         let name = req.into_inner().name;
         blocking(move || {
-            let results = housekeep_all(&node, Some(&name).filter(|n| !n.is_empty()).map(|n| n.as_str()))
-                .map_err(status)?;
+            let results = housekeep_all(&node, &name).map_err(status)?;
             let mut reply = wire::HousekeepReply::default();
             for (account, result) in results {
                 match result {

@@ -60,7 +60,8 @@ fn raid_error(name: &str) -> impl FnOnce(RaidError) -> StoreError + '_ {
     }
 }
 
-/// Appends objects to a new pack, then commits it.
+/// Appends objects to a new pack, then commits it. Dropped uncommitted, it
+/// leaves nothing behind (the RAID writer removes its temporaries).
 pub struct PackWriter {
     name: String,
     out: RaidWriter,
@@ -119,9 +120,6 @@ impl PackWriter {
         self.out.commit()?;
         Ok(self.offset + trailer.len() as u64)
     }
-
-    /// Drops an uncommitted pack (the RAID writer removes its temporaries).
-    pub fn abandon(self) {}
 }
 
 /// Reads pack bytes. A block the RAID layer can neither verify nor rebuild

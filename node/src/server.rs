@@ -232,7 +232,7 @@ async fn housekeeping_loop(node: Arc<Node>, every: Duration) {
     loop {
         ticker.tick().await;
         let node = node.clone();
-        let result = tokio::task::spawn_blocking(move || crate::admin::housekeep_all(&node, None)).await;
+        let result = tokio::task::spawn_blocking(move || crate::admin::housekeep_all(&node, "")).await;
         match result {
             Ok(Ok(reports)) => debug!(accounts = reports.len(), "housekeeping done"),
             Ok(Err(e)) => warn!(error = %e, "housekeeping failed"),

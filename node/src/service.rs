@@ -285,7 +285,9 @@ impl store_server::Store for StoreService {
                 let envelope = match store.get(account, &id) {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                        if !batch.objects.is_empty() {
+                            let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                        }
                         let _ = tx.blocking_send(Err(status(e)));
                         return;
                     }

@@ -247,9 +247,7 @@ impl AccountWriter {
         let result = self.try_flush();
         if result.is_err() {
             // Nothing of a failed flush is committed; start again from the index.
-            if let Some(pack) = self.pack.take() {
-                pack.abandon();
-            }
+            self.pack = None;
             self.pending = Pending::default();
             self.used = self.store.usage(self.account).map_or(self.used, |u| u.live_bytes);
         }
@@ -344,9 +342,8 @@ impl AccountWriter {
 
 impl Drop for AccountWriter {
     fn drop(&mut self) {
-        if let Some(pack) = self.pack.take() {
-            pack.abandon();
-        }
+        // An uncommitted pack removes its temporaries as it drops.
+        self.pack = None;
         self.store.inner.writers.lock().unwrap().remove(&self.account);
     }
 }
