@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! store = "coffer://127.0.0.1:7101"   # or "file:///mnt/backup"
+//! nodes = ["coffer://127.0.0.1:7101", "coffer://127.0.0.1:7102"]  # the whole server group
 //! keys = "client.keys"                # relative paths are relative to this file
 //! cache = "cache"
 //!
@@ -24,6 +25,9 @@ use crate::error::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     pub store: Option<String>,
+    /// Every node of the server group, for failing over from `store`.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     pub keys: Option<PathBuf>,
     pub cache: Option<PathBuf>,
     pub tls: Option<TlsFiles>,

@@ -15,6 +15,7 @@
 //! lock, so the scanner's and restorer's threads share the connection.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,6 +58,8 @@ pub struct RemoteBackend {
     fingerprint: String,
     access: Access,
     register_keys: bool,
+    /// Where to keep the group's node list that each login brings.
+    group_file: Option<PathBuf>,
     runtime: Runtime,
     session: Mutex<Option<Session>>,
     /// The marker the caller's cache was built at, checked once at login.
@@ -92,6 +95,7 @@ impl RemoteBackend {
             fingerprint,
             access,
             register_keys: false,
+            group_file: None,
             runtime,
             session: Mutex::new(None),
             expected_marker: Mutex::new(None),
@@ -103,6 +107,30 @@ impl RemoteBackend {
     pub fn registering_keys(mut self) -> Self {
         self.register_keys = true;
         self
+    }
+
+    /// Keep the server group's node list, as each login reports it, in
+    /// `path` (JSON), for failing over to another node later.
+    pub fn remembering_group(mut self, path: PathBuf) -> Self {
+        self.group_file = Some(path);
+        self
+    }
+
+    /// Writes the node list through a temporary file, so a reader never sees
+    /// half of it. Losing it costs only failover hints, so errors are logged.
+    fn remember_group(&self, nodes: &[wire::GroupNode]) {
+        let Some(path) = &self.group_file else { return };
+        let list: Vec<_> = nodes
+            .iter()
+            .map(|n| serde_json::json!({"id": n.id, "name": n.name, "address": n.address, "site": n.site}))
+            .collect();
+        let temp = path.with_extension("tmp");
+        let written = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .and_then(|_| std::fs::write(&temp, serde_json::to_vec_pretty(&list).unwrap_or_default()))
+            .and_then(|_| std::fs::rename(&temp, path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "could not save the group's node list");
+        }
     }
 
     fn node_error(&self, status: tonic::Status) -> Error {
@@ -194,6 +222,7 @@ impl RemoteBackend {
         };
         let reply =
             self.runtime.block_on(client.login(request)).map_err(|s| self.node_error(s))?.into_inner();
+        self.remember_group(&reply.nodes);
         let marker = reply.account.map(|a| a.marker).unwrap_or(0);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         Ok(Session { generation, client, marker, upload: None, sent: HashSet::new() })

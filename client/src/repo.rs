@@ -17,6 +17,10 @@ use crate::keys::Keys;
 use crate::remote::{Access, NodeAddress, RemoteBackend};
 use crate::tree::Tree;
 
+/// The server group's nodes as the last login reported them, in the cache
+/// directory (JSON: id, name, address, site of each).
+pub const GROUP_FILE: &str = "group.json";
+
 pub struct Repository {
     pub backend: Box<dyn Backend>,
     pub keys: Keys,
@@ -80,7 +84,8 @@ impl Repository {
                 Self::assemble(Box::new(backend), keys, cache_root, Some(root))
             }
             StoreUrl::Remote { host, port } => {
-                let backend = RemoteBackend::new(spec.remote(host, port)?, keys.fingerprint(), access)?;
+                let backend = RemoteBackend::new(spec.remote(host, port)?, keys.fingerprint(), access)?
+                    .remembering_group(cache_root.join(GROUP_FILE));
                 Self::assemble(Box::new(backend), keys, cache_root, None)
             }
         })

@@ -12,21 +12,9 @@ use crate::error::{Result, StoreError};
 use crate::index::{self, AccountRecord, Limits};
 use crate::store::{AccountId, Store};
 
-/// Longest account name; names travel in certificate common names.
-const MAX_NAME: usize = 64;
-
 /// Checks that `name` can name an account (and a certificate).
 pub fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidName(format!(
-            "`{name}`: account names are 1 to {MAX_NAME} characters of A-Z, a-z, 0-9, '.', '_' and '-'"
-        )))
-    }
+    coffer_proto::names::validate_account_name(name).map_err(StoreError::InvalidName)
 }
 
 impl Store {
@@ -56,6 +44,30 @@ impl Store {
         batch.put_cf(index::cf(db, index::CF_META), index::marker_key(id), index::encode(&1u64));
         self.write_synced(batch)?;
         Ok(record)
+    }
+
+    /// Makes `record`, id and all, this store's account record: a store
+    /// node copies the records the server group decides. A new account
+    /// starts at marker 1. Returns whether anything changed.
+    pub fn adopt_account(&self, record: &AccountRecord) -> Result<bool> {
+        validate_name(&record.name)?;
+        let _guard = self.inner.accounts_lock.lock().unwrap();
+        let db = self.db();
+        let key = index::account_key(record.id);
+        let existing = index::get::<AccountRecord>(db, index::CF_ACCOUNTS, &key)?;
+        if existing.as_ref() == Some(record) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(index::cf(db, index::CF_ACCOUNTS), key, index::encode(record));
+        if existing.is_none() {
+            batch.put_cf(index::cf(db, index::CF_META), index::marker_key(record.id), index::encode(&1u64));
+            let next = index::get::<u64>(db, index::CF_META, index::META_NEXT_ACCOUNT)?.unwrap_or(1);
+            let next = next.max(record.id + 1);
+            batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_ACCOUNT, index::encode(&next));
+        }
+        self.write_synced(batch)?;
+        Ok(true)
     }
 
     pub fn account(&self, id: AccountId) -> Result<AccountRecord> {
@@ -159,20 +171,5 @@ impl Store {
         let mut opts = rocksdb::WriteOptions::default();
         opts.set_sync(true);
         Ok(self.db().write_opt(batch, &opts)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_fit_in_certificates() {
-        for good in ["alice", "host-1.example_org", "A"] {
-            validate_name(good).unwrap();
-        }
-        for bad in ["", "a b", "a:b", "x/y", &"n".repeat(65), "é"] {
-            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, admin_server};
@@ -15,12 +16,16 @@ use tracing::info;
 use coffer_raid::repair::RebuildReport;
 use coffer_raid::{DiscSet, StripeDamage};
 
+use coffer_replication::group::new_request_id;
+use coffer_replication::{Account, Applied, Command, GroupError, Refusal};
+
+use crate::accountdb::{account_message, group_status, status_message};
 use crate::error::StoreError;
 use crate::housekeeping::HousekeepReport;
 use crate::index::{AccountRecord, Limits, now_ns};
+use crate::mirror::{sync_account, sync_all};
 use crate::server::Node;
-use crate::service::{account_message, blocking, peer, status};
-use crate::store::Store;
+use crate::service::{blocking, peer, status};
 
 pub struct AdminService {
     node: Arc<Node>,
@@ -68,19 +73,30 @@ pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreErr
         .collect())
 }
 
-/// Applies `change` to the account called `name`; answers with the account.
-async fn change_account(
+/// Applies `command` through the group (under the operator's request id, so
+/// a retried request is applied once) and answers with the account.
+async fn write_account(
     node: Arc<Node>,
-    name: String,
-    change: impl FnOnce(&Store, u64) -> Result<AccountRecord, StoreError> + Send + 'static,
+    request_id: String,
+    command: Command,
 ) -> Result<Response<wire::Account>, Status> {
+    let request_id = if request_id.is_empty() { new_request_id() } else { request_id };
+    let account = match node.group.write_as(request_id, command).await.map_err(group_status)? {
+        Applied::Account(account) => account,
+        other => return Err(Status::internal(format!("the group answered {other:?}"))),
+    };
     blocking(move || {
-        let id = node.store.account_named(&name).map_err(status)?.id;
-        let record = change(&node.store, id).map_err(status)?;
-        account_message(&node.store, &record).map_err(status)
+        sync_account(&node, &account).map_err(status)?;
+        account_message(&node, &account).map_err(status)
     })
     .await
     .map(Response::new)
+}
+
+/// The group's status, once a leader is known (or after a short wait).
+async fn group_status_reply(node: &Node) -> Result<Response<wire::GroupStatus>, Status> {
+    node.group.wait_for_leader(Duration::from_secs(10)).await;
+    Ok(Response::new(status_message(node.group.status().await)))
 }
 
 fn raid_report(
@@ -113,14 +129,17 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::Account>, Status> {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
-        blocking(move || {
-            let record =
-                node.store.create_account(&r.name, "", limits(r.soft_limit, r.hard_limit)).map_err(status)?;
-            info!(account = %record.name, id = record.id, "account created");
-            account_message(&node.store, &record).map_err(status)
-        })
-        .await
-        .map(Response::new)
+        let l = limits(r.soft_limit, r.hard_limit);
+        let command = Command::CreateAccount {
+            name: r.name.clone(),
+            soft_limit: l.soft,
+            hard_limit: l.hard,
+            group: String::new(),
+            created_ns: now_ns(),
+        };
+        let reply = write_account(node, r.request_id, command).await?;
+        info!(account = %r.name, id = reply.get_ref().id, replicas = ?reply.get_ref().replicas, "account created");
+        Ok(reply)
     }
 
     async fn accounts(
@@ -129,11 +148,16 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::AccountList>, Status> {
         let node = self.authorise(&req)?;
         let name = req.into_inner().name;
+        let accounts: Vec<Account> = node
+            .group
+            .read(|s| s.accounts.values().filter(|a| name.is_empty() || a.name == name).cloned().collect());
+        if accounts.is_empty() && !name.is_empty() {
+            return Err(group_status(Refusal::NoSuchAccount(name).into()));
+        }
         blocking(move || {
-            let accounts = named(&node, &name)
-                .map_err(status)?
+            let accounts = accounts
                 .iter()
-                .map(|r| account_message(&node.store, r).map_err(status))
+                .map(|a| account_message(&node, a).map_err(status))
                 .collect::<Result<_, _>>()?;
             Ok(wire::AccountList { accounts })
         })
@@ -147,10 +171,9 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::Account>, Status> {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
-        change_account(node, r.name, move |store, id| {
-            store.set_limits(id, limits(r.soft_limit, r.hard_limit))
-        })
-        .await
+        let l = limits(r.soft_limit, r.hard_limit);
+        let command = Command::SetLimits { name: r.name, soft_limit: l.soft, hard_limit: l.hard };
+        write_account(node, r.request_id, command).await
     }
 
     async fn set_frozen(
@@ -159,29 +182,33 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::Account>, Status> {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
-        change_account(node, r.name, move |store, id| {
-            let record = store.set_frozen(id, r.frozen)?;
-            info!(account = %record.name, frozen = r.frozen, "account frozen state changed");
-            Ok(record)
-        })
-        .await
+        info!(account = %r.name, frozen = r.frozen, "changing the account's frozen state");
+        write_account(node, r.request_id, Command::SetFrozen { name: r.name, frozen: r.frozen }).await
     }
 
+    /// Deletes the account from the group; every node that holds it deletes
+    /// its data (a node with a client still writing does so when it stops).
     async fn delete_account(
         &self,
         req: Request<wire::AccountQuery>,
     ) -> Result<Response<wire::DeleteAccountReply>, Status> {
         let node = self.authorise(&req)?;
-        let name = req.into_inner().name;
-        blocking(move || {
-            let account = node.store.account_named(&name).map_err(status)?;
-            let usage = node.store.usage(account.id).map_err(status)?;
-            let bytes = node.store.delete_account(account.id).map_err(status)?;
-            info!(account = %name, bytes, "account deleted");
-            Ok(wire::DeleteAccountReply { objects: usage.objects, bytes })
-        })
-        .await
-        .map(Response::new)
+        let r = req.into_inner();
+        let here = node.store.find_account(&r.name).map_err(status)?;
+        let usage = match &here {
+            Some(a) => Some(node.store.usage(a.id).map_err(status)?),
+            None => None,
+        };
+        let request_id = if r.request_id.is_empty() { new_request_id() } else { r.request_id };
+        node.group
+            .write_as(request_id, Command::DeleteAccount { name: r.name.clone() })
+            .await
+            .map_err(group_status)?;
+        let mirror = node.clone();
+        blocking(move || sync_all(&mirror).map_err(status)).await?;
+        info!(account = %r.name, "account deleted");
+        let usage = usage.unwrap_or_default();
+        Ok(Response::new(wire::DeleteAccountReply { objects: usage.objects, bytes: usage.pack_bytes }))
     }
 
     async fn check(&self, req: Request<wire::CheckRequest>) -> Result<Response<wire::CheckReply>, Status> {
@@ -306,5 +333,43 @@ impl admin_server::Admin for AdminService {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn cluster_init(
+        &self,
+        req: Request<wire::ClusterRequest>,
+    ) -> Result<Response<wire::GroupStatus>, Status> {
+        let node = self.authorise(&req)?;
+        node.group.initialize().await.map_err(group_status)?;
+        group_status_reply(&node).await
+    }
+
+    async fn cluster_join(
+        &self,
+        req: Request<wire::ClusterRequest>,
+    ) -> Result<Response<wire::GroupStatus>, Status> {
+        let node = self.authorise(&req)?;
+        let address = req.into_inner().address;
+        match node.group.join_via(&address).await {
+            Ok(()) | Err(GroupError::AlreadyInGroup) => group_status_reply(&node).await,
+            Err(e) => Err(group_status(e)),
+        }
+    }
+
+    async fn cluster_leave(
+        &self,
+        req: Request<wire::ClusterRequest>,
+    ) -> Result<Response<wire::GroupStatus>, Status> {
+        let node = self.authorise(&req)?;
+        node.group.leave(&req.into_inner().node).await.map_err(group_status)?;
+        group_status_reply(&node).await
+    }
+
+    async fn cluster_status(
+        &self,
+        req: Request<wire::ClusterRequest>,
+    ) -> Result<Response<wire::GroupStatus>, Status> {
+        let node = self.authorise(&req)?;
+        Ok(Response::new(status_message(node.group.status().await)))
     }
 }

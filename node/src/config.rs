@@ -13,6 +13,15 @@
 //! cert = "node1.crt"
 //! key = "node1.key"
 //! ca = "ca.crt"
+//!
+//! [group]                        # the server group; every key is optional
+//! site = "london"                # replicas of an account go to distinct sites
+//! join = ["10.0.0.1:7101"]       # members to ask to join through on first start
+//! heartbeat = "250ms"
+//! election_timeout = "1500ms"    # the shortest; the longest is twice this
+//! write_timeout = "5s"           # after this, a change is refused "no quorum"
+//! snapshot_every = 1000          # log entries between snapshots
+//! keep_logs = 200                # entries kept behind a snapshot
 //! ```
 
 use std::net::SocketAddr;
@@ -20,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use coffer_proto::tls::TlsFiles;
+use coffer_replication::GroupConfig;
 use serde::{Deserialize, Deserializer};
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,51 @@ pub struct NodeConfig {
     #[serde(default)]
     pub discs: Vec<PathBuf>,
     pub tls: TlsFiles,
+    #[serde(default)]
+    pub group: GroupSection,
+}
+
+/// The `[group]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupSection {
+    pub site: String,
+    pub join: Vec<String>,
+    #[serde(deserialize_with = "duration")]
+    pub heartbeat: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub election_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    pub snapshot_every: u64,
+    pub keep_logs: u64,
+}
+
+impl Default for GroupSection {
+    fn default() -> Self {
+        let d = GroupConfig::default();
+        GroupSection {
+            site: String::new(),
+            join: Vec::new(),
+            heartbeat: d.heartbeat,
+            election_timeout: d.election_timeout,
+            write_timeout: d.write_timeout,
+            snapshot_every: d.snapshot_every,
+            keep_logs: d.keep_logs,
+        }
+    }
+}
+
+impl GroupSection {
+    pub fn raft(&self) -> GroupConfig {
+        GroupConfig {
+            heartbeat: self.heartbeat,
+            election_timeout: self.election_timeout,
+            snapshot_every: self.snapshot_every,
+            keep_logs: self.keep_logs,
+            write_timeout: self.write_timeout,
+        }
+    }
 }
 
 fn default_log() -> String {

@@ -26,11 +26,16 @@
 //! - [`config`]: the node's TOML configuration.
 //! - [`server`]: the TLS listener, per-connection sessions, housekeeping
 //!   timer and clean shutdown.
+//! - [`accountdb`]: the group's accounts and status on the wire.
 //! - [`service`]: the client-facing gRPC service (login, upload, download,
 //!   sets, usage).
-//! - [`admin`]: the operator's gRPC service.
+//! - [`admin`]: the operator's gRPC service, account changes through the
+//!   group, and cluster membership.
+//! - [`peer`]: the node-to-node gRPC service (Raft, forwarded requests).
+//! - [`mirror`]: copying the group's account records into the engine.
 //! - [`throttle`]: slowing down repeated failed logins.
 
+pub mod accountdb;
 pub mod accounts;
 pub mod admin;
 pub mod check;
@@ -38,7 +43,9 @@ pub mod config;
 pub mod error;
 pub mod housekeeping;
 pub mod index;
+pub mod mirror;
 pub mod packfile;
+pub mod peer;
 pub mod server;
 pub mod service;
 pub mod space;

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use coffer_proto::tls::{MAX_MESSAGE, Role};
 use coffer_proto::wire::admin_server::AdminServer;
+use coffer_proto::wire::peer_server::PeerServer;
 use coffer_proto::wire::store_server::StoreServer;
+use coffer_replication::{Group, GroupError, Member};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -31,6 +33,7 @@ use tracing::{debug, info, warn};
 use crate::admin::AdminService;
 use crate::config::NodeConfig;
 use crate::index::now_ns;
+use crate::peer::PeerService;
 use crate::service::StoreService;
 use crate::store::{AccountId, Store};
 use crate::throttle::LoginThrottle;
@@ -45,6 +48,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Node {
     pub name: String,
     pub store: Store,
+    /// This node's member of the server group and its account database.
+    pub group: Arc<Group>,
     pub grace: Duration,
     pub throttle: LoginThrottle,
     pub started_ns: i64,
@@ -165,9 +170,18 @@ async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, addr: SocketAddr) -> 
 /// Runs a node until SIGTERM or SIGINT.
 pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let store = open_store(&config)?;
+    let me = Member {
+        name: config.name.clone(),
+        addr: config.listen.to_string(),
+        site: config.group.site.clone(),
+    };
+    let group =
+        Group::open(&config.data.join("raft"), me, config.group.raft(), config.tls.client_config()?).await?;
+    let group = Arc::new(group);
     let node = Arc::new(Node {
         name: config.name.clone(),
         store,
+        group: group.clone(),
         grace: config.grace,
         throttle: LoginThrottle::default(),
         started_ns: now_ns(),
@@ -180,19 +194,25 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(node = %config.name, listen = %listener.local_addr()?, data = %config.data.display(), "node started");
     tokio::spawn(housekeeping_loop(node.clone(), config.housekeeping_interval));
+    tokio::spawn(crate::mirror::run(node.clone()));
 
     let store_service = StoreServer::new(StoreService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let admin_service = AdminServer::new(AdminService::new(node.clone()));
+    let peer_service = PeerServer::new(PeerService::new(group.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(store_service)
         .add_service(admin_service)
+        .add_service(peer_service)
         .serve_with_incoming_shutdown(accept_loop(listener, acceptor, node.clone()), async {
             let _ = stop_rx.await;
         });
     let mut server = tokio::spawn(server);
+    tokio::spawn(join_loop(group.clone(), config.group.join.clone()));
     tokio::select! {
         result = &mut server => return Ok(result??),
         signal = shutdown_signal() => info!(signal, "shutting down"),
@@ -201,6 +221,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     if tokio::time::timeout(DRAIN_TIMEOUT, server).await.is_err() {
         warn!("requests still running after {DRAIN_TIMEOUT:?}; stopping anyway (nothing committed is lost)");
     }
+    group.shutdown().await;
     info!("node stopped");
     Ok(())
 }
@@ -214,6 +235,24 @@ fn open_store(config: &NodeConfig) -> anyhow::Result<Store> {
         Store::create_on(data, discs)?
     };
     Ok(store)
+}
+
+/// On first start, asks the configured members to take this node into their
+/// group, until one does. A node that is already a member does nothing.
+async fn join_loop(group: Arc<Group>, addrs: Vec<String>) {
+    if addrs.is_empty() || group.is_member() {
+        return;
+    }
+    for addr in addrs.iter().cycle() {
+        match group.join_via(addr).await {
+            Ok(()) | Err(GroupError::AlreadyInGroup) => return,
+            Err(e) => info!(via = %addr, problem = %e, "not joined yet"),
+        }
+        if group.is_member() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

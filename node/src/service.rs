@@ -18,10 +18,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+use coffer_replication::{Account, Applied, Command};
+
+use crate::accountdb::{account_message, group_status, member_name, members_message, usage_message};
 use crate::error::StoreError;
-use crate::index::{AccountRecord, SetRecord};
+use crate::index::SetRecord;
+use crate::mirror::sync_account;
 use crate::server::{Node, Peer};
-use crate::store::{AccountId, Store};
+use crate::store::AccountId;
 use crate::writer::{AccountWriter, PutOutcome};
 
 /// The most ids one request may carry.
@@ -94,28 +98,6 @@ fn parse_id(bytes: &[u8], position: usize) -> Result<ObjectId, Status> {
     })
 }
 
-/// The wire form of an account, with its marker and usage on this node.
-pub fn account_message(store: &Store, r: &AccountRecord) -> Result<wire::Account, StoreError> {
-    let usage = store.usage(r.id)?;
-    Ok(wire::Account {
-        id: r.id,
-        name: r.name.clone(),
-        soft_limit: r.limits.soft,
-        hard_limit: r.limits.hard,
-        frozen: r.frozen,
-        key_fingerprint: r.key_fingerprint.clone(),
-        marker: store.marker(r.id)?,
-        created_ns: r.created_ns,
-        usage: Some(wire::AccountUsage {
-            live_bytes: usage.live_bytes,
-            pack_bytes: usage.pack_bytes,
-            objects: usage.objects,
-            packs: usage.packs,
-            sets: usage.sets,
-        }),
-    })
-}
-
 pub fn set_message(id: &ObjectId, r: &SetRecord) -> wire::SetInfo {
     let h = &r.header;
     wire::SetInfo {
@@ -157,47 +139,77 @@ fn client_name(peer: &Peer) -> Result<String, Status> {
 }
 
 impl StoreService {
-    fn login_blocking(node: &Node, peer: &Peer, req: wire::LoginRequest) -> Result<wire::LoginReply, Status> {
-        let name = client_name(peer)?;
-        let store = &node.store;
-        let mut record = store
-            .find_account(&name)
-            .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("no account `{name}` on node {}", node.name)))?;
-        if record.key_fingerprint.is_empty() {
-            if !req.register_keys {
-                return Err(Status::failed_precondition(format!(
-                    "account `{name}` has no keys registered yet; run `coffer init` first"
-                )));
-            }
-            record = store.register_keys(record.id, &req.key_fingerprint).map_err(status)?;
-            info!(account = %name, fingerprint = %record.key_fingerprint, "registered keys");
-        }
-        if record.key_fingerprint != req.key_fingerprint {
-            node.throttle.failed(&name);
-            return Err(Status::permission_denied(format!(
-                "wrong keys file for account `{name}`: it uses keys {}, this keys file is {}",
-                record.key_fingerprint, req.key_fingerprint
+    /// The group's record of the caller's account, with keys registered on
+    /// first use (a change to the account database, so it needs a quorum).
+    async fn login_account(node: &Node, name: &str, req: &wire::LoginRequest) -> Result<Account, Status> {
+        let account = node
+            .group
+            .read(|s| s.account_named(name).cloned())
+            .ok_or_else(|| Status::not_found(format!("no account `{name}` in the server group")))?;
+        if !account.replicas.contains(&node.group.id()) {
+            let held: Vec<String> = account.replicas.iter().map(|id| member_name(node, *id)).collect();
+            return Err(Status::failed_precondition(format!(
+                "account `{name}` is not held on node {}; it is held on {}",
+                node.name,
+                held.join(", ")
             )));
         }
-        node.throttle.succeeded(&name);
+        if !account.key_fingerprint.is_empty() {
+            return Ok(account);
+        }
+        if !req.register_keys {
+            return Err(Status::failed_precondition(format!(
+                "account `{name}` has no keys registered yet; run `coffer init` first"
+            )));
+        }
+        let command =
+            Command::RegisterKeys { name: name.to_string(), fingerprint: req.key_fingerprint.clone() };
+        match node.group.write(command).await.map_err(group_status)? {
+            Applied::Account(account) => {
+                info!(account = %name, fingerprint = %account.key_fingerprint, "registered keys");
+                Ok(account)
+            }
+            other => Err(Status::internal(format!("registering keys answered {other:?}"))),
+        }
+    }
+
+    fn login_blocking(
+        node: &Node,
+        peer: &Peer,
+        req: wire::LoginRequest,
+        account: Account,
+    ) -> Result<wire::LoginReply, Status> {
+        let name = &account.name;
+        if account.key_fingerprint != req.key_fingerprint {
+            node.throttle.failed(name);
+            return Err(Status::permission_denied(format!(
+                "wrong keys file for account `{name}`: it uses keys {}, this keys file is {}",
+                account.key_fingerprint, req.key_fingerprint
+            )));
+        }
+        node.throttle.succeeded(name);
+        sync_account(node, &account).map_err(status)?;
         let mut session = peer.session.lock().unwrap();
         if req.write && session.writer.is_none() {
-            if record.frozen {
+            if account.frozen {
                 return Err(Status::failed_precondition(format!(
                     "account `{name}` is frozen: it can be read but not written"
                 )));
             }
-            session.writer = Some(store.writer_within(record.id, WRITER_WAIT).map_err(|e| match e {
-                StoreError::AccountBusy(_) => {
-                    Status::aborted(format!("account `{name}` is busy: another client is writing to it"))
-                }
-                other => status(other),
-            })?);
+            session.writer =
+                Some(node.store.writer_within(account.id, WRITER_WAIT).map_err(|e| match e {
+                    StoreError::AccountBusy(_) => {
+                        Status::aborted(format!("account `{name}` is busy: another client is writing to it"))
+                    }
+                    other => status(other),
+                })?);
         }
-        session.account = Some(record.id);
-        let account = account_message(store, &record).map_err(status)?;
-        Ok(wire::LoginReply { account: Some(account), node: node.name.clone() })
+        session.account = Some(account.id);
+        Ok(wire::LoginReply {
+            account: Some(account_message(node, &account).map_err(status)?),
+            node: node.name.clone(),
+            nodes: members_message(node),
+        })
     }
 }
 
@@ -231,7 +243,8 @@ impl store_server::Store for StoreService {
         }
         let node = self.node.clone();
         let req = req.into_inner();
-        blocking(move || Self::login_blocking(&node, &peer, req)).await.map(Response::new)
+        let account = Self::login_account(&node, &client_name(&peer)?, &req).await?;
+        blocking(move || Self::login_blocking(&node, &peer, req, account)).await.map(Response::new)
     }
 
     async fn have(&self, req: Request<wire::HaveRequest>) -> Result<Response<wire::HaveReply>, Status> {
@@ -358,11 +371,7 @@ impl store_server::Store for StoreService {
     async fn usage(&self, req: Request<wire::UsageRequest>) -> Result<Response<wire::AccountUsage>, Status> {
         let account = logged_in(&peer(&req)?)?;
         let store = self.node.store.clone();
-        let record = blocking(move || {
-            let record = store.account(account).map_err(status)?;
-            account_message(&store, &record).map_err(status)
-        })
-        .await?;
-        Ok(Response::new(record.usage.unwrap_or_default()))
+        let usage = blocking(move || store.usage(account).map_err(status)).await?;
+        Ok(Response::new(usage_message(&usage)))
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! - `ca`: the certificate authority (offline, on a directory).
 //! - `quickstart`: a ready loopback setup of nodes, admin and client.
-//! - `account`, `usage`, `housekeep`, `status`: talk to a node's admin
-//!   service over TLS with an admin certificate.
+//! - `account`, `usage`, `housekeep`, `status`, `raid`, `cluster`: talk to a
+//!   node's admin service over TLS with an admin certificate. Account
+//!   changes go through the server group from whichever node is named.
 
 mod ca;
 mod config;
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand};
 use coffer_client::backend::StoreUrl;
 use coffer_proto::tls::{self, MAX_MESSAGE, Role, TlsFiles};
 use coffer_proto::wire::{self, admin_client::AdminClient};
+use coffer_replication::group::new_request_id;
 use tonic::transport::Channel;
 
 use crate::ca::CertificateAuthority;
@@ -74,6 +76,9 @@ enum Command {
         /// Disc directories per node: 1, or 3 for RAID (DIR/nodeK/disc1..3).
         #[arg(long, default_value_t = 1)]
         discs: u8,
+        /// Raft log entries between snapshots of the account database.
+        #[arg(long, default_value_t = 1000)]
+        snapshot_every: u64,
         #[arg(long)]
         json: bool,
     },
@@ -101,6 +106,38 @@ enum Command {
         json: bool,
     },
     /// The node's name, version, connection counts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The server group: its members and their Raft state.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start a new group with the node (--node) as its first member.
+    Init {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Have the node (--node) join the group that the node at ADDRESS (HOST:PORT) belongs to.
+    Join {
+        address: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a node, by name or id, from the group.
+    Leave {
+        #[arg(value_name = "NODE")]
+        member: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Leader, term, and each member's state, log index and lag.
     Status {
         #[arg(long)]
         json: bool,
@@ -206,13 +243,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Ca { dir, command } => return ca_command(dir, command),
-        Command::Quickstart { dir, nodes, base_port, account, discs, json } => {
+        Command::Quickstart { dir, nodes, base_port, account, discs, snapshot_every, json } => {
             let written = Quickstart {
                 dir: dir.clone(),
                 nodes: *nodes,
                 base_port: *base_port,
                 account: account.clone(),
                 discs: *discs,
+                snapshot_every: *snapshot_every,
             }
             .run()?;
             if *json {
@@ -286,14 +324,17 @@ async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Res
         Command::Account { command } => return account_command(admin, command).await,
         Command::Usage { account, json } => {
             let r = admin
-                .usage(wire::AccountQuery { name: account.unwrap_or_default() })
+                .usage(wire::AccountQuery { name: account.unwrap_or_default(), request_id: String::new() })
                 .await
                 .map_err(status)?;
             report::usage(&r.into_inner(), json)?;
         }
         Command::Housekeep { account, json } => {
             let r = admin
-                .housekeep(wire::AccountQuery { name: account.unwrap_or_default() })
+                .housekeep(wire::AccountQuery {
+                    name: account.unwrap_or_default(),
+                    request_id: String::new(),
+                })
                 .await
                 .map_err(status)?;
             report::housekeep(&r.into_inner(), json)?;
@@ -310,6 +351,24 @@ async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Res
             let r = admin.status(wire::StatusRequest {}).await.map_err(status)?;
             report::status(&r.into_inner(), json)?;
         }
+        Command::Cluster { command } => {
+            let (reply, json) = match command {
+                ClusterCommand::Init { json } => {
+                    (admin.cluster_init(wire::ClusterRequest::default()).await, json)
+                }
+                ClusterCommand::Join { address, json } => {
+                    (admin.cluster_join(wire::ClusterRequest { address, node: String::new() }).await, json)
+                }
+                ClusterCommand::Leave { member, json } => (
+                    admin.cluster_leave(wire::ClusterRequest { address: String::new(), node: member }).await,
+                    json,
+                ),
+                ClusterCommand::Status { json } => {
+                    (admin.cluster_status(wire::ClusterRequest::default()).await, json)
+                }
+            };
+            report::cluster(&reply.map_err(status)?.into_inner(), json)?;
+        }
         Command::Ca { .. } | Command::Quickstart { .. } => unreachable!("handled without a node"),
     }
     Ok(ExitCode::SUCCESS)
@@ -320,35 +379,51 @@ async fn account_command(admin: &mut AdminClient<Channel>, command: AccountComma
     match command {
         AccountCommand::Create { name, soft, hard } => {
             let soft = soft.as_deref().unwrap_or(&hard);
-            let request =
-                wire::CreateAccountRequest { name, soft_limit: limit(soft)?, hard_limit: limit(&hard)? };
+            let request = wire::CreateAccountRequest {
+                name,
+                soft_limit: limit(soft)?,
+                hard_limit: limit(&hard)?,
+                request_id: new_request_id(),
+            };
             let account = admin.create_account(request).await.map_err(status)?.into_inner();
             println!("Created account {} (id {}).", account.name, account.id);
             println!("Issue its certificate with: coffer-admin ca issue-client {}", account.name);
         }
         AccountCommand::Info { name, json } => {
             let list = admin
-                .accounts(wire::AccountQuery { name: name.unwrap_or_default() })
+                .accounts(wire::AccountQuery { name: name.unwrap_or_default(), request_id: String::new() })
                 .await
                 .map_err(status)?;
             report::accounts(&list.into_inner().accounts, json)?;
         }
         AccountCommand::SetLimit { name, soft, hard } => {
-            let request =
-                wire::SetLimitsRequest { name, soft_limit: limit(&soft)?, hard_limit: limit(&hard)? };
+            let request = wire::SetLimitsRequest {
+                name,
+                soft_limit: limit(&soft)?,
+                hard_limit: limit(&hard)?,
+                request_id: new_request_id(),
+            };
             let account = admin.set_limits(request).await.map_err(status)?.into_inner();
             report::accounts(&[account], false)?;
         }
         AccountCommand::Freeze { name } => {
             admin
-                .set_frozen(wire::SetFrozenRequest { name: name.clone(), frozen: true })
+                .set_frozen(wire::SetFrozenRequest {
+                    name: name.clone(),
+                    frozen: true,
+                    request_id: new_request_id(),
+                })
                 .await
                 .map_err(status)?;
             println!("Account {name} is frozen: clients can restore but not back up.");
         }
         AccountCommand::Thaw { name } => {
             admin
-                .set_frozen(wire::SetFrozenRequest { name: name.clone(), frozen: false })
+                .set_frozen(wire::SetFrozenRequest {
+                    name: name.clone(),
+                    frozen: false,
+                    request_id: new_request_id(),
+                })
                 .await
                 .map_err(status)?;
             println!("Account {name} accepts backups again.");
@@ -357,7 +432,10 @@ async fn account_command(admin: &mut AdminClient<Channel>, command: AccountComma
             if !yes {
                 bail!("deleting account {name} destroys all its backups; add --yes to confirm");
             }
-            let r = admin.delete_account(wire::AccountQuery { name: name.clone() }).await.map_err(status)?;
+            let r = admin
+                .delete_account(wire::AccountQuery { name: name.clone(), request_id: new_request_id() })
+                .await
+                .map_err(status)?;
             let r = r.into_inner();
             println!("Deleted account {name}: {} objects, {} bytes of packs.", r.objects, r.bytes);
         }

@@ -24,7 +24,8 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
                     "hard_limit": limit_json(a.hard_limit), "frozen": a.frozen,
                     "key_fingerprint": a.key_fingerprint, "marker": a.marker, "created_ns": a.created_ns,
                     "live_bytes": u.live_bytes, "pack_bytes": u.pack_bytes, "objects": u.objects,
-                    "packs": u.packs, "sets": u.sets,
+                    "packs": u.packs, "sets": u.sets, "replicas": a.replicas, "primary": a.primary,
+                    "held_here": a.held_here,
                 })
             })
             .collect();
@@ -32,8 +33,8 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>4}  {:<20} {:>10} {:>10} {:>10} {:>5} {:>7}  STATE",
-        "ID", "NAME", "USED", "SOFT", "HARD", "SETS", "MARKER"
+        "{:>4}  {:<20} {:>10} {:>10} {:>10} {:>5} {:>7}  {:<12} REPLICAS (PRIMARY FIRST)",
+        "ID", "NAME", "USED", "SOFT", "HARD", "SETS", "MARKER", "STATE"
     );
     for a in accounts {
         let u = a.usage.unwrap_or_default();
@@ -42,15 +43,18 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
             (false, true) => "no keys yet",
             (false, false) => "active",
         };
+        let mut replicas = vec![a.primary.clone()];
+        replicas.extend(a.replicas.iter().filter(|r| **r != a.primary).cloned());
         println!(
-            "{:>4}  {:<20} {:>10} {:>10} {:>10} {:>5} {:>7}  {state}",
+            "{:>4}  {:<20} {:>10} {:>10} {:>10} {:>5} {:>7}  {state:<12} {}",
             a.id,
             a.name,
             human_bytes(u.live_bytes),
             limit(a.soft_limit),
             limit(a.hard_limit),
             u.sets,
-            a.marker
+            a.marker,
+            replicas.join(", ")
         );
     }
     Ok(())
@@ -197,5 +201,47 @@ pub fn status(s: &wire::NodeStatus, as_json: bool) -> Result<()> {
     println!("connections        {}", s.connections);
     println!("refused handshakes {}", s.handshakes_failed);
     println!("degraded reads     {}", s.degraded_reads);
+    Ok(())
+}
+
+pub fn cluster(s: &wire::GroupStatus, as_json: bool) -> Result<()> {
+    if as_json {
+        let nodes: Vec<_> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id, "name": n.name, "address": n.address, "site": n.site, "state": n.state,
+                    "log_index": n.log_index, "lag": n.lag,
+                })
+            })
+            .collect();
+        let value = json!({
+            "reporter": s.reporter, "leader": s.leader, "leader_name": s.leader_name, "term": s.term,
+            "last_log_index": s.last_log_index, "last_applied": s.last_applied,
+            "snapshot_index": s.snapshot_index, "purged_index": s.purged_index, "nodes": nodes,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    match s.leader {
+        Some(id) => println!("leader {} (id {id}), term {}", s.leader_name, s.term),
+        None => println!("no leader known to {} (term {}): the group has no quorum", s.reporter, s.term),
+    }
+    println!(
+        "log: last {}, applied {}, snapshot {}, purged {}",
+        s.last_log_index, s.last_applied, s.snapshot_index, s.purged_index
+    );
+    println!(
+        "{:<18} {:<12} {:<22} {:<10} {:<9} {:>9} {:>6}",
+        "ID", "NAME", "ADDRESS", "SITE", "STATE", "LOG", "LAG"
+    );
+    for n in &s.nodes {
+        let log = n.log_index.map_or("-".to_string(), |i| i.to_string());
+        println!(
+            "{:<18} {:<12} {:<22} {:<10} {:<9} {:>9} {:>6}",
+            n.id, n.name, n.address, n.site, n.state, log, n.lag
+        );
+    }
     Ok(())
 }

@@ -4,11 +4,12 @@
 //! - [`object`]: the object envelope every stored object travels in: kind,
 //!   referenced ids in clear (so a node can count references without keys), a
 //!   body the node cannot read, and a CRC32 so any node can verify every byte.
+//! - [`names`]: which account names are valid.
 //! - [`set`]: the cleartext header of a backup set object, which a node reads to
 //!   list sets and their roots.
 //!
 //! - [`wire`]: the gRPC services and messages generated from
-//!   `proto/coffer.proto` (client↔node `Store`, operator `Admin`).
+//!   `proto/coffer.proto` (client↔node `Store`, operator `Admin`, node↔node `Peer`).
 //! - [`tls`]: TLS 1.3 configuration for nodes, clients and admins, roles read
 //!   from certificates, and opening a channel to a node.
 //!
@@ -16,6 +17,7 @@
 //! stores envelopes.
 
 pub mod id;
+pub mod names;
 pub mod object;
 pub mod set;
 pub mod tls;

@@ -174,27 +174,62 @@ impl TlsFiles {
     }
 }
 
-/// Opens a gRPC channel to `host:port` over TLS.
+/// Opens a gRPC channel to `host:port` over TLS, connecting now.
 pub async fn connect(host: &str, port: u16, config: Arc<ClientConfig>) -> Result<Channel, TlsError> {
+    let (endpoint, connector) = endpoint(host, port, config)?;
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| TlsError::Connect { addr: format!("{host}:{port}"), problem: error_chain(&e) })
+}
+
+/// A channel to `host:port` over TLS that connects on first use and
+/// reconnects by itself after the peer restarts (node to node).
+pub fn connect_lazy(host: &str, port: u16, config: Arc<ClientConfig>) -> Result<Channel, TlsError> {
+    let (endpoint, connector) = endpoint(host, port, config)?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+fn endpoint(host: &str, port: u16, config: Arc<ClientConfig>) -> Result<(Endpoint, TlsConnect), TlsError> {
     let addr = format!("{host}:{port}");
     let fail = |problem: String| TlsError::Connect { addr: addr.clone(), problem };
     let server_name = ServerName::try_from(host.to_string()).map_err(|e| fail(e.to_string()))?;
-    // The URI only labels the channel; the connector below decides where it goes.
+    // The URI only labels the channel; the connector decides where it goes.
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| fail(e.to_string()))?
         .connect_timeout(std::time::Duration::from_secs(10));
-    let connector = tower::service_fn(move |uri: Uri| {
-        let connector = tokio_rustls::TlsConnector::from(config.clone());
-        let server_name = server_name.clone();
-        async move {
+    Ok((endpoint, TlsConnect { config, server_name }))
+}
+
+/// Opens the TCP connection and completes the TLS handshake for tonic.
+#[derive(Clone)]
+struct TlsConnect {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+type TlsIo = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<TlsIo>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+        let server_name = self.server_name.clone();
+        Box::pin(async move {
             let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
             let tcp = TcpStream::connect(&authority).await?;
             tcp.set_nodelay(true)?;
             let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-        }
-    });
-    endpoint.connect_with_connector(connector).await.map_err(|e| fail(error_chain(&e)))
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
+    }
 }
 
 /// An error and its causes on one line: tonic's transport errors hide the

@@ -72,12 +72,6 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
-    fn start(config: PathBuf, port: u16, log: PathBuf) -> NodeProcess {
-        let mut node = NodeProcess { config, port, log, child: None };
-        node.restart();
-        node
-    }
-
     /// Starts the node (again) and waits until it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");
@@ -141,6 +135,11 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `quickstart` flags (e.g. `--discs 3`).
     pub fn start_with(nodes: u16, quickstart: &[&str]) -> Cluster {
+        Cluster::start_some(nodes, nodes, quickstart)
+    }
+
+    /// Writes a quickstart for `nodes` nodes and starts the first `running`.
+    pub fn start_some(nodes: u16, running: u16, quickstart: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let base = free_ports(nodes);
         let out = run_bounded(
@@ -158,10 +157,64 @@ impl Cluster {
         let nodes = (1..=nodes)
             .map(|k| {
                 let config = dir.path().join(format!("node{k}.toml"));
-                NodeProcess::start(config, base + k - 1, dir.path().join(format!("node{k}.log")))
+                let log = dir.path().join(format!("node{k}.log"));
+                let mut node = NodeProcess { config, port: base + k - 1, log, child: None };
+                if k <= running {
+                    node.restart();
+                }
+                node
             })
             .collect();
         Cluster { dir, nodes }
+    }
+
+    /// Runs `coffer-admin` against node `k` (1-based) instead of node 1.
+    pub fn admin_at(&self, k: usize, args: &[&str]) -> Output {
+        let mut cmd = Command::new(binary("coffer-admin"));
+        let node = format!("coffer://127.0.0.1:{}", self.nodes[k - 1].port);
+        cmd.arg("--config")
+            .arg(self.path("admin.toml"))
+            .args(["--node", &node])
+            .args(args)
+            .env_remove("RUST_LOG");
+        run_bounded(cmd, COMMAND_TIMEOUT)
+    }
+
+    pub fn admin_at_json(&self, k: usize, args: &[&str]) -> Value {
+        parse_json(&succeeded("coffer-admin", args, self.admin_at(k, args)))
+    }
+
+    /// The group's status as node `k` reports it, or `None` if it cannot.
+    pub fn group_status(&self, k: usize) -> Option<Value> {
+        let out = self.admin_at(k, &["cluster", "status", "--json"]);
+        out.status.success().then(|| parse_json(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Waits until node `k` reports a leader and `voters` members that are
+    /// leader or follower with no lag; returns that status.
+    pub fn wait_for_group(&self, k: usize, voters: usize) -> Value {
+        wait_for(Duration::from_secs(90), &format!("a group of {voters} in step, seen from node {k}"), || {
+            let status = self.group_status(k)?;
+            let nodes = status["nodes"].as_array()?;
+            let in_step = nodes
+                .iter()
+                .filter(|n| matches!(n["state"].as_str(), Some("leader" | "follower")) && n["lag"] == 0)
+                .count();
+            (status["leader"].is_u64() && in_step == voters && nodes.len() == voters).then_some(status)
+        })
+    }
+
+    /// A client config for the quickstart account that talks to node `k`
+    /// only, with its own cache; returns its file name.
+    pub fn client_for(&self, k: usize) -> String {
+        let text = std::fs::read_to_string(self.path("client.toml")).unwrap();
+        let node1 = format!("coffer://127.0.0.1:{}", self.nodes[0].port);
+        let nodek = format!("coffer://127.0.0.1:{}", self.nodes[k - 1].port);
+        let text = text.replacen(&format!("store = \"{node1}\""), &format!("store = \"{nodek}\""), 1);
+        let text = text.replace("cache = \"cache\"", &format!("cache = \"cache-node{k}\""));
+        let name = format!("client-node{k}.toml");
+        std::fs::write(self.path(&name), text).unwrap();
+        name
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -245,6 +298,19 @@ impl Cluster {
     /// How many TLS connections node 1 has accepted (this query included).
     pub fn connections(&self) -> u64 {
         crate::u64_field(&self.admin_json(&["status", "--json"]), "connections")
+    }
+}
+
+/// Polls `probe` every 200 ms until it gives a value; panics naming `what`
+/// after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "waited {timeout:?} for {what}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

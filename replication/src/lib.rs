@@ -1,0 +1,30 @@
+//! Coffer's server group: the account database that every store node holds,
+//! replicated with Raft (openraft), and the placement of accounts on nodes.
+//!
+//! - [`types`]: node ids and members, the Raft type configuration, and the
+//!   commands and outcomes of the account database.
+//! - [`state`]: the account database itself and its deterministic apply.
+//! - [`placement`]: which nodes hold an account, and its primary.
+//! - [`logstore`]: the Raft log and vote in RocksDB, synced before
+//!   acknowledgement; the node's random, never-reused id.
+//! - [`statemachine`]: applying entries (state and last-applied id in one
+//!   batch), snapshots.
+//! - [`network`]: node-to-node calls over the `Peer` gRPC service.
+//! - [`group`]: what a node does with all this: write through the leader
+//!   (forwarding), refuse without a quorum, join, leave, status.
+
+// openraft's storage traits return its large `StorageError`; our helpers
+// return the same type so that `?` carries it through unchanged.
+#![allow(clippy::result_large_err)]
+
+pub mod group;
+pub mod logstore;
+pub mod network;
+pub mod placement;
+pub mod state;
+pub mod statemachine;
+pub mod types;
+
+pub use group::{Forwarded, Group, GroupConfig, GroupError, GroupStatus, MemberStatus};
+pub use state::{Account, AccountGroup, State};
+pub use types::{Applied, Command, Member, NodeId, Refusal};

@@ -1,0 +1,253 @@
+//! The replicated account database: accounts, account groups, the next
+//! account id, recent request outcomes, and what Raft needs to restart from
+//! (last applied log id, membership).
+//!
+//! [`State::apply`] is deterministic: it depends only on the state and the
+//! log entry, so every replica that applies the same log holds the same
+//! database. It reports which keys it changed, so the state machine can write
+//! exactly those, together with the new last-applied id, in one RocksDB batch.
+//!
+//! Usage and the client store marker are not here: they belong to each
+//! replica's copy of the account's data (node's store engine).
+
+use std::collections::BTreeMap;
+
+use openraft::EntryPayload;
+use serde::{Deserialize, Serialize};
+
+use crate::placement::{self, Load};
+use crate::types::{Applied, Command, Entry, LogId, Member, NodeId, Outcome, Refusal, StoredMembership};
+
+/// How many log entries a request id is remembered for.
+pub const REQUEST_MEMORY: u64 = 10_000;
+
+/// An account as the group knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: u64,
+    pub name: String,
+    /// Empty until the client's first login registers its keys.
+    pub key_fingerprint: String,
+    pub soft_limit: u64,
+    pub hard_limit: u64,
+    /// A frozen account can be read but not written.
+    pub frozen: bool,
+    /// The account group it belongs to, or empty.
+    pub group: String,
+    pub created_ns: i64,
+    /// The nodes that hold its data, and the one its clients prefer.
+    pub replicas: Vec<NodeId>,
+    pub primary: NodeId,
+}
+
+/// A group of accounts with a shared quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountGroup {
+    pub name: String,
+    pub soft_limit: u64,
+    pub hard_limit: u64,
+}
+
+/// A key of the persisted state that an apply changed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Key {
+    Account(u64),
+    Group(String),
+    Request(String),
+    /// Next account id, last applied log id and membership.
+    Meta,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub accounts: BTreeMap<u64, Account>,
+    pub groups: BTreeMap<String, AccountGroup>,
+    pub next_account: u64,
+    /// Request id → (log index it was applied at, its outcome).
+    pub requests: BTreeMap<String, (u64, Outcome)>,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+impl State {
+    pub fn account_named(&self, name: &str) -> Option<&Account> {
+        self.accounts.values().find(|a| a.name == name)
+    }
+
+    /// Every member of the group: id, what it is, and whether it votes.
+    pub fn members(&self) -> Vec<(NodeId, Member, bool)> {
+        let membership = self.membership.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        membership.nodes().map(|(id, m)| (*id, m.clone(), voters.contains(id))).collect()
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<Member> {
+        self.membership.membership().get_node(&id).cloned()
+    }
+
+    /// Applies one committed log entry; returns its outcome and the keys it
+    /// changed.
+    pub fn apply(&mut self, entry: &Entry) -> (Outcome, Vec<Key>) {
+        let index = entry.log_id.index;
+        self.last_applied = Some(entry.log_id);
+        let mut keys = vec![Key::Meta];
+        let outcome = match &entry.payload {
+            EntryPayload::Blank => Ok(Applied::Nothing),
+            EntryPayload::Membership(m) => {
+                self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                self.replace_replicas(&mut keys);
+                Ok(Applied::Nothing)
+            }
+            EntryPayload::Normal(proposal) => match self.requests.get(&proposal.request_id) {
+                Some((_, earlier)) => earlier.clone(),
+                None => {
+                    let outcome = self.execute(&proposal.command, &mut keys);
+                    self.requests.insert(proposal.request_id.clone(), (index, outcome.clone()));
+                    keys.push(Key::Request(proposal.request_id.clone()));
+                    outcome
+                }
+            },
+        };
+        if index % 1024 == 0 {
+            self.forget_old_requests(index, &mut keys);
+        }
+        (outcome, keys)
+    }
+
+    fn forget_old_requests(&mut self, index: u64, keys: &mut Vec<Key>) {
+        let horizon = index.saturating_sub(REQUEST_MEMORY);
+        let old: Vec<String> =
+            self.requests.iter().filter(|(_, (i, _))| *i < horizon).map(|(k, _)| k.clone()).collect();
+        for id in old {
+            self.requests.remove(&id);
+            keys.push(Key::Request(id));
+        }
+    }
+
+    fn execute(&mut self, command: &Command, keys: &mut Vec<Key>) -> Outcome {
+        match command {
+            Command::CreateAccount { name, soft_limit, hard_limit, group, created_ns } => {
+                coffer_proto::names::validate_account_name(name).map_err(Refusal::InvalidName)?;
+                check_limits(*soft_limit, *hard_limit)?;
+                if self.account_named(name).is_some() {
+                    return Err(Refusal::AccountExists(name.clone()));
+                }
+                if !group.is_empty() && !self.groups.contains_key(group) {
+                    return Err(Refusal::NoSuchGroup(group.clone()));
+                }
+                let (replicas, primary) = self.place().ok_or(Refusal::NoNodes)?;
+                let id = self.next_account.max(1);
+                self.next_account = id + 1;
+                let account = Account {
+                    id,
+                    name: name.clone(),
+                    key_fingerprint: String::new(),
+                    soft_limit: *soft_limit,
+                    hard_limit: *hard_limit,
+                    frozen: false,
+                    group: group.clone(),
+                    created_ns: *created_ns,
+                    replicas,
+                    primary,
+                };
+                self.accounts.insert(id, account.clone());
+                keys.push(Key::Account(id));
+                Ok(Applied::Account(account))
+            }
+            Command::SetLimits { name, soft_limit, hard_limit } => {
+                check_limits(*soft_limit, *hard_limit)?;
+                self.change(name, keys, |a| {
+                    a.soft_limit = *soft_limit;
+                    a.hard_limit = *hard_limit;
+                })
+            }
+            Command::SetFrozen { name, frozen } => self.change(name, keys, |a| a.frozen = *frozen),
+            Command::RegisterKeys { name, fingerprint } => self.change(name, keys, |a| {
+                if a.key_fingerprint.is_empty() {
+                    a.key_fingerprint = fingerprint.clone();
+                }
+            }),
+            Command::DeleteAccount { name } => {
+                let id = self.account_named(name).ok_or_else(|| Refusal::NoSuchAccount(name.clone()))?.id;
+                keys.push(Key::Account(id));
+                Ok(Applied::Deleted(self.accounts.remove(&id).expect("found above")))
+            }
+            Command::CreateGroup { name, soft_limit, hard_limit } => {
+                coffer_proto::names::validate_account_name(name).map_err(Refusal::InvalidName)?;
+                check_limits(*soft_limit, *hard_limit)?;
+                if self.groups.contains_key(name) {
+                    return Err(Refusal::GroupExists(name.clone()));
+                }
+                let group =
+                    AccountGroup { name: name.clone(), soft_limit: *soft_limit, hard_limit: *hard_limit };
+                self.groups.insert(name.clone(), group.clone());
+                keys.push(Key::Group(name.clone()));
+                Ok(Applied::Group(group))
+            }
+        }
+    }
+
+    fn change(&mut self, name: &str, keys: &mut Vec<Key>, edit: impl FnOnce(&mut Account)) -> Outcome {
+        let account = self
+            .accounts
+            .values_mut()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Refusal::NoSuchAccount(name.to_string()))?;
+        edit(account);
+        keys.push(Key::Account(account.id));
+        Ok(Applied::Account(account.clone()))
+    }
+
+    /// Replicas and primary for a new account, among the voting members.
+    fn place(&self) -> Option<(Vec<NodeId>, NodeId)> {
+        placement::place(&self.voters(), &self.load())
+    }
+
+    fn voters(&self) -> Vec<(NodeId, Member)> {
+        self.members().into_iter().filter(|m| m.2).map(|(id, m, _)| (id, m)).collect()
+    }
+
+    fn load(&self) -> Load {
+        let mut load = Load::default();
+        for account in self.accounts.values() {
+            for id in &account.replicas {
+                *load.replicas.entry(*id).or_default() += 1;
+            }
+            *load.primaries.entry(account.primary).or_default() += 1;
+        }
+        load
+    }
+
+    /// After a membership change: drops members that left from every
+    /// replica set (moving the primary if it left), and tops up accounts
+    /// with fewer than [`placement::REPLICAS`] replicas from the voters,
+    /// least loaded first. A new replica starts empty; fast sync fills it.
+    fn replace_replicas(&mut self, keys: &mut Vec<Key>) {
+        let voters = self.voters();
+        let ids: Vec<u64> = self.accounts.keys().copied().collect();
+        for id in ids {
+            let load = self.load();
+            let account = self.accounts.get_mut(&id).expect("listed above");
+            let before = (account.replicas.clone(), account.primary);
+            account.replicas.retain(|r| voters.iter().any(|(v, _)| v == r));
+            let spare: Vec<(NodeId, &Member)> =
+                voters.iter().filter(|(v, _)| !account.replicas.contains(v)).map(|(v, m)| (*v, m)).collect();
+            let wanted = placement::REPLICAS.saturating_sub(account.replicas.len());
+            if let Some((mut extra, _)) = placement::place(&spare, &load) {
+                extra.truncate(wanted);
+                account.replicas.extend(extra);
+                account.replicas.sort();
+            }
+            if !account.replicas.contains(&account.primary) {
+                account.primary = account.replicas.first().copied().unwrap_or(account.primary);
+            }
+            if (account.replicas.clone(), account.primary) != before {
+                keys.push(Key::Account(id));
+            }
+        }
+    }
+}
+
+fn check_limits(soft: u64, hard: u64) -> Result<(), Refusal> {
+    if soft > hard { Err(Refusal::InvalidLimits { soft, hard }) } else { Ok(()) }
+}

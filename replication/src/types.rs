@@ -1,0 +1,121 @@
+//! The Raft type configuration and the commands the account database
+//! accepts.
+//!
+//! Every command carries a request id chosen by whoever first received the
+//! operator's request: a forward that is retried after a lost reply is then
+//! applied once, and the retry gets the first outcome back.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Account, AccountGroup};
+
+/// A node's number in the group. Chosen at random when a node first opens its
+/// data directory and never reused: a wiped node comes back as a new member.
+pub type NodeId = u64;
+
+/// What the group knows about a node, carried in Raft's membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    /// `host:port` that peers and clients connect to.
+    pub addr: String,
+    /// Site or zone; replicas of an account go to distinct sites when it can.
+    #[serde(default)]
+    pub site: String,
+}
+
+openraft::declare_raft_types!(
+    /// Coffer's account database as openraft sees it.
+    pub TypeConfig:
+        D = Proposal,
+        R = Outcome,
+        Node = Member,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, Member>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, Member>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+
+/// One change to the account database, as written to the Raft log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request_id: String,
+    pub command: Command,
+}
+
+/// The changes an operator (or a client's first login) can make. Limits of
+/// `u64::MAX` mean "no limit". Times come from the proposer, so that every
+/// replica applies the same value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateAccount {
+        name: String,
+        soft_limit: u64,
+        hard_limit: u64,
+        group: String,
+        created_ns: i64,
+    },
+    SetLimits {
+        name: String,
+        soft_limit: u64,
+        hard_limit: u64,
+    },
+    SetFrozen {
+        name: String,
+        frozen: bool,
+    },
+    /// Records the key fingerprint of an account that has none yet.
+    RegisterKeys {
+        name: String,
+        fingerprint: String,
+    },
+    DeleteAccount {
+        name: String,
+    },
+    CreateGroup {
+        name: String,
+        soft_limit: u64,
+        hard_limit: u64,
+    },
+}
+
+/// What applying a command produced; refusals are part of the replicated
+/// outcome, so every node answers a retried request the same way.
+pub type Outcome = Result<Applied, Refusal>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Applied {
+    Account(Account),
+    Deleted(Account),
+    Group(AccountGroup),
+    /// A membership change or blank entry: nothing for the caller.
+    Nothing,
+}
+
+/// Why the account database refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    #[error("account `{0}` already exists")]
+    AccountExists(String),
+    #[error("no account `{0}` in the group")]
+    NoSuchAccount(String),
+    #[error("account group `{0}` already exists")]
+    GroupExists(String),
+    #[error("no account group `{0}`")]
+    NoSuchGroup(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("soft limit {soft} is above hard limit {hard}")]
+    InvalidLimits { soft: u64, hard: u64 },
+    #[error("the group has no voting members to place an account on")]
+    NoNodes,
+}
+
+/// The Raft log's payload type needs `Cursor` in scope for its snapshot data.
+pub type SnapshotData = Cursor<Vec<u8>>;
