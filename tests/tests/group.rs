@@ -208,3 +208,21 @@ fn a_wiped_node_rejoins_as_a_new_member() {
     let fred = create_through(&c, 1, "fred");
     converged(&c, &[3], "fred", &fred);
 }
+
+#[test]
+fn a_group_started_by_hand_with_cluster_init() {
+    let mut c = Cluster::start_some(1, 0, &[]);
+    // Throw away quickstart's group, as on a machine set up by hand.
+    std::fs::remove_dir_all(c.path("node1/data")).unwrap();
+    c.nodes[0].restart();
+    let out = c.admin_at(1, &["account", "create", "gina"]);
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && message.contains("cluster init"), "{message}");
+
+    let status = c.admin_at_json(1, &["cluster", "init", "--json"]);
+    assert_eq!(status["leader_name"], "node1", "{status}");
+    let gina = create_through(&c, 1, "gina");
+    assert_eq!(gina["replicas"], serde_json::json!(["node1"]));
+    let again = c.admin_at(1, &["cluster", "init"]);
+    assert!(!again.status.success(), "a second init must be refused");
+}
