@@ -50,12 +50,19 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitS
 }
 
 /// A free TCP port on 127.0.0.1 with `count - 1` free ones after it.
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range, so that a
+/// node started later cannot find its port taken by some process's outgoing
+/// connection; the start is spread by process id and a counter, so tests
+/// running side by side (threads or processes) do not pick the same run.
 pub fn free_ports(count: u16) -> u16 {
-    for _ in 0..200 {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    for _ in 0..500 {
+        let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let base = (LOW + (std::process::id() * 97 + step * 16) % (SPAN - count as u32)) as u16;
         if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
