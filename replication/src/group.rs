@@ -86,7 +86,7 @@ impl From<PeerError> for GroupError {
 }
 
 /// Requests a node sends to the leader.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Forwarded {
     Write(Proposal),
     Join { id: NodeId, member: Member },
@@ -295,7 +295,7 @@ impl Group {
     async fn to_leader(&self, request: Forwarded) -> Result<ForwardReply, GroupError> {
         let deadline = Instant::now() + self.config.write_timeout;
         loop {
-            let last = match self.to_leader_once(request_clone(&request)).await {
+            let last = match self.to_leader_once(request.clone()).await {
                 Err(GroupError::NotLeader) => "the leader changed".to_string(),
                 Err(GroupError::Peer(e)) => format!("the leader did not answer ({e})"),
                 other => return other,
@@ -344,7 +344,8 @@ impl Group {
     fn check_quorum(&self) -> Result<(), GroupError> {
         let metrics = self.metrics();
         let silent = metrics.millis_since_quorum_ack.unwrap_or(0);
-        let limit = 2 * 2 * self.config.election_timeout.as_millis() as u64;
+        // Two of the longest election timeouts (each twice the configured one).
+        let limit = 2 * (2 * self.config.election_timeout.as_millis() as u64);
         if metrics.state == ServerState::Leader && silent > limit {
             return Err(GroupError::NoQuorum(format!(
                 "the leader has not heard from a majority for {silent} ms"
@@ -456,10 +457,6 @@ impl Group {
             members,
         }
     }
-}
-
-fn request_clone(request: &Forwarded) -> Forwarded {
-    serde_json::from_slice(&encode(request)).expect("forwarded requests round-trip")
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -36,6 +36,10 @@ pub struct Shared {
 impl Shared {
     fn replace(&self, state: State) {
         *self.state.write().unwrap() = state;
+        self.notify();
+    }
+
+    fn notify(&self) {
         self.changed.send_modify(|n| *n += 1);
     }
 }
@@ -164,8 +168,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Work on a copy, so a failed write leaves readers on the old state.
-        let mut state = self.shared.state.read().unwrap().clone();
+        // Applied in place: the entries are committed, so readers may see
+        // them at once; a failed write is fatal to openraft, and a restart
+        // replays the log from the last batch that reached the disc.
+        let mut state = self.shared.state.write().unwrap();
         let mut outcomes = Vec::new();
         let mut keys = Vec::new();
         for entry in entries {
@@ -178,7 +184,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut batch = WriteBatch::default();
         self.persist(&state, &keys, &mut batch);
         write_synced(&self.db, batch).map_err(|e| StorageIOError::write_state_machine(&e))?;
-        self.shared.replace(state);
+        drop(state);
+        self.shared.notify();
         Ok(outcomes)
     }
 

@@ -117,5 +117,6 @@ pub enum Refusal {
     NoNodes,
 }
 
-/// The Raft log's payload type needs `Cursor` in scope for its snapshot data.
+/// A snapshot in transit or at rest: the whole state as JSON bytes (the
+/// default that `declare_raft_types!` picks, which needs `Cursor` in scope).
 pub type SnapshotData = Cursor<Vec<u8>>;

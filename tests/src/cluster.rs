@@ -321,7 +321,8 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
     }
 }
 
-fn succeeded(program: &str, args: &[&str], out: Output) -> String {
+/// Fails the test unless `out` is a success; returns its stdout.
+pub fn succeeded(program: &str, args: &[&str], out: Output) -> String {
     assert!(
         out.status.success(),
         "{program} {args:?} failed ({}):\nstdout: {}\nstderr: {}",

@@ -62,15 +62,7 @@ impl Env {
 
     /// Runs coffer and fails the test unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "coffer {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
+        cluster::succeeded("coffer", args, self.run(args))
     }
 
     /// Runs coffer expecting failure; returns stderr.
