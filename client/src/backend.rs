@@ -38,6 +38,10 @@ pub trait Backend: Send + Sync {
     /// Tells a lazily connecting backend which marker the cache was made at,
     /// so that its first operation can report a changed store.
     fn expect_marker(&self, _marker: Option<u64>) {}
+    /// The name of the node serving this client now, if it is a node.
+    fn node(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A parsed `--store` URL.

@@ -40,6 +40,11 @@ pub struct BackupReport {
     pub set_id: Option<String>,
     pub unchanged: bool,
     pub marker: u64,
+    /// The store node that took the set (none for a local store, or when
+    /// nothing changed and no node was asked).
+    pub node: Option<String>,
+    /// How often the backup started again after losing its node.
+    pub restarts: u32,
     pub files_total: u64,
     pub dirs_total: u64,
     pub bytes_total: u64,
@@ -51,21 +56,38 @@ pub struct BackupReport {
     pub seconds: f64,
 }
 
+/// How often a backup starts again after its node failed under it.
+const RESTARTS: u32 = 5;
+
 /// Backs up `paths`. The previous sets come from the cache when it holds a
 /// complete list, so an unchanged tree costs no store access at all; if the
 /// store turns out to have changed since, the backup starts again from the
-/// store's own list.
+/// store's own list. It also starts again when its node fails mid-upload
+/// and the failover connector finds another: chunks that reached the new
+/// node before are not sent again.
 pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupReport> {
-    let catalog = match repo.cached_sets() {
+    let mut catalog = match repo.cached_sets() {
         Some(sets) => Catalog { sets },
         None => Catalog::load(repo)?,
     };
-    match backup_with(repo, &catalog, paths, opts) {
-        Err(Error::StoreChanged { found, .. }) => {
+    let mut restarts = 0;
+    loop {
+        let error = match backup_with(repo, &catalog, paths, opts) {
+            Ok(report) => return Ok(BackupReport { restarts, ..report }),
+            Err(e)
+                if restarts < RESTARTS
+                    && matches!(e, Error::StoreChanged { .. } | Error::Interrupted { .. }) =>
+            {
+                e
+            }
+            Err(e) => return Err(e),
+        };
+        restarts += 1;
+        tracing::warn!(%error, "backup interrupted; starting again");
+        if let Error::StoreChanged { found, .. } = error {
             repo.cache.check_marker(found);
-            backup_with(repo, &Catalog::load(repo)?, paths, opts)
+            catalog = Catalog::load(repo)?;
         }
-        other => other,
     }
 }
 
@@ -125,6 +147,7 @@ fn backup_with(
         repo.cache.record_change(marker, report.marker, Some(set.id), None);
         report.set_id = Some(set.id.to_hex());
     }
+    report.node = repo.backend.node();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

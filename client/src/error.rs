@@ -24,6 +24,18 @@ pub enum Error {
     Node { node: String, message: String },
     #[error("node {node}: session lost ({message})")]
     SessionLost { node: String, message: String },
+    #[error("node {node}: unreachable ({message})")]
+    Unreachable { node: String, message: String },
+    /// The node does not hold the account (any more); `elsewhere` are the
+    /// addresses of the nodes that do.
+    #[error("node {node}: {message}")]
+    NotHeld { node: String, message: String, elsewhere: Vec<String> },
+    /// The session broke while uploads in it were not yet committed; the
+    /// backup must start again (on whichever node the connector finds).
+    #[error("node {node}: connection lost during the upload ({message})")]
+    Interrupted { node: String, message: String },
+    #[error("no store node answered: {tried}")]
+    NoServer { tried: String },
     #[error("the store changed since this client's cache was made (marker {expected}, now {found})")]
     StoreChanged { expected: u64, found: u64 },
     #[error("{0}")]
@@ -43,8 +55,21 @@ impl Error {
     pub fn is_store_failure(&self) -> bool {
         matches!(
             self,
-            Error::Store(_) | Error::Node { .. } | Error::SessionLost { .. } | Error::StoreChanged { .. }
+            Error::Store(_)
+                | Error::Node { .. }
+                | Error::SessionLost { .. }
+                | Error::Unreachable { .. }
+                | Error::NotHeld { .. }
+                | Error::Interrupted { .. }
+                | Error::NoServer { .. }
+                | Error::StoreChanged { .. }
         )
+    }
+
+    /// Whether another node may do better: this one is down, unreachable
+    /// or does not hold the account.
+    pub fn fails_over(&self) -> bool {
+        matches!(self, Error::SessionLost { .. } | Error::Unreachable { .. } | Error::NotHeld { .. })
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {

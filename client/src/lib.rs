@@ -8,8 +8,10 @@
 //! - [`backupset`]: backup sets: one snapshot of the backup locations.
 //! - [`backend`]: the store behind a `--store` URL (the local store runs the
 //!   node's store engine in-process).
-//! - [`remote`]: a store node over gRPC and TLS: lazy connection, login,
-//!   streamed uploads.
+//! - [`remote`]: the server group's nodes over gRPC and TLS: lazy
+//!   connection, login, streamed uploads.
+//! - [`failover`]: which node to use: the last that worked, back to the
+//!   primary once it has caught up.
 //! - [`config`]: the client's TOML configuration.
 //! - [`cache`]: the local cache of trees, sets and the client store marker.
 //! - [`repo`]: backend, keys and cache together; verified reads.
@@ -30,6 +32,7 @@ pub mod compare;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod failover;
 pub mod keys;
 pub mod remote;
 pub mod repo;

@@ -35,6 +35,10 @@ struct Cli {
     /// The certificate authority that signed the node's certificate.
     #[arg(long, global = true)]
     ca: Option<PathBuf>,
+    /// Use only the store given, never another node of the server group
+    /// (to read or check one replica).
+    #[arg(long, global = true)]
+    no_failover: bool,
     /// The keys file (keep a copy somewhere safe: without it the backup is unreadable).
     #[arg(long, env = "COFFER_KEYS", global = true)]
     keys: Option<PathBuf>,
@@ -176,7 +180,9 @@ fn settings(cli: &Cli) -> Result<(StoreSpec, PathBuf, PathBuf)> {
         })?;
     let cache_root = cli.cache.clone().or(config.cache.clone()).unwrap_or_else(cache::default_root);
     let tls = TlsFiles::from_flags(&cli.cert, &cli.key, &cli.ca)?.or(config.tls);
-    Ok((StoreSpec { url, tls }, keys, cache_root))
+    // The configured group only fails over from the configured store.
+    let others = if cli.store.is_some() { Vec::new() } else { config.nodes.clone() };
+    Ok((StoreSpec { url, others, failover: !cli.no_failover, tls }, keys, cache_root))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -323,7 +329,13 @@ fn print_backup(r: &backup::BackupReport) {
     if r.unchanged {
         println!("Nothing changed since backup set {set}; no new set committed.");
     } else {
-        println!("Committed backup set {set}.");
+        match &r.node {
+            Some(node) => println!("Committed backup set {set} on node {node}."),
+            None => println!("Committed backup set {set}."),
+        }
+    }
+    if r.restarts > 0 {
+        println!("The store node failed during the backup; it started again {} time(s).", r.restarts);
     }
     println!(
         "{} files in {} directories ({}); read {} files ({}); stored {} new ({} chunks) in {:.1}s.",

@@ -1,4 +1,10 @@
-//! The remote backend: a store node over gRPC and TLS (`coffer://HOST:PORT`).
+//! The remote backend: the server group's store nodes over gRPC and TLS
+//! (`coffer://HOST:PORT`).
+//!
+//! Which node a session goes to is the [`failover`] connector's choice. A
+//! broken session is replaced by a new one, perhaps on another node; a
+//! backup whose uploads went down with it is told to start again
+//! ([`Error::Interrupted`]), as objects sent to one node are not on the next.
 //!
 //! The connection is opened lazily, on the first operation that needs the
 //! node, so a backup in which nothing changed never connects at all. Login
@@ -18,6 +24,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use coffer_node::{ForgetReport, PutOutcome, SetRecord, Usage};
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
@@ -32,18 +39,22 @@ use tonic::transport::Channel;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::failover::{self, Connection, Policy, Servers};
 
 /// Upload batches are sent once they hold this many bytes.
 const UPLOAD_BATCH: usize = 2 << 20;
 /// Ids per `Have` request.
 const HAVE_BATCH: usize = 16_384;
 
-/// Where a node is and how to prove who we are.
+/// How a client reaches the server group: the servers, and the TLS files
+/// that prove who it is.
 #[derive(Debug, Clone)]
-pub struct NodeAddress {
-    pub host: String,
-    pub port: u16,
+pub struct Group {
+    pub servers: Servers,
     pub tls: TlsFiles,
+    /// Where to keep the group's node list that each login brings.
+    pub group_file: Option<PathBuf>,
+    pub policy: Policy,
 }
 
 /// Whether the session takes the account's single writer.
@@ -54,26 +65,39 @@ pub enum Access {
 }
 
 pub struct RemoteBackend {
-    address: NodeAddress,
+    servers: Mutex<Servers>,
+    tls: TlsFiles,
+    group_file: Option<PathBuf>,
+    policy: Policy,
     fingerprint: String,
     access: Access,
     register_keys: bool,
-    /// Where to keep the group's node list that each login brings.
-    group_file: Option<PathBuf>,
     runtime: Runtime,
     session: Mutex<Option<Session>>,
-    /// The marker the caller's cache was built at, checked once at login.
+    /// The marker the next session must report: the cache's at first, then
+    /// that of the session before, so that a backup learns when a reconnect
+    /// landed on a replica holding other sets.
     expected_marker: Mutex<Option<u64>>,
+    /// The server of the newest session, for error messages.
+    current: Mutex<String>,
     generations: AtomicU64,
 }
 
 struct Session {
     /// Which connection this is (each reconnect makes a new one).
     generation: u64,
+    /// The node's name, as it gave it at login.
+    node: String,
     client: StoreClient<Channel>,
     marker: u64,
     upload: Option<Upload>,
     sent: HashSet<ObjectId>,
+}
+
+impl Connection for Session {
+    fn marker(&self) -> u64 {
+        self.marker
+    }
 }
 
 struct Upload {
@@ -84,18 +108,21 @@ struct Upload {
 }
 
 impl RemoteBackend {
-    pub fn new(address: NodeAddress, fingerprint: String, access: Access) -> Result<RemoteBackend> {
+    pub fn new(group: Group, fingerprint: String, access: Access) -> Result<RemoteBackend> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start the network runtime: {e}")))?;
         Ok(RemoteBackend {
-            address,
+            current: Mutex::new(group.servers.primary().to_string()),
+            servers: Mutex::new(group.servers),
+            tls: group.tls,
+            group_file: group.group_file,
+            policy: group.policy,
             fingerprint,
             access,
             register_keys: false,
-            group_file: None,
             runtime,
             session: Mutex::new(None),
             expected_marker: Mutex::new(None),
@@ -106,13 +133,6 @@ impl RemoteBackend {
     /// `coffer init`: register the keys fingerprint if the account has none.
     pub fn registering_keys(mut self) -> Self {
         self.register_keys = true;
-        self
-    }
-
-    /// Keep the server group's node list, as each login reports it, in
-    /// `path` (JSON), for failing over to another node later.
-    pub fn remembering_group(mut self, path: PathBuf) -> Self {
-        self.group_file = Some(path);
         self
     }
 
@@ -134,36 +154,22 @@ impl RemoteBackend {
     }
 
     fn node_error(&self, status: tonic::Status) -> Error {
-        let node = format!("{}:{}", self.address.host, self.address.port);
-        match status.code() {
-            tonic::Code::Unauthenticated => {
-                return Error::SessionLost { node, message: status.message().into() };
-            }
-            // The connection itself failed (reset, protocol error, node gone).
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-                return Error::SessionLost {
-                    node,
-                    message: format!("connection lost: {}", status.message()),
-                };
-            }
-            _ => {}
-        }
-        Error::Node { node, message: status.message().into() }
+        call_error(&self.current.lock().unwrap(), status)
     }
 
     /// Runs `f` with the session, connecting and logging in first if needed.
     ///
     /// When the connection breaks, or tonic silently re-establishes it and
     /// the node's session (login, writer) belonged to the old one, connect
-    /// and log in again and run `f` once more. Every operation is idempotent
-    /// (a put sent twice is stored once), so the retry is safe.
+    /// again (perhaps to another node) and run `f` once more. Every
+    /// operation is idempotent (a put sent twice is stored once), so the
+    /// retry is safe; uploads not yet committed are not, see [`Self::lost`].
     fn with_session<T>(&self, f: impl Fn(&mut Session) -> Result<T>) -> Result<T> {
         let mut guard = self.session.lock().unwrap();
         self.ensure_session(&mut guard)?;
         match f(guard.as_mut().unwrap()) {
             Err(Error::SessionLost { node, message }) => {
-                tracing::info!(%node, %message, "lost the session with the node; connecting again");
-                *guard = None;
+                self.lost(guard.take().unwrap(), node, message)?;
                 self.ensure_session(&mut guard)?;
                 f(guard.as_mut().unwrap())
             }
@@ -178,16 +184,28 @@ impl RemoteBackend {
         let (client, generation) = self.with_session(|s| Ok((s.client.clone(), s.generation)))?;
         match f(client) {
             Err(Error::SessionLost { node, message }) => {
-                tracing::info!(%node, %message, "lost the session with the node; connecting again");
                 let mut guard = self.session.lock().unwrap();
                 if guard.as_ref().is_some_and(|s| s.generation == generation) {
-                    *guard = None;
+                    self.lost(guard.take().unwrap(), node, message)?;
                 }
                 drop(guard);
                 f(self.with_session(|s| Ok(s.client.clone()))?)
             }
             other => other,
         }
+    }
+
+    /// Forgets a broken session. Objects sent in it may be lost with it (and
+    /// another node has none of them), so if it sent any, the caller must
+    /// start its backup again: [`Error::Interrupted`]. A writer's next
+    /// session must report the same marker, or the backup learns that the
+    /// store changed.
+    fn lost(&self, session: Session, node: String, message: String) -> Result<()> {
+        tracing::info!(%node, %message, "lost the session with the node; connecting again");
+        if self.access == Access::Write {
+            *self.expected_marker.lock().unwrap() = Some(session.marker);
+        }
+        if session.sent.is_empty() { Ok(()) } else { Err(Error::Interrupted { node, message }) }
     }
 
     fn ensure_session(&self, slot: &mut Option<Session>) -> Result<()> {
@@ -204,28 +222,45 @@ impl RemoteBackend {
         }
     }
 
+    /// Finds a node by the failover algorithm and remembers it for next time.
     fn connect(&self) -> Result<Session> {
-        let a = &self.address;
-        let config = a.tls.client_config().map_err(|e| Error::Invalid(e.to_string()))?;
-        let channel = self
-            .runtime
-            .block_on(tls::connect(&a.host, a.port, config))
-            .map_err(|e| Error::Node { node: format!("{}:{}", a.host, a.port), message: e.to_string() })?;
-        let mut client = StoreClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let mut servers = self.servers.lock().unwrap();
+        let (address, session) = failover::connect(&mut servers, &self.policy, |a, t| self.login(a, t))?;
+        servers.remember_last(&address);
+        *self.current.lock().unwrap() = address;
+        Ok(session)
+    }
+
+    /// Connects to `address` and logs in, all within `timeout`.
+    fn login(&self, address: &str, timeout: Duration) -> Result<Session> {
+        let unreachable = |message: String| Error::Unreachable { node: address.to_string(), message };
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?)))
+            .ok_or_else(|| Error::Invalid(format!("store node address `{address}` is not HOST:PORT")))?;
+        let config = self.tls.client_config().map_err(|e| Error::Invalid(e.to_string()))?;
         let request = wire::LoginRequest {
             key_fingerprint: self.fingerprint.clone(),
             write: self.access == Access::Write,
             register_keys: self.register_keys,
             client_version: env!("CARGO_PKG_VERSION").into(),
         };
-        let reply =
-            self.runtime.block_on(client.login(request)).map_err(|s| self.node_error(s))?.into_inner();
+        let attempt = async {
+            let channel = tls::connect(host, port, config).await.map_err(|e| unreachable(e.to_string()))?;
+            let mut client = StoreClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
+            let reply = client.login(request).await.map_err(|s| call_error(address, s))?;
+            Ok::<_, Error>((client, reply.into_inner()))
+        };
+        let (client, reply) = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, attempt).await })
+            .map_err(|_| unreachable(format!("no answer within {timeout:?}")))??;
         self.remember_group(&reply.nodes);
         let marker = reply.account.map(|a| a.marker).unwrap_or(0);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        Ok(Session { generation, client, marker, upload: None, sent: HashSet::new() })
+        Ok(Session { generation, node: reply.node, client, marker, upload: None, sent: HashSet::new() })
     }
 
     fn send_batch(&self, session: &mut Session) -> Result<()> {
@@ -260,6 +295,39 @@ impl RemoteBackend {
             Err(e) => Err(Error::Invalid(format!("upload task failed: {e}"))),
         }
     }
+}
+
+/// What a failed call means: a broken connection (try again, perhaps
+/// elsewhere), a node that sends us to the nodes holding the account, or a
+/// refusal to report.
+fn call_error(node: &str, status: tonic::Status) -> Error {
+    let node = node.to_string();
+    match status.code() {
+        // A login the node does not know: tonic reconnected under us.
+        tonic::Code::Unauthenticated => Error::SessionLost { node, message: status.message().into() },
+        // The connection itself failed (reset, protocol error, node gone).
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::Cancelled
+        | tonic::Code::DeadlineExceeded => {
+            Error::SessionLost { node, message: format!("connection lost: {}", status.message()) }
+        }
+        _ => match status.metadata().get(wire::HELD_ON).and_then(|v| v.to_str().ok()) {
+            Some(list) => Error::NotHeld {
+                node,
+                message: status.message().into(),
+                elsewhere: list.split(',').filter(|a| !a.is_empty()).map(String::from).collect(),
+            },
+            None => Error::Node { node, message: status.message().into() },
+        },
+    }
+}
+
+/// The addresses in a group file written by an earlier login; none if absent.
+pub fn learnt_servers(group_file: &Path) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(group_file) else { return Vec::new() };
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+    list.iter().filter_map(|n| n["address"].as_str().map(String::from)).collect()
 }
 
 fn id_from_wire(bytes: &[u8]) -> Result<ObjectId> {
@@ -317,9 +385,13 @@ impl Backend for RemoteBackend {
 
     fn flush(&self) -> Result<()> {
         let mut guard = self.session.lock().unwrap();
-        match guard.as_mut() {
-            Some(s) => self.finish_upload(s),
-            None => Ok(()),
+        let Some(session) = guard.as_mut() else { return Ok(()) };
+        match self.finish_upload(session) {
+            Err(Error::SessionLost { node, message }) => {
+                self.lost(guard.take().unwrap(), node.clone(), message.clone())?;
+                Err(Error::Interrupted { node, message })
+            }
+            other => other,
         }
     }
 
@@ -395,6 +467,10 @@ impl Backend for RemoteBackend {
     }
 
     fn cache_key(&self) -> String {
-        format!("coffer://{}:{}/{}", self.address.host, self.address.port, self.address.tls.cert.display())
+        format!("coffer://{}/{}", self.servers.lock().unwrap().primary(), self.tls.cert.display())
+    }
+
+    fn node(&self) -> Option<String> {
+        self.session.lock().unwrap().as_ref().map(|s| s.node.clone())
     }
 }

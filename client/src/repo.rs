@@ -13,8 +13,9 @@ use crate::backupset::BackupSet;
 use crate::cache::Cache;
 use crate::crypto;
 use crate::error::{Error, Result};
+use crate::failover::{Policy, Servers};
 use crate::keys::Keys;
-use crate::remote::{Access, NodeAddress, RemoteBackend};
+use crate::remote::{Access, Group, RemoteBackend, learnt_servers};
 use crate::tree::Tree;
 
 /// The server group's nodes as the last login reported them, in the cache
@@ -29,22 +30,50 @@ pub struct Repository {
     pub private_paths: Vec<PathBuf>,
 }
 
+/// Where S, the last node that worked, is kept in the cache directory.
+pub const LAST_NODE_FILE: &str = "last-node";
+
 /// Which store, and for a node, the TLS files that prove who we are.
 #[derive(Debug, Clone)]
 pub struct StoreSpec {
+    /// The store, for a node the primary.
     pub url: String,
+    /// The server group's other nodes, in the order to fail over to them.
+    pub others: Vec<String>,
+    /// Whether to use other nodes than `url` at all.
+    pub failover: bool,
     pub tls: Option<TlsFiles>,
 }
 
 impl StoreSpec {
-    fn remote(&self, host: String, port: u16) -> Result<NodeAddress> {
+    /// The configured nodes, then those the last login reported.
+    fn group(&self, host: &str, port: u16, cache_root: &Path) -> Result<Group> {
         let tls = self.tls.clone().ok_or_else(|| {
             Error::Invalid(format!(
                 "store {} is a node: give --cert, --key and --ca (or a [tls] section in --config)",
                 self.url
             ))
         })?;
-        Ok(NodeAddress { host, port, tls })
+        for other in &self.others {
+            if !matches!(StoreUrl::parse(other)?, StoreUrl::Remote { .. }) {
+                return Err(Error::Invalid(format!("`nodes` lists {other}, which is not a coffer:// node")));
+            }
+        }
+        let group_file = cache_root.join(GROUP_FILE);
+        let this = format!("{host}:{port}");
+        let (servers, policy) = match self.failover {
+            true => {
+                let configured: Vec<String> = [this].into_iter().chain(self.others.clone()).collect();
+                let last = Some(cache_root.join(LAST_NODE_FILE));
+                (Servers::new(&configured, &learnt_servers(&group_file), last), Policy::default())
+            }
+            // One node, asked once: the caller wants that node's answer.
+            false => (
+                Servers::new(&[this], &[], None),
+                Policy { rounds: 1, redirects: false, ..Policy::default() },
+            ),
+        };
+        Ok(Group { servers, tls, group_file: Some(group_file), policy })
     }
 }
 
@@ -62,9 +91,8 @@ impl Repository {
         let result = match StoreUrl::parse(&spec.url)? {
             StoreUrl::Local(root) => LocalBackend::init(&root, &keys)
                 .map(|b| Self::assemble(Box::new(b), keys, cache_root, Some(root))),
-            StoreUrl::Remote { host, port } => spec.remote(host, port).and_then(|address| {
-                let backend =
-                    RemoteBackend::new(address, keys.fingerprint(), Access::Read)?.registering_keys();
+            StoreUrl::Remote { host, port } => spec.group(&host, port, cache_root).and_then(|group| {
+                let backend = RemoteBackend::new(group, keys.fingerprint(), Access::Read)?.registering_keys();
                 backend.marker()?;
                 Ok(Self::assemble(Box::new(backend), keys, cache_root, None))
             }),
@@ -84,8 +112,8 @@ impl Repository {
                 Self::assemble(Box::new(backend), keys, cache_root, Some(root))
             }
             StoreUrl::Remote { host, port } => {
-                let backend = RemoteBackend::new(spec.remote(host, port)?, keys.fingerprint(), access)?
-                    .remembering_group(cache_root.join(GROUP_FILE));
+                let backend =
+                    RemoteBackend::new(spec.group(&host, port, cache_root)?, keys.fingerprint(), access)?;
                 Self::assemble(Box::new(backend), keys, cache_root, None)
             }
         })

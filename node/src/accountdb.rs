@@ -22,9 +22,9 @@ pub fn group_status(e: GroupError) -> Status {
         GroupError::Refused(Refusal::InvalidName(_) | Refusal::InvalidLimits { .. }) => {
             Status::invalid_argument(message)
         }
-        GroupError::Refused(Refusal::NoNodes) | GroupError::NotInGroup | GroupError::Membership(_) => {
-            Status::failed_precondition(message)
-        }
+        GroupError::Refused(Refusal::NoNodes | Refusal::Migration { .. })
+        | GroupError::NotInGroup
+        | GroupError::Membership(_) => Status::failed_precondition(message),
         GroupError::Storage(_) => Status::internal(message),
     }
 }

@@ -158,6 +158,7 @@ impl Store {
             batch.delete_range_cf(index::cf(db, family), from, to);
         }
         batch.delete_cf(index::cf(db, index::CF_META), index::marker_key(id));
+        batch.delete_cf(index::cf(db, index::CF_META), index::digest_key(id));
         let packs = self.account_pack_files(id)?;
         self.write_synced(batch)?;
         for (_, name) in packs {

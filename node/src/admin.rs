@@ -16,6 +16,7 @@ use tracing::info;
 use coffer_raid::repair::RebuildReport;
 use coffer_raid::{DiscSet, StripeDamage};
 
+use coffer_replication::fastsync::{SyncError, SyncReport};
 use coffer_replication::group::new_request_id;
 use coffer_replication::{Account, Applied, Command, GroupError, Refusal};
 
@@ -68,6 +69,9 @@ pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreErr
         .map(|a| {
             let result =
                 node.store.writer(a.id).and_then(|mut w| w.housekeep(cutoff)).map_err(|e| e.to_string());
+            if result.as_ref().is_ok_and(|r| !r.sets_forgotten.is_empty()) {
+                node.syncer.changed(node, a.id);
+            }
             (a.name, result)
         })
         .collect())
@@ -293,6 +297,7 @@ impl admin_server::Admin for AdminService {
     async fn status(&self, req: Request<wire::StatusRequest>) -> Result<Response<wire::NodeStatus>, Status> {
         let node = self.authorise(&req)?;
         let accounts = node.store.accounts().map_err(status)?.len() as u64;
+        let c = &node.syncer.counters;
         Ok(Response::new(wire::NodeStatus {
             node: node.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -301,6 +306,13 @@ impl admin_server::Admin for AdminService {
             accounts,
             started_ns: node.started_ns,
             degraded_reads: node.store.discs().degraded_reads(),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            syncs_in_sync: c.in_sync.load(Ordering::Relaxed),
+            sync_failures: c.failures.load(Ordering::Relaxed),
+            sync_round_trips: c.round_trips.load(Ordering::Relaxed),
+            sets_synced: c.sets_copied.load(Ordering::Relaxed),
+            bytes_synced: c.bytes_copied.load(Ordering::Relaxed),
+            syncs_owed: node.group.journal().owed().map_or(0, |o| o.len() as u64),
         }))
     }
 
@@ -371,5 +383,50 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<wire::GroupStatus>, Status> {
         let node = self.authorise(&req)?;
         Ok(Response::new(status_message(node.group.status().await)))
+    }
+
+    async fn sync(&self, req: Request<wire::AccountQuery>) -> Result<Response<wire::SyncReply>, Status> {
+        let node = self.authorise(&req)?;
+        let name = req.into_inner().name;
+        let account = node
+            .group
+            .read(|s| s.account_named(&name).map(|a| a.id))
+            .ok_or_else(|| Status::not_found(format!("no account `{name}` in the server group")))?;
+        if node.store.account(account).is_err() {
+            return Err(Status::failed_precondition(format!(
+                "account `{name}` is not held on node {}",
+                node.name
+            )));
+        }
+        let peers = node.syncer.sync_all_replicas(&node, account).await;
+        let peers = peers.into_iter().map(|(peer, result)| sync_message(peer, result)).collect();
+        Ok(Response::new(wire::SyncReply { peers }))
+    }
+
+    async fn migrate(
+        &self,
+        req: Request<wire::MigrateRequest>,
+    ) -> Result<Response<wire::MigrateReply>, Status> {
+        let node = self.authorise(&req)?;
+        let r = req.into_inner();
+        Ok(Response::new(crate::migrate::migrate(&node, &r.account, &r.to).await?))
+    }
+}
+
+pub fn sync_message(peer: String, result: Result<SyncReport, SyncError>) -> wire::SyncPeerReport {
+    match result {
+        Err(e) => wire::SyncPeerReport { peer, error: e.to_string(), ..Default::default() },
+        Ok(r) => wire::SyncPeerReport {
+            peer,
+            error: String::new(),
+            round_trips: r.round_trips,
+            in_sync: r.in_sync,
+            sets_fetched: r.sets_fetched,
+            sets_sent: r.sets_sent,
+            tombstones_applied: r.tombstones_applied,
+            objects_copied: r.objects_copied,
+            bytes_copied: r.bytes_copied,
+            marker: r.marker,
+        },
     }
 }

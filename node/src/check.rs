@@ -204,6 +204,7 @@ impl Store {
         }
         let marker = self.marker(account)? + 1;
         batch.put_cf(index::cf(db, index::CF_META), index::marker_key(account), index::encode(&marker));
+        batch.delete_cf(index::cf(db, index::CF_META), index::digest_key(account));
         self.write_synced(batch)
     }
 }

@@ -22,8 +22,12 @@
 //! write_timeout = "5s"           # after this, a change is refused "no quorum"
 //! snapshot_every = 1000          # log entries between snapshots
 //! keep_logs = 200                # entries kept behind a snapshot
+//! anti_entropy = "60s"           # full fast-sync pass over every held account
+//! retry = "2s"                   # first retry of a failed sync; doubles up to 30s
+//! routes = { "10.0.0.2:7101" = "127.0.0.1:9102" }   # dial a peer through a tunnel
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +78,11 @@ pub struct GroupSection {
     pub write_timeout: Duration,
     pub snapshot_every: u64,
     pub keep_logs: u64,
+    #[serde(deserialize_with = "duration")]
+    pub anti_entropy: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub retry: Duration,
+    pub routes: BTreeMap<String, String>,
 }
 
 impl Default for GroupSection {
@@ -87,6 +96,9 @@ impl Default for GroupSection {
             write_timeout: d.write_timeout,
             snapshot_every: d.snapshot_every,
             keep_logs: d.keep_logs,
+            anti_entropy: Duration::from_secs(60),
+            retry: Duration::from_secs(2),
+            routes: BTreeMap::new(),
         }
     }
 }
@@ -99,6 +111,7 @@ impl GroupSection {
             snapshot_every: self.snapshot_every,
             keep_logs: self.keep_logs,
             write_timeout: self.write_timeout,
+            routes: self.routes.clone(),
         }
     }
 }

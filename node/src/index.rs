@@ -13,10 +13,13 @@
 //! | `unreferenced` | account, object id    | time stored (i64 ns)         |
 //! | `meta`         | name                  | store-wide counters          |
 //! | `meta`         | "marker", account     | client store marker (u64)    |
+//! | `meta`         | "digest", account     | [`SetsDigest`] of sets and tombstones |
 //!
 //! Values are postcard-encoded. `unreferenced` lists objects stored but not yet
 //! named by any tree or set: the only candidates for grace-period collection,
 //! so collection never scans the whole store.
+//!
+//! [`SetsDigest`]: coffer_proto::SetsDigest
 
 use std::path::Path;
 
@@ -119,8 +122,19 @@ pub fn account_key(account: u64) -> [u8; 8] {
 
 /// Where an account's client store marker lives in `meta`.
 pub fn marker_key(account: u64) -> [u8; 14] {
+    meta_account_key(b"marker", account)
+}
+
+/// Where an account's [`SetsDigest`] lives in `meta`; absent means "compute
+/// it from the sets and tombstones" (a store from before digests, or a
+/// rebuilt index).
+pub fn digest_key(account: u64) -> [u8; 14] {
+    meta_account_key(b"digest", account)
+}
+
+fn meta_account_key(name: &[u8; 6], account: u64) -> [u8; 14] {
     let mut k = [0; 14];
-    k[..6].copy_from_slice(b"marker");
+    k[..6].copy_from_slice(name);
     k[6..].copy_from_slice(&account.to_be_bytes());
     k
 }

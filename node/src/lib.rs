@@ -33,6 +33,10 @@
 //!   group, and cluster membership.
 //! - [`peer`]: the node-to-node gRPC service (Raft, forwarded requests).
 //! - [`mirror`]: copying the group's account records into the engine.
+//! - [`migrate`]: moving an account from this node to another.
+//! - [`replica`]: this node's replica of an account, as fast sync sees it.
+//! - [`syncer`]: when fast sync runs: after each change, from the journal,
+//!   for new replicas, and in periodic anti-entropy passes.
 //! - [`throttle`]: slowing down repeated failed logins.
 
 pub mod accountdb;
@@ -43,13 +47,16 @@ pub mod config;
 pub mod error;
 pub mod housekeeping;
 pub mod index;
+pub mod migrate;
 pub mod mirror;
 pub mod packfile;
 pub mod peer;
+pub mod replica;
 pub mod server;
 pub mod service;
 pub mod space;
 pub mod store;
+pub mod syncer;
 pub mod throttle;
 pub mod writer;
 

@@ -1,22 +1,53 @@
 //! The node-to-node gRPC service, open only to `node:` certificates: Raft's
-//! messages and requests forwarded to the leader, handed to the group.
+//! messages and requests forwarded to the leader, handed to the group; and
+//! the far side of fast sync, answered by this node's [`LocalReplica`] of
+//! the account.
 
 use std::sync::Arc;
 
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, peer_server};
-use coffer_replication::Group;
+use coffer_proto::{ObjectId, SetsDigest};
+use coffer_replication::fastsync::{Probe, Replica, Summary, SyncError};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::service::peer;
+use crate::mirror::sync_account;
+use crate::replica::LocalReplica;
+use crate::server::Node;
+use crate::service::{blocking, parse_ids, peer, status, stream_objects};
 
 pub struct PeerService {
-    group: Arc<Group>,
+    node: Arc<Node>,
 }
 
 impl PeerService {
-    pub fn new(group: Arc<Group>) -> Self {
-        PeerService { group }
+    pub fn new(node: Arc<Node>) -> Self {
+        PeerService { node }
+    }
+
+    /// This node's replica of `account`, which the group must place here.
+    async fn replica(&self, account: u64) -> Result<LocalReplica, Status> {
+        let node = self.node.clone();
+        let record = node
+            .group
+            .read(|s| s.accounts.get(&account).cloned())
+            .ok_or_else(|| Status::not_found(format!("no account #{account} in the group")))?;
+        if !record.replicas.contains(&node.group.id()) {
+            return Err(Status::failed_precondition(format!(
+                "account `{}` is not held on node {}",
+                record.name, node.name
+            )));
+        }
+        let store = node.store.clone();
+        let name = node.name.clone();
+        blocking(move || sync_account(&node, &record).map_err(status)).await?;
+        Ok(LocalReplica::new(store, account, &name))
+    }
+
+    /// The account changed here by sync: the other replicas may want it too.
+    fn changed(&self, account: u64) {
+        self.node.syncer.changed(&self.node, account);
     }
 }
 
@@ -27,12 +58,24 @@ fn authorise<T>(req: &Request<T>) -> Result<(), Status> {
     }
 }
 
+fn sync_status(e: SyncError) -> Status {
+    match e {
+        SyncError::Busy { .. } => Status::aborted(e.to_string()),
+        other => Status::failed_precondition(other.to_string()),
+    }
+}
+
+fn ids_message(ids: Vec<ObjectId>) -> Vec<Vec<u8>> {
+    ids.into_iter().map(|id| id.as_bytes().to_vec()).collect()
+}
+
 #[tonic::async_trait]
 impl peer_server::Peer for PeerService {
     async fn raft(&self, req: Request<wire::PeerMessage>) -> Result<Response<wire::PeerMessage>, Status> {
         authorise(&req)?;
         let message = req.into_inner();
         let json = self
+            .node
             .group
             .handle_raft(&message.kind, &message.json)
             .await
@@ -43,7 +86,99 @@ impl peer_server::Peer for PeerService {
     async fn forward(&self, req: Request<wire::PeerMessage>) -> Result<Response<wire::PeerMessage>, Status> {
         authorise(&req)?;
         let message = req.into_inner();
-        let json = self.group.handle_forward(&message.json).await;
+        let json = self.node.group.handle_forward(&message.json).await;
         Ok(Response::new(wire::PeerMessage { kind: message.kind, json }))
+    }
+
+    async fn sync_state(
+        &self,
+        req: Request<wire::SyncStateRequest>,
+    ) -> Result<Response<wire::SyncStateReply>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let probe = SetsDigest::from_slice(&req.digest).map(|digest| Summary { marker: req.marker, digest });
+        let probe = self.replica(req.account).await?.state(probe).await.map_err(sync_status)?;
+        let reply = match probe {
+            Probe::InSync(s) => wire::SyncStateReply {
+                marker: s.marker,
+                digest: s.digest.as_bytes().to_vec(),
+                in_sync: true,
+                ..Default::default()
+            },
+            Probe::Differs(s, listing) => wire::SyncStateReply {
+                marker: s.marker,
+                digest: s.digest.as_bytes().to_vec(),
+                in_sync: false,
+                sets: listing
+                    .sets
+                    .into_iter()
+                    .map(|(id, committed_ns)| wire::SyncSet { id: id.as_bytes().to_vec(), committed_ns })
+                    .collect(),
+                tombstones: ids_message(listing.tombstones.into_iter().collect()),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn sync_missing(&self, req: Request<wire::SyncIds>) -> Result<Response<wire::SyncIds>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let ids = parse_ids(&req.ids)?;
+        let missing = self.replica(req.account).await?.missing(ids).await.map_err(sync_status)?;
+        Ok(Response::new(wire::SyncIds { account: req.account, ids: ids_message(missing) }))
+    }
+
+    type SyncFetchStream = ReceiverStream<Result<wire::ObjectBatch, Status>>;
+
+    async fn sync_fetch(
+        &self,
+        req: Request<wire::SyncIds>,
+    ) -> Result<Response<Self::SyncFetchStream>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let ids = parse_ids(&req.ids)?;
+        self.replica(req.account).await?;
+        Ok(Response::new(stream_objects(self.node.store.clone(), req.account, ids)))
+    }
+
+    async fn sync_put(&self, req: Request<wire::SyncObjects>) -> Result<Response<wire::SyncAck>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let ids = parse_ids(&req.objects.iter().map(|o| o.id.clone()).collect::<Vec<_>>())?;
+        let objects = ids.into_iter().zip(req.objects.into_iter().map(|o| o.envelope)).collect();
+        self.replica(req.account).await?.put(objects).await.map_err(sync_status)?;
+        Ok(Response::new(wire::SyncAck { marker: 0 }))
+    }
+
+    async fn sync_commit(
+        &self,
+        req: Request<wire::SyncCommitRequest>,
+    ) -> Result<Response<wire::SyncAck>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let id = parse_ids(std::slice::from_ref(&req.id))?[0];
+        let replica = self.replica(req.account).await?;
+        let marker = replica.commit(id, req.envelope, req.committed_ns).await.map_err(sync_status)?;
+        self.changed(req.account);
+        Ok(Response::new(wire::SyncAck { marker }))
+    }
+
+    async fn sync_bury(&self, req: Request<wire::SyncIds>) -> Result<Response<wire::SyncAck>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let ids = parse_ids(&req.ids)?;
+        let marker = self.replica(req.account).await?.bury(ids).await.map_err(sync_status)?;
+        self.changed(req.account);
+        Ok(Response::new(wire::SyncAck { marker }))
+    }
+
+    async fn sync_adopt(
+        &self,
+        req: Request<wire::SyncAdoptRequest>,
+    ) -> Result<Response<wire::SyncAck>, Status> {
+        authorise(&req)?;
+        let req = req.into_inner();
+        let marker = self.replica(req.account).await?.adopt(req.marker).await.map_err(sync_status)?;
+        Ok(Response::new(wire::SyncAck { marker }))
     }
 }

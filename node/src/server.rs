@@ -36,6 +36,7 @@ use crate::index::now_ns;
 use crate::peer::PeerService;
 use crate::service::StoreService;
 use crate::store::{AccountId, Store};
+use crate::syncer::Syncer;
 use crate::throttle::LoginThrottle;
 use crate::writer::AccountWriter;
 
@@ -56,6 +57,8 @@ pub struct Node {
     /// TLS handshakes completed since the node started.
     pub connections: AtomicU64,
     pub handshakes_failed: AtomicU64,
+    /// Fast sync with the other replicas of this node's accounts.
+    pub syncer: Syncer,
 }
 
 /// What one connection has established.
@@ -187,6 +190,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         started_ns: now_ns(),
         connections: AtomicU64::new(0),
         handshakes_failed: AtomicU64::new(0),
+        syncer: Syncer::new(config.group.retry, config.group.anti_entropy),
     });
     let acceptor = TlsAcceptor::from(config.tls.server_config()?);
     let listener = TcpListener::bind(config.listen)
@@ -195,12 +199,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     info!(node = %config.name, listen = %listener.local_addr()?, data = %config.data.display(), "node started");
     tokio::spawn(housekeeping_loop(node.clone(), config.housekeeping_interval));
     tokio::spawn(crate::mirror::run(node.clone()));
+    tokio::spawn(crate::syncer::run(node.clone()));
 
     let store_service = StoreServer::new(StoreService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let admin_service = AdminServer::new(AdminService::new(node.clone()));
-    let peer_service = PeerServer::new(PeerService::new(group.clone()))
+    let peer_service = PeerServer::new(PeerService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

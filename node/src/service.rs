@@ -25,7 +25,7 @@ use crate::error::StoreError;
 use crate::index::SetRecord;
 use crate::mirror::sync_account;
 use crate::server::{Node, Peer};
-use crate::store::AccountId;
+use crate::store::{AccountId, Store};
 use crate::writer::{AccountWriter, PutOutcome};
 
 /// The most ids one request may carry.
@@ -131,6 +131,28 @@ fn with_writer<T>(
     work(writer).map_err(status)
 }
 
+/// Refuses a login for an account held elsewhere (never placed here, or
+/// migrating away), naming the nodes that hold it, the primary first, so
+/// the client goes there.
+fn redirect(node: &Node, account: &Account) -> Status {
+    let me = node.group.id();
+    let mut others: Vec<_> = account.replicas.iter().copied().filter(|id| *id != me).collect();
+    others.sort_by_key(|id| *id != account.primary);
+    let held: Vec<String> = others.iter().map(|id| member_name(node, *id)).collect();
+    let mut status = Status::failed_precondition(format!(
+        "account `{}` is not held on node {}; it is held on {}",
+        account.name,
+        node.name,
+        held.join(", ")
+    ));
+    let addresses: Vec<String> =
+        others.iter().filter_map(|id| node.group.read(|s| s.member(*id)).map(|m| m.addr)).collect();
+    if let Ok(value) = addresses.join(",").parse() {
+        status.metadata_mut().insert(wire::HELD_ON, value);
+    }
+    status
+}
+
 fn client_name(peer: &Peer) -> Result<String, Status> {
     match &peer.role {
         Role::Client(name) => Ok(name.clone()),
@@ -146,13 +168,9 @@ impl StoreService {
             .group
             .read(|s| s.account_named(name).cloned())
             .ok_or_else(|| Status::not_found(format!("no account `{name}` in the server group")))?;
-        if !account.replicas.contains(&node.group.id()) {
-            let held: Vec<String> = account.replicas.iter().map(|id| member_name(node, *id)).collect();
-            return Err(Status::failed_precondition(format!(
-                "account `{name}` is not held on node {}; it is held on {}",
-                node.name,
-                held.join(", ")
-            )));
+        let me = node.group.id();
+        if !account.replicas.contains(&me) || account.moving_from == Some(me) {
+            return Err(redirect(node, &account));
         }
         if !account.key_fingerprint.is_empty() {
             return Ok(account);
@@ -233,6 +251,44 @@ fn put_batch(peer: &Peer, batch: wire::ObjectBatch) -> Result<wire::UploadReply,
     Ok(reply)
 }
 
+/// Streams objects of an account in batches of about 4 MiB, read on a
+/// blocking thread; a missing or corrupt object ends the stream with its error.
+pub fn stream_objects(
+    store: Store,
+    account: AccountId,
+    ids: Vec<ObjectId>,
+) -> ReceiverStream<Result<wire::ObjectBatch, Status>> {
+    let (tx, rx) = mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let mut batch = wire::ObjectBatch::default();
+        let mut size = 0;
+        for id in ids {
+            let envelope = match store.get(account, &id) {
+                Ok(e) => e,
+                Err(e) => {
+                    if !batch.objects.is_empty() {
+                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                    }
+                    let _ = tx.blocking_send(Err(status(e)));
+                    return;
+                }
+            };
+            size += envelope.len();
+            batch.objects.push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope });
+            if size >= DOWNLOAD_BATCH {
+                size = 0;
+                if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.objects.is_empty() {
+            let _ = tx.blocking_send(Ok(batch));
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 #[tonic::async_trait]
 impl store_server::Store for StoreService {
     async fn login(&self, req: Request<wire::LoginRequest>) -> Result<Response<wire::LoginReply>, Status> {
@@ -289,36 +345,7 @@ impl store_server::Store for StoreService {
     ) -> Result<Response<Self::DownloadStream>, Status> {
         let account = logged_in(&peer(&req)?)?;
         let ids = parse_ids(&req.get_ref().ids)?;
-        let store = self.node.store.clone();
-        let (tx, rx) = mpsc::channel(2);
-        tokio::task::spawn_blocking(move || {
-            let mut batch = wire::ObjectBatch::default();
-            let mut size = 0;
-            for id in ids {
-                let envelope = match store.get(account, &id) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        if !batch.objects.is_empty() {
-                            let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
-                        }
-                        let _ = tx.blocking_send(Err(status(e)));
-                        return;
-                    }
-                };
-                size += envelope.len();
-                batch.objects.push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope });
-                if size >= DOWNLOAD_BATCH {
-                    size = 0;
-                    if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
-                        return;
-                    }
-                }
-            }
-            if !batch.objects.is_empty() {
-                let _ = tx.blocking_send(Ok(batch));
-            }
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(stream_objects(self.node.store.clone(), account, ids)))
     }
 
     async fn fetch(&self, req: Request<wire::FetchRequest>) -> Result<Response<wire::StoredObject>, Status> {
@@ -336,7 +363,9 @@ impl store_server::Store for StoreService {
         let peer = peer(&req)?;
         let req = req.into_inner();
         let id = parse_id(&req.id, 0)?;
+        let account = logged_in(&peer)?;
         let marker = blocking(move || with_writer(&peer, |w| w.commit_set(id, &req.envelope))).await?;
+        self.node.syncer.changed(&self.node, account);
         Ok(Response::new(wire::CommitSetReply { marker }))
     }
 
@@ -358,7 +387,9 @@ impl store_server::Store for StoreService {
     ) -> Result<Response<wire::ForgetSetReply>, Status> {
         let peer = peer(&req)?;
         let id = parse_id(&req.get_ref().id, 0)?;
+        let account = logged_in(&peer)?;
         let r = blocking(move || with_writer(&peer, |w| w.forget_set(&id))).await?;
+        self.node.syncer.changed(&self.node, account);
         Ok(Response::new(wire::ForgetSetReply {
             objects_freed: r.objects_freed,
             bytes_freed: r.bytes_freed,

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use coffer_proto::{ObjectId, object};
+use coffer_proto::{ObjectId, SetsDigest, object};
 use rocksdb::DB;
 use tracing::info;
 
@@ -58,6 +58,8 @@ pub(crate) struct Inner {
     pub(crate) root: PathBuf,
     pub(crate) discs: DiscSet,
     pub(crate) writers: Mutex<HashSet<AccountId>>,
+    /// Clients waiting for an account's writer, by account: fast sync yields to them.
+    waiting: Mutex<HashMap<AccountId, usize>>,
     /// Serialises read-modify-write of account records.
     pub(crate) accounts_lock: Mutex<()>,
     pub(crate) next_pack: AtomicU64,
@@ -111,6 +113,7 @@ impl Store {
                 root: root.to_path_buf(),
                 discs,
                 writers: Mutex::new(HashSet::new()),
+                waiting: Mutex::new(HashMap::new()),
                 accounts_lock: Mutex::new(()),
                 next_pack: AtomicU64::new(next_pack),
             }),
@@ -165,16 +168,43 @@ impl Store {
     }
 
     /// The account's writer, waiting up to `wait` for a busy one to come free.
+    /// While this waits, [`Store::background_writer`] refuses the account,
+    /// so a client never queues behind a stream of fast-sync batches.
     pub fn writer_within(&self, account: AccountId, wait: std::time::Duration) -> Result<AccountWriter> {
         let deadline = std::time::Instant::now() + wait;
+        let _waiting = Waiting::register(self, account);
         loop {
             match self.writer(account) {
                 Err(StoreError::AccountBusy(_)) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 other => return other,
             }
         }
+    }
+
+    /// The account's writer for background work (fast sync), which gives way
+    /// to clients: busy while a client holds the writer or waits for it.
+    pub fn background_writer(&self, account: AccountId) -> Result<AccountWriter> {
+        if self.inner.waiting.lock().unwrap().contains_key(&account) {
+            return Err(StoreError::AccountBusy(account));
+        }
+        self.writer(account)
+    }
+
+    /// The account's client store marker and the digest of its set ids and
+    /// tombstones: together, what two replicas compare to know they agree.
+    pub fn summary(&self, account: AccountId) -> Result<(u64, SetsDigest)> {
+        Ok((self.marker(account)?, self.digest(account)?))
+    }
+
+    pub(crate) fn digest(&self, account: AccountId) -> Result<SetsDigest> {
+        if let Some(digest) = index::get(self.db(), index::CF_META, &index::digest_key(account))? {
+            return Ok(digest);
+        }
+        let sets = self.sets(account)?;
+        let tombstones = self.tombstones(account)?;
+        Ok(SetsDigest::of(sets.iter().map(|(id, _)| id), tombstones.iter().map(|(id, _)| id)))
     }
 
     pub fn entry(&self, account: AccountId, id: &ObjectId) -> Result<Option<ObjectEntry>> {
@@ -256,6 +286,31 @@ impl Store {
             .into_iter()
             .map(|(k, v)| Ok((index::id_from_suffix(&k)?, v)))
             .collect()
+    }
+}
+
+/// A client's place in the queue for an account's writer, held while it waits.
+struct Waiting<'a> {
+    store: &'a Store,
+    account: AccountId,
+}
+
+impl<'a> Waiting<'a> {
+    fn register(store: &'a Store, account: AccountId) -> Self {
+        *store.inner.waiting.lock().unwrap().entry(account).or_default() += 1;
+        Waiting { store, account }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self.store.inner.waiting.lock().unwrap();
+        if let Some(n) = waiting.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&self.account);
+            }
+        }
     }
 }
 

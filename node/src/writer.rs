@@ -202,38 +202,74 @@ impl AccountWriter {
     /// Commits a backup set: stores it as a root, records it, advances the
     /// client store marker, and makes it all durable. Returns the new marker.
     pub fn commit_set(&mut self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
+        self.commit_set_at(id, envelope, index::now_ns())
+    }
+
+    /// [`Self::commit_set`], recording `committed_ns` as the commit time: fast
+    /// sync keeps the time the set was first committed on any replica.
+    pub fn commit_set_at(&mut self, id: ObjectId, envelope: &[u8], committed_ns: i64) -> Result<u64> {
         let obj = object::decode(envelope).map_err(|source| StoreError::InvalidObject { id, source })?;
         if obj.kind != ObjectKind::Set {
             return Err(StoreError::WrongKind { id, expected: "backup set", found: obj.kind.name() });
         }
-        let (header, _) = SetHeader::decode_body(obj.body).map_err(|e| StoreError::CorruptObject {
-            id,
-            pack: 0,
-            offset: 0,
-            problem: e.to_string(),
-        })?;
+        let corrupt = |problem: String| StoreError::CorruptObject { id, pack: 0, offset: 0, problem };
+        let (header, _) = SetHeader::decode_body(obj.body).map_err(|e| corrupt(e.to_string()))?;
         if header.roots != obj.refs {
-            return Err(StoreError::CorruptObject {
-                id,
-                pack: 0,
-                offset: 0,
-                problem: "set header roots differ from the envelope's references".into(),
-            });
+            return Err(corrupt("set header roots differ from the envelope's references".into()));
         }
         if self.has(&id)? {
             return self.marker();
         }
-        if index::get::<i64>(self.store.db(), index::CF_TOMBSTONES, &index::object_key(self.account, &id))?
-            .is_some()
-        {
+        if self.buried(&id)? {
             return Err(StoreError::NoSuchSet(format!(
                 "{id} (it was forgotten and cannot be committed again)"
             )));
         }
         self.put_decoded(id, envelope, &obj, 1)?;
-        self.pending.sets.insert(id, Some(SetRecord { header, committed_ns: index::now_ns() }));
+        self.pending.sets.insert(id, Some(SetRecord { header, committed_ns }));
         self.pending.bump_marker = true;
         self.flush()?;
+        self.marker()
+    }
+
+    fn buried(&self, id: &ObjectId) -> Result<bool> {
+        let key = index::object_key(self.account, id);
+        Ok(self.pending.tombstones.iter().any(|(t, _)| t == id)
+            || index::get::<i64>(self.store.db(), index::CF_TOMBSTONES, &key)?.is_some())
+    }
+
+    /// Applies a tombstone another replica holds: forgets the set if this
+    /// replica has it, and in any case remembers it as forgotten, so that a
+    /// third replica that still has the set cannot bring it back here.
+    /// Returns the marker.
+    pub fn bury(&mut self, id: &ObjectId) -> Result<u64> {
+        if self.set_known(id)? {
+            return Ok(self.forget_set(id)?.marker);
+        }
+        if !self.buried(id)? {
+            self.pending.tombstones.push((*id, index::now_ns()));
+            self.pending.bump_marker = true;
+            self.flush()?;
+        }
+        self.marker()
+    }
+
+    /// Raises the client store marker to `marker` if it is lower; fast sync's
+    /// last step, after which both replicas report the same marker.
+    pub fn adopt_marker(&mut self, marker: u64) -> Result<u64> {
+        self.flush()?;
+        if marker > self.marker()? {
+            let db = self.store.db();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                index::cf(db, index::CF_META),
+                index::marker_key(self.account),
+                index::encode(&marker),
+            );
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.set_sync(true);
+            db.write_opt(batch, &opts)?;
+        }
         self.marker()
     }
 
@@ -316,6 +352,13 @@ impl AccountWriter {
                 index::object_key(account, id),
                 index::encode(when),
             );
+        }
+        if !self.pending.sets.is_empty() || !self.pending.tombstones.is_empty() {
+            let mut digest = self.store.digest(account)?;
+            // Every pending set change flips a set that was there, or adds one that was not.
+            self.pending.sets.keys().for_each(|id| digest.toggle_set(id));
+            self.pending.tombstones.iter().for_each(|(id, _)| digest.toggle_tombstone(id));
+            batch.put_cf(index::cf(db, index::CF_META), index::digest_key(account), index::encode(&digest));
         }
         if self.pending.bump_marker {
             let marker = self.store.marker(account)? + 1;

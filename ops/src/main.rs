@@ -6,9 +6,11 @@
 //! - `account`, `usage`, `housekeep`, `status`, `raid`, `cluster`: talk to a
 //!   node's admin service over TLS with an admin certificate. Account
 //!   changes go through the server group from whichever node is named.
+//! - `migrate`: moving an account between nodes, run on its source node.
 
 mod ca;
 mod config;
+mod migrate;
 mod quickstart;
 mod report;
 
@@ -102,6 +104,25 @@ enum Command {
     /// Run housekeeping now: soft-limit deletions and collection of stale uploads.
     Housekeep {
         account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fast-sync an account with each of its other replicas now, from this node.
+    Sync {
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move an account to another node: add it, fast-sync, move the
+    /// primary there, remove the source. Run again to resume a cut-short move.
+    Migrate {
+        account: String,
+        /// The node that takes the account.
+        #[arg(long)]
+        to: String,
+        /// The node that gives it up (default: the account's primary).
+        #[arg(long)]
+        from: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -264,8 +285,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let mut admin = connect(&cli).await?;
-        node_command(&mut admin, cli.command).await
+        let (mut admin, tls) = connect(&cli).await?;
+        match cli.command {
+            Command::Migrate { account, to, from, json } => {
+                let reply = migrate::migrate(&mut admin, &tls, &account, &to, from.as_deref()).await?;
+                report::migrate(&reply, json)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            command => node_command(&mut admin, command).await,
+        }
     })
 }
 
@@ -286,8 +314,9 @@ fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects to the node named by flags or the config file.
-async fn connect(cli: &Cli) -> Result<AdminClient<Channel>> {
+/// Connects to the node named by flags or the config file; returns the
+/// client and the TLS files it used.
+async fn connect(cli: &Cli) -> Result<(AdminClient<Channel>, TlsFiles)> {
     let config = match &cli.config {
         Some(path) => AdminConfig::load(path)?,
         None => AdminConfig::default(),
@@ -303,7 +332,11 @@ async fn connect(cli: &Cli) -> Result<AdminClient<Channel>> {
     let StoreUrl::Remote { host, port } = StoreUrl::parse(&url)? else {
         bail!("`{url}` is not a node address (coffer://HOST:PORT)");
     };
-    let channel = tls::connect(&host, port, tls.client_config()?).await?;
+    Ok((admin_client(&host, port, &tls).await?, tls))
+}
+
+pub async fn admin_client(host: &str, port: u16, tls: &TlsFiles) -> Result<AdminClient<Channel>> {
+    let channel = tls::connect(host, port, tls.client_config()?).await?;
     Ok(AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
 }
 
@@ -345,6 +378,12 @@ async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Res
                 RaidCommand::Rebuild { json } => (admin.raid_rebuild(wire::RaidRequest {}).await, json),
             };
             let clean = report::raid(&reply.map_err(status)?.into_inner(), json)?;
+            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Migrate { .. } => unreachable!("handled in run"),
+        Command::Sync { account, json } => {
+            let r = admin.sync(wire::AccountQuery { name: account, request_id: String::new() });
+            let clean = report::sync(&r.await.map_err(status)?.into_inner(), json)?;
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Status { json } => {

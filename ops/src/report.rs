@@ -192,6 +192,11 @@ pub fn status(s: &wire::NodeStatus, as_json: bool) -> Result<()> {
             "node": s.node, "version": s.version, "connections": s.connections,
             "handshakes_failed": s.handshakes_failed, "accounts": s.accounts, "started_ns": s.started_ns,
             "degraded_reads": s.degraded_reads,
+            "sync": {
+                "syncs": s.syncs, "in_sync": s.syncs_in_sync, "failures": s.sync_failures,
+                "round_trips": s.sync_round_trips, "sets_copied": s.sets_synced,
+                "bytes_copied": s.bytes_synced, "owed": s.syncs_owed,
+            },
         });
         println!("{value}");
         return Ok(());
@@ -201,7 +206,79 @@ pub fn status(s: &wire::NodeStatus, as_json: bool) -> Result<()> {
     println!("connections        {}", s.connections);
     println!("refused handshakes {}", s.handshakes_failed);
     println!("degraded reads     {}", s.degraded_reads);
+    println!(
+        "fast syncs         {} ({} already in sync, {} failed), {} round trips",
+        s.syncs, s.syncs_in_sync, s.sync_failures, s.sync_round_trips
+    );
+    println!("synced             {} sets, {}", s.sets_synced, human_bytes(s.bytes_synced));
+    println!("syncs owed         {}", s.syncs_owed);
     Ok(())
+}
+
+/// Prints each replica's sync; false when any failed.
+pub fn migrate(reply: &wire::MigrateReply, as_json: bool) -> Result<()> {
+    if as_json {
+        let syncs: Vec<_> = reply.syncs.iter().map(sync_json).collect();
+        let value = json!({
+            "account": reply.account, "from": reply.from, "to": reply.to,
+            "replicas": reply.replicas, "primary": reply.primary, "syncs": syncs,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    let copied: u64 = reply.syncs.iter().map(|s| s.bytes_copied).sum();
+    println!(
+        "Moved account {} from {} to {} in {} fast syncs ({} copied); it is now on {}, primary {}.",
+        reply.account,
+        reply.from,
+        reply.to,
+        reply.syncs.len(),
+        human_bytes(copied),
+        reply.replicas.join(", "),
+        reply.primary
+    );
+    Ok(())
+}
+
+fn sync_json(p: &wire::SyncPeerReport) -> serde_json::Value {
+    json!({
+        "peer": p.peer, "error": (!p.error.is_empty()).then_some(&p.error),
+        "round_trips": p.round_trips, "in_sync": p.in_sync, "sets_fetched": p.sets_fetched,
+        "sets_sent": p.sets_sent, "tombstones_applied": p.tombstones_applied,
+        "objects_copied": p.objects_copied, "bytes_copied": p.bytes_copied, "marker": p.marker,
+    })
+}
+
+pub fn sync(reply: &wire::SyncReply, as_json: bool) -> Result<bool> {
+    let clean = reply.peers.iter().all(|p| p.error.is_empty());
+    if as_json {
+        let peers: Vec<_> = reply.peers.iter().map(sync_json).collect();
+        println!("{}", json!({ "peers": peers }));
+        return Ok(clean);
+    }
+    if reply.peers.is_empty() {
+        println!("The account has no other replica.");
+    }
+    for p in &reply.peers {
+        if !p.error.is_empty() {
+            println!("{}: failed: {}", p.peer, p.error);
+        } else if p.in_sync {
+            println!("{}: already in sync at marker {} (1 round trip)", p.peer, p.marker);
+        } else {
+            println!(
+                "{}: fetched {} sets, sent {}, {} tombstones; {} objects ({}) in {} round trips; marker {}",
+                p.peer,
+                p.sets_fetched,
+                p.sets_sent,
+                p.tombstones_applied,
+                p.objects_copied,
+                human_bytes(p.bytes_copied),
+                p.round_trips,
+                p.marker
+            );
+        }
+    }
+    Ok(clean)
 }
 
 pub fn cluster(s: &wire::GroupStatus, as_json: bool) -> Result<()> {

@@ -4,6 +4,8 @@
 //! - [`object`]: the object envelope every stored object travels in: kind,
 //!   referenced ids in clear (so a node can count references without keys), a
 //!   body the node cannot read, and a CRC32 so any node can verify every byte.
+//! - [`digest`]: the digest of an account's set ids and tombstones, which
+//!   fast sync compares beside the client store marker.
 //! - [`names`]: which account names are valid.
 //! - [`set`]: the cleartext header of a backup set object, which a node reads to
 //!   list sets and their roots.
@@ -16,6 +18,7 @@
 //! Nothing here knows about keys or disks: the client seals bodies, the node
 //! stores envelopes.
 
+pub mod digest;
 pub mod id;
 pub mod names;
 pub mod object;
@@ -26,8 +29,13 @@ pub mod tls;
 pub mod wire {
     #![allow(clippy::all)]
     tonic::include_proto!("coffer.v1");
+
+    /// Metadata of a refused login: the addresses (comma-separated) of the
+    /// nodes that hold the account, where the client should go instead.
+    pub const HELD_ON: &str = "coffer-held-on";
 }
 
+pub use digest::SetsDigest;
 pub use id::{IdParseError, ObjectId};
 pub use object::{Object, ObjectError, ObjectKind};
 pub use set::{SetHeader, SetStats};

@@ -12,7 +12,7 @@
 //! is added as a learner, waits until it has caught up (from the log, or a
 //! snapshot when the log was purged), and is then promoted to voter.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::journal::Journal;
 use crate::logstore::{LogStore, node_id, open_db};
 use crate::network::{Network, PeerError, Peers};
 use crate::state::State;
@@ -42,6 +43,8 @@ pub struct GroupConfig {
     pub keep_logs: u64,
     /// How long a change may wait for a leader and a majority.
     pub write_timeout: Duration,
+    /// Peer address → address to dial instead (a tunnel, or a test's proxy).
+    pub routes: BTreeMap<String, String>,
 }
 
 impl Default for GroupConfig {
@@ -52,6 +55,7 @@ impl Default for GroupConfig {
             snapshot_every: 1000,
             keep_logs: 200,
             write_timeout: Duration::from_secs(5),
+            routes: BTreeMap::new(),
         }
     }
 }
@@ -132,6 +136,7 @@ pub struct Group {
     raft: Raft,
     shared: Arc<Shared>,
     peers: Arc<Peers>,
+    journal: Journal,
     config: GroupConfig,
     membership: tokio::sync::Mutex<()>,
 }
@@ -151,7 +156,7 @@ impl Group {
         let id = node_id(&db).map_err(|e| storage(&e))?;
         let state_machine = StateMachine::open(db.clone()).map_err(|e| storage(&e))?;
         let shared = state_machine.shared();
-        let peers = Arc::new(Peers::new(tls));
+        let peers = Arc::new(Peers::new(tls, config.routes.clone()));
         let raft_config = Config {
             cluster_name: "coffer".into(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -164,6 +169,7 @@ impl Group {
         }
         .validate()
         .map_err(|e| GroupError::Storage(format!("group settings: {e}")))?;
+        let journal = Journal::open(db.clone()).map_err(|e| storage(&e))?;
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
@@ -174,7 +180,7 @@ impl Group {
         .await
         .map_err(|e| storage(&e))?;
         info!(id, name = %me.name, "group member started");
-        Ok(Group { id, me, raft, shared, peers, config, membership: tokio::sync::Mutex::new(()) })
+        Ok(Group { id, me, raft, shared, peers, journal, config, membership: tokio::sync::Mutex::new(()) })
     }
 
     pub fn id(&self) -> NodeId {
@@ -183,6 +189,16 @@ impl Group {
 
     pub fn me(&self) -> &Member {
         &self.me
+    }
+
+    /// The channels to the other nodes, for fast sync.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Which accounts each peer has yet to be synced with.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Reads the local copy of the account database.

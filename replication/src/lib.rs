@@ -12,15 +12,23 @@
 //! - [`network`]: node-to-node calls over the `Peer` gRPC service.
 //! - [`group`]: what a node does with all this: write through the leader
 //!   (forwarding), refuse without a quorum, join, leave, status.
+//! - [`fastsync`]: bringing two replicas of an account to the union of their
+//!   backup sets, over the [`fastsync::Replica`] trait.
+//! - [`remote`]: a peer's replica of an account, over the `Peer` service.
+//! - [`journal`]: which accounts each peer has yet to be synced with,
+//!   kept across restarts.
 
 // openraft's storage traits return its large `StorageError`; our helpers
 // return the same type so that `?` carries it through unchanged.
 #![allow(clippy::result_large_err)]
 
+pub mod fastsync;
 pub mod group;
+pub mod journal;
 pub mod logstore;
 pub mod network;
 pub mod placement;
+pub mod remote;
 pub mod state;
 pub mod statemachine;
 pub mod types;

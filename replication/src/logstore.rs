@@ -1,9 +1,10 @@
 //! The Raft log and vote in RocksDB.
 //!
 //! One RocksDB database (`DATA/raft`) holds the whole replication state in
-//! four column families: `log` (entries by big-endian index), `raft` (vote,
+//! five column families: `log` (entries by big-endian index), `raft` (vote,
 //! committed and purged log ids, this node's id), `sm` (the state machine's
-//! keys) and `snapshot` (the current snapshot). Votes and appended entries are
+//! keys), `snapshot` (the current snapshot) and `journal` (see
+//! [`crate::journal`]). Votes and appended entries are
 //! written with a synced write before openraft is told they are durable: a
 //! node that acknowledged a vote or an entry still has it after a power cut.
 
@@ -35,7 +36,7 @@ pub fn open_db(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let mut options = Options::default();
     options.create_if_missing(true);
     options.create_missing_column_families(true);
-    let families = [CF_LOG, CF_RAFT, CF_SM, CF_SNAPSHOT]
+    let families = [CF_LOG, CF_RAFT, CF_SM, CF_SNAPSHOT, crate::journal::CF_JOURNAL]
         .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     Ok(Arc::new(DB::open_cf_descriptors(&options, dir, families)?))
 }

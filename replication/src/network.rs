@@ -7,7 +7,7 @@
 //! the remote `Result`, so a refusal on the far side arrives as itself, not
 //! as a transport error.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use coffer_proto::wire::PeerMessage;
@@ -37,12 +37,14 @@ pub enum PeerError {
 /// The channels to every peer this node has talked to.
 pub struct Peers {
     tls: Arc<ClientConfig>,
+    /// Peer address → the address to dial instead (a tunnel or proxy).
+    routes: BTreeMap<String, String>,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Peers {
-    pub fn new(tls: Arc<ClientConfig>) -> Self {
-        Peers { tls, channels: Mutex::new(HashMap::new()) }
+    pub fn new(tls: Arc<ClientConfig>, routes: BTreeMap<String, String>) -> Self {
+        Peers { tls, routes, channels: Mutex::new(HashMap::new()) }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
@@ -51,12 +53,20 @@ impl Peers {
             return Ok(channel.clone());
         }
         let unreachable = |problem: String| PeerError::Unreachable { addr: addr.to_string(), problem };
-        let (host, port) = addr.rsplit_once(':').ok_or_else(|| unreachable("address has no port".into()))?;
+        let dial = self.routes.get(addr).map_or(addr, String::as_str);
+        let (host, port) = dial.rsplit_once(':').ok_or_else(|| unreachable("address has no port".into()))?;
         let port = port.parse().map_err(|_| unreachable(format!("bad port `{port}`")))?;
         let channel = coffer_proto::tls::connect_lazy(host, port, self.tls.clone())
             .map_err(|e| unreachable(e.to_string()))?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// A client of the `Peer` service at `addr`, on the shared channel.
+    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
+        Ok(PeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(coffer_proto::tls::MAX_MESSAGE)
+            .max_encoding_message_size(coffer_proto::tls::MAX_MESSAGE))
     }
 
     /// Sends `request` as `kind` to the `Raft` or `Forward` method and decodes
@@ -68,9 +78,7 @@ impl Peers {
         kind: &str,
         request: &Req,
     ) -> Result<Resp, PeerError> {
-        let mut client = PeerClient::new(self.channel(addr)?)
-            .max_decoding_message_size(coffer_proto::tls::MAX_MESSAGE)
-            .max_encoding_message_size(coffer_proto::tls::MAX_MESSAGE);
+        let mut client = self.client(addr)?;
         let message = PeerMessage { kind: kind.to_string(), json: crate::logstore::encode(request) };
         let reply = if forward { client.forward(message).await } else { client.raft(message).await };
         let reply = reply.map_err(|status| PeerError::Unreachable {

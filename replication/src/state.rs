@@ -38,6 +38,10 @@ pub struct Account {
     /// The nodes that hold its data, and the one its clients prefer.
     pub replicas: Vec<NodeId>,
     pub primary: NodeId,
+    /// A replica being migrated away: it sends the account's clients to the
+    /// other replicas.
+    #[serde(default)]
+    pub moving_from: Option<NodeId>,
 }
 
 /// A group of accounts with a shared quota.
@@ -149,6 +153,7 @@ impl State {
                     created_ns: *created_ns,
                     replicas,
                     primary,
+                    moving_from: None,
                 };
                 self.accounts.insert(id, account.clone());
                 keys.push(Key::Account(id));
@@ -184,6 +189,62 @@ impl State {
                 keys.push(Key::Group(name.clone()));
                 Ok(Applied::Group(group))
             }
+            Command::StartMigration { name, from, to } => {
+                let voter = self.voters().iter().any(|(v, _)| v == to);
+                self.migrate(name, keys, |a| match () {
+                    _ if !a.replicas.contains(from) => Err(format!("node #{from} does not hold it")),
+                    _ if !voter => Err(format!("node #{to} is not a voting member of the group")),
+                    _ if a.moving_from.is_some_and(|m| m != *from) => {
+                        Err("another migration is under way".into())
+                    }
+                    _ => {
+                        if !a.replicas.contains(to) {
+                            a.replicas.push(*to);
+                            a.replicas.sort();
+                        }
+                        a.moving_from = Some(*from);
+                        Ok(())
+                    }
+                })
+            }
+            Command::MovePrimary { name, from, to } => self.migrate(name, keys, |a| {
+                if a.moving_from != Some(*from) || !a.replicas.contains(to) {
+                    return Err(format!("no migration from #{from} to #{to} is under way"));
+                }
+                if a.primary == *from {
+                    a.primary = *to;
+                }
+                Ok(())
+            }),
+            Command::FinishMigration { name, from } => self.migrate(name, keys, |a| {
+                if a.moving_from != Some(*from) || a.primary == *from {
+                    return Err(format!("no migration from #{from} is ready to finish"));
+                }
+                a.replicas.retain(|r| r != from);
+                a.moving_from = None;
+                Ok(())
+            }),
+        }
+    }
+
+    /// A migration step: `edit` checks and changes the account, or says why not.
+    fn migrate(
+        &mut self,
+        name: &str,
+        keys: &mut Vec<Key>,
+        edit: impl FnOnce(&mut Account) -> Result<(), String>,
+    ) -> Outcome {
+        let mut refusal = None;
+        let outcome = self.change(name, keys, |a| {
+            let mut edited = a.clone();
+            match edit(&mut edited) {
+                Ok(()) => *a = edited,
+                Err(problem) => refusal = Some(Refusal::Migration { account: name.to_string(), problem }),
+            }
+        });
+        match refusal {
+            Some(refusal) => Err(refusal),
+            None => outcome,
         }
     }
 
@@ -240,6 +301,9 @@ impl State {
             }
             if !account.replicas.contains(&account.primary) {
                 account.primary = account.replicas.first().copied().unwrap_or(account.primary);
+            }
+            if account.moving_from.is_some_and(|m| !account.replicas.contains(&m)) {
+                account.moving_from = None;
             }
             if (account.replicas.clone(), account.primary) != before {
                 keys.push(Key::Account(id));

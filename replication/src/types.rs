@@ -83,6 +83,25 @@ pub enum Command {
         soft_limit: u64,
         hard_limit: u64,
     },
+    /// Migration, step 1: `to` joins the replica set; `from` starts
+    /// redirecting the account's clients.
+    StartMigration {
+        name: String,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Migration, step 2 (once `to` holds everything `from` does): `to`
+    /// becomes the primary if `from` was.
+    MovePrimary {
+        name: String,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Migration, step 3: `from` leaves the replica set.
+    FinishMigration {
+        name: String,
+        from: NodeId,
+    },
 }
 
 /// What applying a command produced; refusals are part of the replicated
@@ -115,6 +134,8 @@ pub enum Refusal {
     InvalidLimits { soft: u64, hard: u64 },
     #[error("the group has no voting members to place an account on")]
     NoNodes,
+    #[error("cannot migrate account `{account}`: {problem}")]
+    Migration { account: String, problem: String },
 }
 
 /// A snapshot in transit or at rest: the whole state as JSON bytes (the

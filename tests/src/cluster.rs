@@ -228,14 +228,19 @@ impl Cluster {
         self.dir.path().join(rel)
     }
 
-    /// Runs `coffer --config CONFIG ARGS...`.
-    pub fn coffer(&self, config: &str, args: &[&str]) -> Output {
+    /// `coffer --config CONFIG ARGS...`, not yet started.
+    pub fn coffer_command(&self, config: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary("coffer"));
         cmd.arg("--config").arg(self.path(config)).args(args).env_remove("RUST_LOG");
         for var in ["COFFER_STORE", "COFFER_KEYS", "COFFER_CACHE", "COFFER_CONFIG"] {
             cmd.env_remove(var);
         }
-        run_bounded(cmd, COMMAND_TIMEOUT)
+        cmd
+    }
+
+    /// Runs `coffer --config CONFIG ARGS...`.
+    pub fn coffer(&self, config: &str, args: &[&str]) -> Output {
+        run_bounded(self.coffer_command(config, args), COMMAND_TIMEOUT)
     }
 
     /// Runs `coffer-admin --config admin.toml ARGS...`.
@@ -333,6 +338,6 @@ pub fn succeeded(program: &str, args: &[&str], out: Output) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-fn parse_json(text: &str) -> Value {
+pub fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("bad JSON ({e}): {text}"))
 }

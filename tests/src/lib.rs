@@ -6,6 +6,8 @@
 
 pub mod cluster;
 pub mod fstree;
+pub mod links;
+pub mod proxy;
 pub mod rawclient;
 
 use std::path::{Path, PathBuf};

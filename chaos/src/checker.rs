@@ -1,0 +1,119 @@
+//! The invariant checker: nothing committed is ever lost.
+//!
+//! Every backup the client reported committed is recorded with a content
+//! hash of the directory as it was backed up. After each round the checker
+//! waits for the replicas' markers and set counts to converge (timing it),
+//! then restores every recorded set from every node, each node alone, and
+//! compares the restored tree's hash with the recorded one. A set that a
+//! replica cannot restore, or restores differently, is a lost set.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use crate::lab::{Lab, NODES};
+
+/// Longest the replicas may take to agree after the faults are healed.
+const CONVERGE: Duration = Duration::from_secs(120);
+
+struct Committed {
+    id: String,
+    hash: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Tally {
+    pub sets_committed: u64,
+    /// Restores compared (each set on each node counts once per round).
+    pub sets_checked: u64,
+    pub sets_lost: u64,
+    pub worst_convergence_ms: u64,
+    pub problems: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Checker {
+    committed: Vec<Committed>,
+    pub tally: Tally,
+}
+
+impl Checker {
+    /// Records a set the client reported committed, with the hash of the
+    /// data directory as it is now (the client backed it up unchanged).
+    pub fn committed(&mut self, report: &serde_json::Value, data: &Path) -> Result<()> {
+        if report["unchanged"] == true {
+            return Ok(());
+        }
+        let Some(id) = report["set_id"].as_str() else { bail!("backup report without a set id: {report}") };
+        self.committed.push(Committed { id: id.to_string(), hash: tree_hash(data)? });
+        self.tally.sets_committed += 1;
+        Ok(())
+    }
+
+    /// Waits until every node reports one marker and one set count;
+    /// records how long that took since `since`.
+    pub fn converge(&mut self, lab: &Lab, since: Instant) {
+        let deadline = Instant::now() + CONVERGE;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            last = (1..=NODES).map(|k| lab.replica(k)).collect::<Vec<_>>();
+            if last[0].is_some() && last.iter().all(|r| *r == last[0]) {
+                let took = since.elapsed().as_millis() as u64;
+                self.tally.worst_convergence_ms = self.tally.worst_convergence_ms.max(took);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.tally.problems.push(format!("replicas did not converge within {CONVERGE:?}: {last:?}"));
+    }
+
+    /// Restores every committed set from every node and compares hashes.
+    pub fn verify(&mut self, lab: &Lab, scratch: &Path) -> Result<()> {
+        for k in 1..=NODES {
+            for set in &self.committed {
+                let target = scratch.join(format!("restore-{k}-{}", &set.id[..16]));
+                let outcome = lab.restore(k, &set.id, &lab.data, &target).and_then(|_| tree_hash(&target));
+                let _ = fs::remove_dir_all(&target);
+                self.tally.sets_checked += 1;
+                let problem = match outcome {
+                    Ok(hash) if hash == set.hash => continue,
+                    Ok(_) => format!("node{k}: set {} restores different content", set.id),
+                    Err(e) => format!("set {}: {e:#}", set.id),
+                };
+                eprintln!("LOST: {problem}");
+                self.tally.sets_lost += 1;
+                self.tally.problems.push(problem);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A hash of a tree's names, kinds and file contents.
+pub fn tree_hash(root: &Path) -> Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut names: Vec<_> =
+            fs::read_dir(root.join(&rel))?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+        names.sort();
+        for name in names {
+            let rel = rel.join(&name);
+            let path = root.join(&rel);
+            let meta = fs::symlink_metadata(&path)?;
+            hasher.update(rel.as_os_str().as_encoded_bytes()).update(b"\0");
+            if meta.is_dir() {
+                hasher.update(b"d");
+                stack.push(rel);
+            } else if meta.is_symlink() {
+                hasher.update(b"l").update(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
+            } else {
+                hasher.update(b"f").update(blake3::hash(&fs::read(&path)?).as_bytes());
+            }
+        }
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}

@@ -1,0 +1,111 @@
+//! Moving an account from this node to another (DESIGN §5, Box Backup FR 7).
+//!
+//! Runs on the source node, in three steps, each a change to the account
+//! database:
+//! 1. `StartMigration`: the target joins the replica set, and from now on
+//!    this node sends the account's clients to the other replicas.
+//! 2. Fast sync with the target until the two agree, then `MovePrimary`.
+//! 3. Once no client session here holds the account's writer any more (new
+//!    logins have been redirected since step 1), a last fast sync, then
+//!    `FinishMigration` takes this node out of the replica set.
+//!
+//! A migration cut short (a crash, no quorum) is resumed by running it
+//! again: each step accepts the state the one before left. This node keeps
+//! its copy of the data; the group no longer sends it anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coffer_proto::wire;
+use coffer_replication::{Command, NodeId};
+use tonic::Status;
+use tracing::info;
+
+use crate::accountdb::{group_status, member_name};
+use crate::admin::sync_message;
+use crate::server::Node;
+use crate::store::AccountId;
+
+/// Fast-sync passes allowed for the target to catch up, at each step.
+const PASSES: u32 = 20;
+/// Pause between passes that did not end in agreement.
+const PAUSE: Duration = Duration::from_millis(500);
+/// How long a client already writing here may take to finish.
+const CLIENTS_LEAVE: Duration = Duration::from_secs(120);
+
+/// Moves account `name` from this node to the node named `to`.
+pub async fn migrate(node: &Arc<Node>, name: &str, to: &str) -> Result<wire::MigrateReply, Status> {
+    let me = node.group.id();
+    let account = node
+        .group
+        .read(|s| s.account_named(name).cloned())
+        .ok_or_else(|| Status::not_found(format!("no account `{name}` in the server group")))?;
+    let target = node
+        .group
+        .read(|s| s.members().into_iter().find(|(_, m, _)| m.name == to).map(|(id, _, _)| id))
+        .ok_or_else(|| Status::not_found(format!("no node `{to}` in the server group")))?;
+    if target == me {
+        return Err(Status::invalid_argument(format!("node {to} is the source: migrate from another node")));
+    }
+    let write = |command: Command| async move { node.group.write(command).await.map_err(group_status) };
+    write(Command::StartMigration { name: name.into(), from: me, to: target }).await?;
+    info!(account = %name, to = %to, "migration started");
+    let mut syncs = Vec::new();
+    catch_up(node, account.id, target, &mut syncs).await?;
+    write(Command::MovePrimary { name: name.into(), from: me, to: target }).await?;
+    clients_leave(node, account.id).await?;
+    catch_up(node, account.id, target, &mut syncs).await?;
+    write(Command::FinishMigration { name: name.into(), from: me }).await?;
+    info!(account = %name, to = %to, "migration finished");
+    let now = node.group.read(|s| s.account_named(name).cloned()).unwrap_or(account);
+    Ok(wire::MigrateReply {
+        account: name.into(),
+        from: node.name.clone(),
+        to: to.into(),
+        syncs,
+        replicas: now.replicas.iter().map(|id| member_name(node, *id)).collect(),
+        primary: member_name(node, now.primary),
+    })
+}
+
+/// Fast-syncs with the target until a pass finds the two in agreement.
+async fn catch_up(
+    node: &Node,
+    account: AccountId,
+    target: NodeId,
+    syncs: &mut Vec<wire::SyncPeerReport>,
+) -> Result<(), Status> {
+    let name = member_name(node, target);
+    for _ in 0..PASSES {
+        let result = node.syncer.sync_with(node, account, target).await;
+        let agreed = matches!(&result, Ok(r) if r.in_sync);
+        syncs.push(sync_message(name.clone(), result));
+        if agreed {
+            return Ok(());
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
+    let last = syncs.last().map(|s| s.error.clone()).unwrap_or_default();
+    Err(Status::unavailable(format!(
+        "node {name} did not catch up in {PASSES} fast syncs ({last}); run migrate again to resume"
+    )))
+}
+
+/// Waits until no client holds the account's writer on this node.
+async fn clients_leave(node: &Node, account: AccountId) -> Result<(), Status> {
+    let deadline = tokio::time::Instant::now() + CLIENTS_LEAVE;
+    loop {
+        // Taking the writer for a moment proves nobody else has it.
+        if node.store.background_writer(account).is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Status::unavailable(format!(
+                "a client is still writing to the account on node {} after {CLIENTS_LEAVE:?}; \
+                 run migrate again to resume",
+                node.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,274 @@
+//! When fast sync runs, and with whom.
+//!
+//! - **After a change**: a client's commit or forget, or sets that arrived
+//!   by sync, put the account in the journal for every other replica and
+//!   wake the syncer, which pushes at once.
+//! - **From the journal**: an entry stays until a sync with that peer
+//!   succeeds, so a peer that was down is caught up when it comes back, even
+//!   across a restart of this node. Failing peers are retried with a delay
+//!   that doubles up to [`MAX_RETRY`].
+//! - **New replicas**: when the group adds a node to an account's replica
+//!   set (placement top-up, migration), that node is owed the whole account.
+//! - **Anti-entropy**: every `anti_entropy`, each held account is compared
+//!   with each other replica; in-sync replicas cost one round trip.
+//!
+//! One sync per account runs at a time on a node. Clients come first: a
+//! sync that needs the account's writer while a client has it stops "busy"
+//! and is retried from the journal.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coffer_replication::NodeId;
+use coffer_replication::fastsync::{self, Replica, SyncError, SyncReport};
+use coffer_replication::journal::Owed;
+use coffer_replication::remote::RemoteReplica;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::replica::LocalReplica;
+use crate::server::Node;
+use crate::store::AccountId;
+
+/// The longest wait before retrying a peer that failed.
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How often the journal is looked at when nothing wakes the syncer.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Totals since the node started, for `coffer-admin status`.
+#[derive(Debug, Default)]
+pub struct SyncCounters {
+    pub syncs: AtomicU64,
+    pub in_sync: AtomicU64,
+    pub failures: AtomicU64,
+    pub round_trips: AtomicU64,
+    pub sets_copied: AtomicU64,
+    pub bytes_copied: AtomicU64,
+}
+
+pub struct Syncer {
+    wake: Notify,
+    retry: Duration,
+    anti_entropy: Duration,
+    /// One sync per account at a time.
+    locks: Mutex<HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Peers that failed: when to try again, and the delay after that.
+    backoff: Mutex<HashMap<NodeId, (Instant, Duration)>>,
+    /// Each account's replica set as last seen, to notice new replicas.
+    replicas: Mutex<HashMap<AccountId, Vec<NodeId>>>,
+    pub counters: SyncCounters,
+}
+
+impl Syncer {
+    pub fn new(retry: Duration, anti_entropy: Duration) -> Self {
+        Syncer {
+            wake: Notify::new(),
+            retry: retry.max(Duration::from_millis(100)),
+            anti_entropy: anti_entropy.max(Duration::from_secs(1)),
+            locks: Mutex::default(),
+            backoff: Mutex::default(),
+            replicas: Mutex::default(),
+            counters: SyncCounters::default(),
+        }
+    }
+
+    /// The account changed here: every other replica is owed a sync.
+    pub fn changed(&self, node: &Node, account: AccountId) {
+        self.owe(node, account, None);
+    }
+
+    fn owe(&self, node: &Node, account: AccountId, except: Option<NodeId>) {
+        let peers: Vec<_> =
+            other_replicas(node, account).into_iter().filter(|p| Some(*p) != except).collect();
+        if peers.is_empty() {
+            return;
+        }
+        if let Err(e) = node.group.journal().mark(account, &peers) {
+            warn!(account, error = %e, "could not record a change in the sync journal");
+        }
+        self.wake.notify_one();
+    }
+
+    /// Syncs one account with one peer now.
+    pub async fn sync_with(
+        &self,
+        node: &Node,
+        account: AccountId,
+        peer: NodeId,
+    ) -> Result<SyncReport, SyncError> {
+        let member = node.group.read(|s| s.member(peer)).ok_or_else(|| SyncError::Replica {
+            replica: format!("#{peer}"),
+            problem: "not a member of the group".into(),
+        })?;
+        let lock = self.locks.lock().unwrap().entry(account).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
+        let local = LocalReplica::new(node.store.clone(), account, &node.name);
+        let remote = RemoteReplica::new(node.group.peers().clone(), &member.name, &member.addr, account);
+        let result = fastsync::sync(&local, &remote).await;
+        let c = &self.counters;
+        c.syncs.fetch_add(1, Ordering::Relaxed);
+        c.round_trips.fetch_add(remote.round_trips(), Ordering::Relaxed);
+        match &result {
+            Ok(report) => {
+                c.in_sync.fetch_add(report.in_sync as u64, Ordering::Relaxed);
+                c.sets_copied.fetch_add(report.sets_fetched + report.sets_sent, Ordering::Relaxed);
+                c.bytes_copied.fetch_add(report.bytes_copied, Ordering::Relaxed);
+                if report.sets_fetched + report.sets_sent + report.tombstones_applied > 0 {
+                    info!(account, peer = %member.name, ?report, "fast sync copied");
+                }
+                if report.sets_fetched > 0 || report.tombstones_applied > 0 {
+                    // What arrived here may be news to the other replicas too.
+                    self.owe(node, account, Some(peer));
+                }
+            }
+            Err(_) => {
+                c.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Syncs an account with every other replica now (`coffer-admin sync`).
+    pub async fn sync_all_replicas(
+        &self,
+        node: &Node,
+        account: AccountId,
+    ) -> Vec<(String, Result<SyncReport, SyncError>)> {
+        let mut out = Vec::new();
+        for peer in other_replicas(node, account) {
+            let name = crate::accountdb::member_name(node, peer);
+            out.push((name, self.sync_with(node, account, peer).await));
+        }
+        out
+    }
+
+    fn ready(&self, peer: NodeId) -> bool {
+        self.backoff.lock().unwrap().get(&peer).is_none_or(|(at, _)| Instant::now() >= *at)
+    }
+
+    fn failed(&self, peer: NodeId) {
+        let mut backoff = self.backoff.lock().unwrap();
+        let delay = backoff.get(&peer).map_or(self.retry, |(_, d)| (*d * 2).min(MAX_RETRY));
+        backoff.insert(peer, (Instant::now() + delay, delay));
+    }
+
+    fn succeeded(&self, peer: NodeId) {
+        self.backoff.lock().unwrap().remove(&peer);
+    }
+}
+
+/// The account's replicas other than this node, per the group.
+fn other_replicas(node: &Node, account: AccountId) -> Vec<NodeId> {
+    let me = node.group.id();
+    node.group
+        .read(|s| s.accounts.get(&account).map(|a| a.replicas.clone()))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| *p != me)
+        .collect()
+}
+
+/// Whether this node still holds `account` and `peer` is another replica of it.
+fn still_owed(node: &Node, owed: &Owed) -> bool {
+    let me = node.group.id();
+    node.group.read(|s| {
+        s.accounts
+            .get(&owed.account)
+            .is_some_and(|a| a.replicas.contains(&me) && a.replicas.contains(&owed.peer))
+    }) && owed.peer != me
+}
+
+/// Runs the syncer until the process ends.
+pub async fn run(node: Arc<Node>) {
+    let syncer = &node.syncer;
+    let mut next_pass = Instant::now();
+    loop {
+        notice_new_replicas(&node);
+        settle_journal(&node).await;
+        if Instant::now() >= next_pass {
+            anti_entropy_pass(&node).await;
+            next_pass = Instant::now() + syncer.anti_entropy;
+        }
+        tokio::select! {
+            _ = syncer.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Puts every replica the group added to an account since last time in the journal.
+fn notice_new_replicas(node: &Node) {
+    let me = node.group.id();
+    let current: HashMap<AccountId, Vec<NodeId>> = node.group.read(|s| {
+        s.accounts.values().filter(|a| a.replicas.contains(&me)).map(|a| (a.id, a.replicas.clone())).collect()
+    });
+    let mut seen = node.syncer.replicas.lock().unwrap();
+    for (account, replicas) in &current {
+        let before = seen.get(account);
+        let added: Vec<_> =
+            replicas.iter().copied().filter(|p| *p != me && before.is_none_or(|b| !b.contains(p))).collect();
+        if added.is_empty() || before.is_none() {
+            continue;
+        }
+        if let Err(e) = node.group.journal().mark(*account, &added) {
+            warn!(account, error = %e, "could not record new replicas in the sync journal");
+        }
+    }
+    *seen = current;
+}
+
+async fn settle_journal(node: &Node) {
+    let journal = node.group.journal();
+    let owed = match journal.owed() {
+        Ok(owed) => owed,
+        Err(e) => return warn!(error = %e, "cannot read the sync journal"),
+    };
+    for entry in owed {
+        if !still_owed(node, &entry) {
+            let _ = journal.forget(|o| o.peer != entry.peer || o.account != entry.account);
+            continue;
+        }
+        if !node.syncer.ready(entry.peer) {
+            continue;
+        }
+        match node.syncer.sync_with(node, entry.account, entry.peer).await {
+            Ok(_) => {
+                node.syncer.succeeded(entry.peer);
+                if let Err(e) = journal.settle(entry) {
+                    warn!(error = %e, "cannot update the sync journal");
+                }
+            }
+            Err(SyncError::Busy { replica }) => {
+                debug!(account = entry.account, %replica, "sync waits for a client")
+            }
+            Err(e) => {
+                node.syncer.failed(entry.peer);
+                debug!(account = entry.account, error = %e, "fast sync failed; will retry");
+            }
+        }
+    }
+}
+
+async fn anti_entropy_pass(node: &Node) {
+    let me = node.group.id();
+    let accounts: Vec<AccountId> =
+        node.group.read(|s| s.accounts.values().filter(|a| a.replicas.contains(&me)).map(|a| a.id).collect());
+    for account in accounts {
+        for peer in other_replicas(node, account) {
+            if !node.syncer.ready(peer) {
+                continue;
+            }
+            match node.syncer.sync_with(node, account, peer).await {
+                Ok(_) => node.syncer.succeeded(peer),
+                Err(SyncError::Busy { .. }) => {}
+                Err(e) => {
+                    node.syncer.failed(peer);
+                    debug!(account, error = %e, "anti-entropy sync failed; owed from now on");
+                    let _ = node.group.journal().mark(account, &[peer]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! `coffer-admin migrate`: finds the account's source node and asks it to
+//! move the account (the node does the work, see `coffer_node::migrate`).
+
+use anyhow::{Result, anyhow, bail};
+use coffer_client::backend::StoreUrl;
+use coffer_proto::tls::TlsFiles;
+use coffer_proto::wire::{self, admin_client::AdminClient};
+use tonic::transport::Channel;
+
+/// Moves `account` to node `to`, from `from` or else the account's primary.
+pub async fn migrate(
+    admin: &mut AdminClient<Channel>,
+    tls: &TlsFiles,
+    account: &str,
+    to: &str,
+    from: Option<&str>,
+) -> Result<wire::MigrateReply> {
+    let status = |s: tonic::Status| anyhow!("{}", s.message());
+    let query = wire::AccountQuery { name: account.to_string(), request_id: String::new() };
+    let list = admin.accounts(query).await.map_err(status)?.into_inner();
+    let record = list.accounts.first().ok_or_else(|| anyhow!("no account `{account}`"))?;
+    let from = from.unwrap_or(&record.primary);
+    if !record.replicas.iter().any(|r| r == from) {
+        bail!("account `{account}` is not held on node {from} (it is on {})", record.replicas.join(", "));
+    }
+    let group = admin.cluster_status(wire::ClusterRequest::default()).await.map_err(status)?.into_inner();
+    let address = group
+        .nodes
+        .iter()
+        .find(|n| n.name == from)
+        .map(|n| n.address.clone())
+        .ok_or_else(|| anyhow!("no node {from} in the server group"))?;
+    let StoreUrl::Remote { host, port } = StoreUrl::parse(&format!("coffer://{address}"))? else {
+        bail!("node {from} has no network address ({address})");
+    };
+    let mut source = crate::admin_client(&host, port, tls).await?;
+    let request = wire::MigrateRequest { account: account.to_string(), to: to.to_string() };
+    Ok(source.migrate(request).await.map_err(status)?.into_inner())
+}

@@ -1,0 +1,147 @@
+//! TCP proxies that stand in for network links, so tests can cut or slow
+//! the link between two real processes.
+//!
+//! A [`Proxy`] listens on a 127.0.0.1 port and forwards each connection to
+//! its target. [`Proxy::cut`] closes every open connection and refuses new
+//! ones (a partition); [`Proxy::heal`] opens the link again;
+//! [`Proxy::delay`] holds every chunk of data for a while before passing it
+//! on (a slow, distant link). Dropping the proxy stops it.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Default)]
+struct Link {
+    cut: AtomicBool,
+    stopped: AtomicBool,
+    delay: Mutex<Duration>,
+    /// Both ends of every open connection, to close them on a cut.
+    open: Mutex<Vec<TcpStream>>,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    link: Arc<Link>,
+}
+
+impl Proxy {
+    /// Listens on 127.0.0.1:`port` and forwards to 127.0.0.1:`target`.
+    pub fn start(port: u16, target: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind proxy port");
+        let link = Arc::new(Link::default());
+        let target: SocketAddr = ([127, 0, 0, 1], target).into();
+        let shared = link.clone();
+        std::thread::spawn(move || accept(listener, target, shared));
+        Proxy { port, link }
+    }
+
+    /// `127.0.0.1:PORT` of the proxy.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.link.cut.store(true, Ordering::SeqCst);
+        for stream in self.link.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.link.cut.store(false, Ordering::SeqCst);
+    }
+
+    pub fn delay(&self, by: Duration) {
+        *self.link.delay.lock().unwrap() = by;
+    }
+
+    pub fn is_cut(&self) -> bool {
+        self.link.cut.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.link.stopped.store(true, Ordering::SeqCst);
+        // Wake the accepting thread so it sees the flag and ends.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn accept(listener: TcpListener, target: SocketAddr, link: Arc<Link>) {
+    for incoming in listener.incoming() {
+        if link.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = incoming else { continue };
+        if link.cut.load(Ordering::SeqCst) {
+            continue; // dropped: the caller sees the connection closed
+        }
+        let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else { continue };
+        let _ = (client.set_nodelay(true), server.set_nodelay(true));
+        let ends = [client.try_clone(), server.try_clone(), client.try_clone(), server.try_clone()];
+        let [Ok(c1), Ok(s1), Ok(c2), Ok(s2)] = ends else { continue };
+        link.open.lock().unwrap().extend([c2, s2]);
+        let (up, down) = (link.clone(), link.clone());
+        std::thread::spawn(move || pump(client, server, up));
+        std::thread::spawn(move || pump(s1, c1, down));
+    }
+}
+
+/// Copies `from` to `to` until either closes or the link is cut.
+fn pump(mut from: TcpStream, mut to: TcpStream, link: Arc<Link>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let delay = *link.delay.lock().unwrap();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        if link.cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::free_ports;
+
+    #[test]
+    fn forwards_then_cuts_then_heals() {
+        let base = free_ports(2);
+        let echo = TcpListener::bind(("127.0.0.1", base)).unwrap();
+        std::thread::spawn(move || {
+            for mut s in echo.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut b = [0u8; 5];
+                    while s.read_exact(&mut b).is_ok() && s.write_all(&b).is_ok() {}
+                });
+            }
+        });
+        let proxy = Proxy::start(base + 1, base);
+        let round_trip = || -> std::io::Result<[u8; 5]> {
+            let mut s = TcpStream::connect(("127.0.0.1", proxy.port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(b"hello")?;
+            let mut b = [0u8; 5];
+            s.read_exact(&mut b)?;
+            Ok(b)
+        };
+        assert_eq!(&round_trip().unwrap(), b"hello");
+        proxy.cut();
+        assert!(round_trip().is_err(), "a cut link must not carry data");
+        proxy.heal();
+        assert_eq!(&round_trip().unwrap(), b"hello");
+    }
+}

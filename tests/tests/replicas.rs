@@ -1,0 +1,209 @@
+//! Fast sync between the replicas of an account, and the client's failover
+//! between them: three real `coffer-node` processes, the real `coffer` and
+//! `coffer-admin` binaries.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, parse_json, wait_bounded, wait_for};
+use coffer_tests::fstree::{assert_same_tree, random_bytes, write};
+use coffer_tests::links::Links;
+use coffer_tests::{u64_field, walk_files};
+use serde_json::Value;
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+fn tree(root: &Path, seed: u64, files: u64) {
+    for i in 0..files {
+        write(
+            &root.join(format!("d{}/f{i}", i % 4)),
+            &random_bytes(seed * 1000 + i, 3000 + i as usize * 200),
+        );
+    }
+}
+
+/// (marker, sets) of the quickstart account's replica on node `k`.
+fn replica(c: &Cluster, k: usize) -> Option<(u64, u64)> {
+    let out = c.admin_at(k, &["account", "info", "client", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let a = &list[0];
+    (a["held_here"] == true).then(|| (u64_field(a, "marker"), u64_field(a, "sets")))
+}
+
+/// Waits until every running node's replica reports `sets` sets and one marker; returns it.
+fn converged(c: &Cluster, nodes: &[usize], sets: u64) -> u64 {
+    wait_for(CONVERGE, &format!("nodes {nodes:?} to hold {sets} sets at one marker"), || {
+        let seen: Vec<_> = nodes.iter().map(|k| replica(c, *k)).collect::<Option<_>>()?;
+        let first = seen[0];
+        (first.1 == sets && seen.iter().all(|r| *r == first)).then_some(first.0)
+    })
+}
+
+/// Restores `data` from node `k` alone (no failover) and compares it with the original.
+fn restore_from(c: &Cluster, k: usize, data: &Path, as_at: Option<&str>) {
+    let config = c.client_for(k);
+    let name = data.file_name().unwrap().to_string_lossy();
+    let target = c.path(&format!("restored-{k}-{name}-{}", as_at.unwrap_or("now")));
+    let (data, target_text) = (data.display().to_string(), target.display().to_string());
+    let mut args = vec!["--no-failover", "restore", &data, &target_text];
+    if let Some(set) = as_at {
+        args.extend(["--set", set]);
+    }
+    c.coffer_ok(&config, &args);
+    assert_same_tree(Path::new(&data), &target);
+}
+
+#[test]
+fn a_backup_reaches_every_replica_and_restores_from_each() {
+    let c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let data = c.path("data");
+    tree(&data, 1, 30);
+    c.backup("client.toml", &data);
+    let marker = converged(&c, &[1, 2, 3], 1);
+    tree(&data, 2, 10);
+    let second = c.backup("client.toml", &data);
+    assert!(converged(&c, &[1, 2, 3], 2) > marker);
+    for k in [2, 3] {
+        restore_from(&c, k, &data, None);
+    }
+    let sets = c.coffer_json(&c.client_for(3), &["sets", "--json"]);
+    assert_eq!(sets.as_array().unwrap().len(), 2, "{sets}");
+    assert_eq!(sets[1]["id"], second["set_id"]);
+
+    // Replicas that agree cost one round trip each, counted by the node.
+    let report = c.admin_at_json(1, &["sync", "client", "--json"]);
+    let peers = report["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2, "{report}");
+    for p in peers {
+        assert_eq!((p["in_sync"].as_bool(), p["round_trips"].as_u64()), (Some(true), Some(1)), "{report}");
+    }
+}
+
+/// Bytes under node `k`'s data directory.
+fn stored_bytes(c: &Cluster, k: usize) -> u64 {
+    let dir = c.path(&format!("node{k}"));
+    walk_files(&dir).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
+}
+
+#[test]
+fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_caught_up() {
+    let mut c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let data = c.path("data");
+    tree(&data, 1, 10);
+    assert_eq!(c.backup("client.toml", &data)["node"], "node1");
+    converged(&c, &[1, 2, 3], 1);
+
+    // Big enough that node 1 dies with the upload half done.
+    for i in 0..6 {
+        write(&data.join(format!("big/{i}")), &random_bytes(100 + i, 24 << 20));
+    }
+    let before = stored_bytes(&c, 1);
+    let mut backup = c
+        .coffer_command("client.toml", &["backup", "--json", &data.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(COMMAND_TIMEOUT, "node 1 to receive part of the upload", || {
+        (stored_bytes(&c, 1) > before + (16 << 20)).then_some(())
+    });
+    c.nodes[0].kill();
+    let status = wait_bounded(&mut backup, COMMAND_TIMEOUT);
+    let output = backup.wait_with_output().unwrap();
+    assert!(status.success(), "backup failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report = parse_json(&String::from_utf8_lossy(&output.stdout));
+    assert!(matches!(report["node"].as_str(), Some("node2" | "node3")), "{report}");
+    assert!(u64_field(&report, "restarts") >= 1, "{report}");
+    converged(&c, &[2, 3], 2);
+
+    // Node 1 comes back, catches up, and serves the new set bit-exact.
+    c.nodes[0].restart();
+    converged(&c, &[1, 2, 3], 2);
+    restore_from(&c, 1, &data, None);
+
+    // Its marker matches again, so the client goes back to its primary.
+    tree(&data, 3, 4);
+    let back = c.backup("client.toml", &data);
+    assert_eq!(back["node"], "node1", "{back}");
+    converged(&c, &[1, 2, 3], 3);
+}
+
+#[test]
+fn both_sides_of_a_partition_keep_backing_up_and_every_set_survives_the_heal() {
+    let (c, links) = Links::start(3, 2);
+    c.wait_for_group(1, 3);
+    let near = links.client_config(&c, "near", 1);
+    let far = links.client_config(&c, "far", 2);
+    let (data1, data2) = (c.path("data1"), c.path("data2"));
+    tree(&data1, 1, 12);
+    tree(&data2, 2, 12);
+    assert_eq!(c.backup(&near, &data1)["node"], "node1");
+    converged(&c, &[1, 2, 3], 1);
+
+    // Node 1 and the near client on one side; nodes 2 and 3 and the far
+    // client (whose primary is node 1 too) on the other.
+    links.partition(&[1], &[2, 3]);
+    links.cut_clients(1, &[2, 3]);
+    links.cut_clients(2, &[1]);
+    tree(&data1, 3, 6);
+    assert_eq!(c.backup(&near, &data1)["node"], "node1");
+    let far_report = c.backup(&far, &data2);
+    assert_eq!(far_report["node"], "node2", "{far_report}");
+    converged(&c, &[2, 3], 2);
+    assert_eq!(replica(&c, 1).map(|r| r.1), Some(2), "node 1 holds its own side's sets");
+
+    links.heal();
+    converged(&c, &[1, 2, 3], 3);
+    for k in 1..=3 {
+        restore_from(&c, k, &data1, None);
+        restore_from(&c, k, &data2, None);
+    }
+}
+
+/// The node number of a node name (`node3` → 3).
+fn number(name: &str) -> usize {
+    name.trim_start_matches("node").parse().unwrap()
+}
+
+#[test]
+fn an_account_migrates_to_another_node_and_the_old_one_redirects_its_client() {
+    let c = Cluster::start(4);
+    c.wait_for_group(1, 4);
+    let account = c.admin_json(&["account", "info", "client", "--json"])[0].clone();
+    let replicas: Vec<String> =
+        account["replicas"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+    assert_eq!(replicas.len(), 3, "{account}");
+    let source = account["primary"].as_str().unwrap().to_string();
+    let target = (1..=4).map(|k| format!("node{k}")).find(|n| !replicas.contains(n)).unwrap();
+    let holders: Vec<usize> = replicas.iter().map(|r| number(r)).collect();
+
+    // The client's configured primary is the source.
+    let config = c.client_for(number(&source));
+    let data = c.path("data");
+    tree(&data, 1, 20);
+    assert_eq!(c.backup(&config, &data)["node"], source.as_str());
+    converged(&c, &holders, 1);
+
+    let moved = c.admin_json(&["migrate", "client", "--to", &target, "--json"]);
+    assert_eq!(
+        (moved["from"].as_str(), moved["primary"].as_str()),
+        (Some(&*source), Some(&*target)),
+        "{moved}"
+    );
+    let now: Vec<&str> = moved["replicas"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(now.contains(&target.as_str()) && !now.contains(&source.as_str()), "{moved}");
+    assert_eq!(now.len(), 3, "{moved}");
+    restore_from(&c, number(&target), &data, None);
+
+    // The client still names the source first; the source sends it to the target.
+    tree(&data, 2, 6);
+    let after = c.backup(&config, &data);
+    assert_eq!(after["node"], target.as_str(), "{after}");
+    let refused = c.coffer_fails(&config, &["--no-failover", "sets"]);
+    assert!(refused.contains(&format!("not held on node {source}")), "{refused}");
+    let holders: Vec<usize> = now.iter().map(|r| number(r)).collect();
+    converged(&c, &holders, 2);
+}
