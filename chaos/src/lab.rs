@@ -63,6 +63,33 @@ impl Lab {
         self.alive[k - 1] = false;
     }
 
+    /// Starts node `k` again (after [`Lab::kill`]).
+    pub fn start_node(&mut self, k: usize) {
+        self.cluster.nodes[k - 1].restart();
+        self.alive[k - 1] = true;
+    }
+
+    /// Deletes a killed node's data: it comes back as a new, empty member.
+    pub fn wipe(&self, k: usize) -> Result<()> {
+        let data = self.cluster.path(&format!("node{k}/data"));
+        std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))
+    }
+
+    /// `coffer-admin ARGS` through node `k`.
+    pub fn admin(&self, k: usize, args: &[&str]) -> Result<()> {
+        let out = self.cluster.admin_at(k, args);
+        if !out.status.success() {
+            bail!("coffer-admin {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// The number of the node that leads the group, as node `k` sees it.
+    pub fn leader(&self, k: usize) -> Option<usize> {
+        let status = self.cluster.group_status(k)?;
+        status["leader_name"].as_str()?.trim_start_matches("node").parse().ok()
+    }
+
     /// Restarts every killed node.
     pub fn revive(&mut self) {
         for k in 1..=NODES {
@@ -73,19 +100,10 @@ impl Lab {
         }
     }
 
-    /// Bytes under node `k`'s data directory (to see an upload arrive).
-    pub fn stored_bytes(&self, k: usize) -> u64 {
-        let dir = self.cluster.path(&format!("node{k}"));
-        coffer_tests::walk_files(&dir).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
-    }
-
     /// (marker, sets) of the account's replica on node `k`, asked directly
     /// (the admin does not go through the proxies).
     pub fn replica(&self, k: usize) -> Option<(u64, u64)> {
-        let out = self.cluster.admin_at(k, &["account", "info", "client", "--json"]);
-        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-        let a = &list[0];
-        (a["held_here"] == true).then(|| (u64_field(a, "marker"), u64_field(a, "sets")))
+        self.cluster.replica(k, "client").map(|a| (u64_field(&a, "marker"), u64_field(&a, "sets")))
     }
 
     /// Restores `location` as backup set `set` from node `k` alone, into `target`.

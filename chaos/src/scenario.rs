@@ -1,8 +1,9 @@
 //! The faults of one round, chosen by the seeded generator.
 //!
 //! Every round changes a few files, then backs up under one fault: a node
-//! SIGKILLed while the client uploads, or while it catches up by fast sync;
-//! the client cut off from its primary; a node cut off from its peers; all
+//! SIGKILLed while the client uploads, or while it catches up by fast sync,
+//! or while the group's membership changes (a wiped node rejoining); the
+//! client cut off from its primary; a node cut off from its peers; all
 //! links slowed. Afterwards every link heals and every killed node restarts,
 //! so the checker can ask all replicas.
 
@@ -18,15 +19,17 @@ pub enum Scenario {
     KillPrimaryDuringUpload,
     KillReplicaDuringUpload,
     KillDuringFastSync,
+    KillDuringMembershipChange,
     PartitionClientFromPrimary,
     PartitionNode,
     SlowLinks,
 }
 
-const ALL: [Scenario; 6] = [
+const ALL: [Scenario; 7] = [
     Scenario::KillPrimaryDuringUpload,
     Scenario::KillReplicaDuringUpload,
     Scenario::KillDuringFastSync,
+    Scenario::KillDuringMembershipChange,
     Scenario::PartitionClientFromPrimary,
     Scenario::PartitionNode,
     Scenario::SlowLinks,
@@ -50,10 +53,10 @@ impl Scenario {
                 let victim =
                     if self == Scenario::KillPrimaryDuringUpload { 1 } else { rng.random_range(2..=NODES) };
                 // Strike once the primary has taken part of the upload.
-                let (before, part) = (lab.stored_bytes(1), rng.random_range(64 << 10..4 << 20));
+                let (before, part) = (lab.cluster.stored_bytes(1), rng.random_range(64 << 10..4 << 20));
                 let backup = lab.spawn_backup();
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                while lab.stored_bytes(1) < before + part && std::time::Instant::now() < deadline {
+                while lab.cluster.stored_bytes(1) < before + part && std::time::Instant::now() < deadline {
                     Lab::pause(10);
                 }
                 lab.kill(victim);
@@ -68,6 +71,20 @@ impl Scenario {
                 lab.links.heal();
                 Lab::pause(rng.random_range(0..400));
                 lab.kill(behind);
+            }
+            Scenario::KillDuringMembershipChange => {
+                // A node is replaced by an empty one, which joins the group
+                // by itself on start (its `[group] join`); the leader or the
+                // newcomer dies while the membership changes.
+                let k = rng.random_range(2..=NODES);
+                lab.kill(k);
+                lab.wipe(k)?;
+                lab.admin(1, &["cluster", "leave", &format!("node{k}")])?;
+                reports.push(lab.backup()?);
+                lab.start_node(k);
+                Lab::pause(rng.random_range(0..1500));
+                let victim = if rng.random_bool(0.5) { lab.leader(1).unwrap_or(k) } else { k };
+                lab.kill(victim);
             }
             Scenario::PartitionClientFromPrimary => {
                 lab.links.cut_clients(1, &[1]);

@@ -45,16 +45,21 @@ impl PeerService {
         Ok(LocalReplica::new(store, account, &name))
     }
 
+    /// Checks the caller is a node. Hearing from it means it is reachable
+    /// (again), so syncs owed to it need not wait out their backoff.
+    fn authorise<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        match &peer(req)?.role {
+            Role::Node(name) => {
+                self.node.syncer.heard_from(&self.node, name);
+                Ok(())
+            }
+            other => Err(Status::permission_denied(format!("{other} may not use the peer service"))),
+        }
+    }
+
     /// The account changed here by sync: the other replicas may want it too.
     fn changed(&self, account: u64) {
         self.node.syncer.changed(&self.node, account);
-    }
-}
-
-fn authorise<T>(req: &Request<T>) -> Result<(), Status> {
-    match &peer(req)?.role {
-        Role::Node(_) => Ok(()),
-        other => Err(Status::permission_denied(format!("{other} may not use the peer service"))),
     }
 }
 
@@ -72,7 +77,7 @@ fn ids_message(ids: Vec<ObjectId>) -> Vec<Vec<u8>> {
 #[tonic::async_trait]
 impl peer_server::Peer for PeerService {
     async fn raft(&self, req: Request<wire::PeerMessage>) -> Result<Response<wire::PeerMessage>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let message = req.into_inner();
         let json = self
             .node
@@ -84,7 +89,7 @@ impl peer_server::Peer for PeerService {
     }
 
     async fn forward(&self, req: Request<wire::PeerMessage>) -> Result<Response<wire::PeerMessage>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let message = req.into_inner();
         let json = self.node.group.handle_forward(&message.json).await;
         Ok(Response::new(wire::PeerMessage { kind: message.kind, json }))
@@ -94,7 +99,7 @@ impl peer_server::Peer for PeerService {
         &self,
         req: Request<wire::SyncStateRequest>,
     ) -> Result<Response<wire::SyncStateReply>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let probe = SetsDigest::from_slice(&req.digest).map(|digest| Summary { marker: req.marker, digest });
         let probe = self.replica(req.account).await?.state(probe).await.map_err(sync_status)?;
@@ -121,7 +126,7 @@ impl peer_server::Peer for PeerService {
     }
 
     async fn sync_missing(&self, req: Request<wire::SyncIds>) -> Result<Response<wire::SyncIds>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let ids = parse_ids(&req.ids)?;
         let missing = self.replica(req.account).await?.missing(ids).await.map_err(sync_status)?;
@@ -134,7 +139,7 @@ impl peer_server::Peer for PeerService {
         &self,
         req: Request<wire::SyncIds>,
     ) -> Result<Response<Self::SyncFetchStream>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let ids = parse_ids(&req.ids)?;
         self.replica(req.account).await?;
@@ -142,7 +147,7 @@ impl peer_server::Peer for PeerService {
     }
 
     async fn sync_put(&self, req: Request<wire::SyncObjects>) -> Result<Response<wire::SyncAck>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let ids = parse_ids(&req.objects.iter().map(|o| o.id.clone()).collect::<Vec<_>>())?;
         let objects = ids.into_iter().zip(req.objects.into_iter().map(|o| o.envelope)).collect();
@@ -154,7 +159,7 @@ impl peer_server::Peer for PeerService {
         &self,
         req: Request<wire::SyncCommitRequest>,
     ) -> Result<Response<wire::SyncAck>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let id = parse_ids(std::slice::from_ref(&req.id))?[0];
         let replica = self.replica(req.account).await?;
@@ -164,7 +169,7 @@ impl peer_server::Peer for PeerService {
     }
 
     async fn sync_bury(&self, req: Request<wire::SyncIds>) -> Result<Response<wire::SyncAck>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let ids = parse_ids(&req.ids)?;
         let marker = self.replica(req.account).await?.bury(ids).await.map_err(sync_status)?;
@@ -176,7 +181,7 @@ impl peer_server::Peer for PeerService {
         &self,
         req: Request<wire::SyncAdoptRequest>,
     ) -> Result<Response<wire::SyncAck>, Status> {
-        authorise(&req)?;
+        self.authorise(&req)?;
         let req = req.into_inner();
         let marker = self.replica(req.account).await?.adopt(req.marker).await.map_err(sync_status)?;
         Ok(Response::new(wire::SyncAck { marker }))

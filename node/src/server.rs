@@ -243,9 +243,10 @@ fn open_store(config: &NodeConfig) -> anyhow::Result<Store> {
 }
 
 /// On first start, asks the configured members to take this node into their
-/// group, until one does. A node that is already a member does nothing.
+/// group, until one does. A voter does nothing; a learner (its join was cut
+/// short) asks again, to be promoted.
 async fn join_loop(group: Arc<Group>, addrs: Vec<String>) {
-    if addrs.is_empty() || group.is_member() {
+    if addrs.is_empty() || group.is_voter() {
         return;
     }
     for addr in addrs.iter().cycle() {
@@ -253,7 +254,7 @@ async fn join_loop(group: Arc<Group>, addrs: Vec<String>) {
             Ok(()) | Err(GroupError::AlreadyInGroup) => return,
             Err(e) => info!(via = %addr, problem = %e, "not joined yet"),
         }
-        if group.is_member() {
+        if group.is_voter() {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -6,7 +6,8 @@
 //! - **From the journal**: an entry stays until a sync with that peer
 //!   succeeds, so a peer that was down is caught up when it comes back, even
 //!   across a restart of this node. Failing peers are retried with a delay
-//!   that doubles up to [`MAX_RETRY`].
+//!   that doubles up to [`MAX_RETRY`], or at once when the peer calls us
+//!   (Raft or sync): it is reachable again.
 //! - **New replicas**: when the group adds a node to an account's replica
 //!   set (placement top-up, migration), that node is owed the whole account.
 //! - **Anti-entropy**: every `anti_entropy`, each held account is compared
@@ -142,6 +143,18 @@ impl Syncer {
             out.push((name, self.sync_with(node, account, peer).await));
         }
         out
+    }
+
+    /// A peer called us: if it was backing off, retry it now.
+    pub fn heard_from(&self, node: &Node, name: &str) {
+        let Some(peer) = node.group.read(|s| s.members().into_iter().find(|m| m.1.name == name).map(|m| m.0))
+        else {
+            return;
+        };
+        if self.backoff.lock().unwrap().remove(&peer).is_some() {
+            debug!(peer = %name, "peer reachable again; retrying what it is owed");
+            self.wake.notify_one();
+        }
     }
 
     fn ready(&self, peer: NodeId) -> bool {

@@ -220,6 +220,10 @@ impl Group {
         self.metrics().membership_config.membership().get_node(&self.id).is_some()
     }
 
+    pub fn is_voter(&self) -> bool {
+        self.metrics().membership_config.membership().voter_ids().any(|v| v == self.id)
+    }
+
     /// Starts a new group with this node as its only member.
     pub async fn initialize(&self) -> Result<(), GroupError> {
         if self.is_member() {
@@ -252,7 +256,8 @@ impl Group {
 
     /// Asks the group that the node at `addr` belongs to to take this node in.
     pub async fn join_via(&self, addr: &str) -> Result<(), GroupError> {
-        if self.is_member() {
+        // A learner asks again: its join was cut short before the promotion.
+        if self.is_voter() {
             return Err(GroupError::AlreadyInGroup);
         }
         let request = Forwarded::Join { id: self.id, member: self.me.clone() };

@@ -307,6 +307,21 @@ impl Cluster {
         config
     }
 
+    /// Node `k`'s record of `account` (`account info --json`), if node `k`
+    /// answers and holds the account: marker, sets, pack bytes are its own.
+    pub fn replica(&self, k: usize, account: &str) -> Option<Value> {
+        let out = self.admin_at(k, &["account", "info", account, "--json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let a = list.get(0)?;
+        (a["held_here"] == true).then(|| a.clone())
+    }
+
+    /// Bytes under node `k`'s directory (to see an upload arrive).
+    pub fn stored_bytes(&self, k: usize) -> u64 {
+        let dir = self.path(&format!("node{k}"));
+        crate::walk_files(&dir).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
+    }
+
     /// How many TLS connections node 1 has accepted (this query included).
     pub fn connections(&self) -> u64 {
         crate::u64_field(&self.admin_json(&["status", "--json"]), "connections")

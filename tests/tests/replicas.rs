@@ -9,8 +9,7 @@ use std::time::Duration;
 use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, parse_json, wait_bounded, wait_for};
 use coffer_tests::fstree::{assert_same_tree, random_bytes, write};
 use coffer_tests::links::Links;
-use coffer_tests::{u64_field, walk_files};
-use serde_json::Value;
+use coffer_tests::u64_field;
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -25,10 +24,7 @@ fn tree(root: &Path, seed: u64, files: u64) {
 
 /// (marker, sets) of the quickstart account's replica on node `k`.
 fn replica(c: &Cluster, k: usize) -> Option<(u64, u64)> {
-    let out = c.admin_at(k, &["account", "info", "client", "--json"]);
-    let list: Value = serde_json::from_slice(&out.stdout).ok()?;
-    let a = &list[0];
-    (a["held_here"] == true).then(|| (u64_field(a, "marker"), u64_field(a, "sets")))
+    c.replica(k, "client").map(|a| (u64_field(&a, "marker"), u64_field(&a, "sets")))
 }
 
 /// Waits until every running node's replica reports `sets` sets and one marker; returns it.
@@ -81,12 +77,6 @@ fn a_backup_reaches_every_replica_and_restores_from_each() {
     }
 }
 
-/// Bytes under node `k`'s data directory.
-fn stored_bytes(c: &Cluster, k: usize) -> u64 {
-    let dir = c.path(&format!("node{k}"));
-    walk_files(&dir).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
-}
-
 #[test]
 fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_caught_up() {
     let mut c = Cluster::start(3);
@@ -100,7 +90,7 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
     for i in 0..6 {
         write(&data.join(format!("big/{i}")), &random_bytes(100 + i, 24 << 20));
     }
-    let before = stored_bytes(&c, 1);
+    let before = c.stored_bytes(1);
     let mut backup = c
         .coffer_command("client.toml", &["backup", "--json", &data.display().to_string()])
         .stdout(Stdio::piped())
@@ -108,7 +98,7 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
         .spawn()
         .unwrap();
     wait_for(COMMAND_TIMEOUT, "node 1 to receive part of the upload", || {
-        (stored_bytes(&c, 1) > before + (16 << 20)).then_some(())
+        (c.stored_bytes(1) > before + (16 << 20)).then_some(())
     });
     c.nodes[0].kill();
     let status = wait_bounded(&mut backup, COMMAND_TIMEOUT);
