@@ -183,10 +183,15 @@ impl Store {
         }
     }
 
+    /// Whether a client is waiting for the account's writer.
+    pub fn client_waiting(&self, account: AccountId) -> bool {
+        self.inner.waiting.lock().unwrap().contains_key(&account)
+    }
+
     /// The account's writer for background work (fast sync), which gives way
     /// to clients: busy while a client holds the writer or waits for it.
     pub fn background_writer(&self, account: AccountId) -> Result<AccountWriter> {
-        if self.inner.waiting.lock().unwrap().contains_key(&account) {
+        if self.client_waiting(account) {
             return Err(StoreError::AccountBusy(account));
         }
         self.writer(account)

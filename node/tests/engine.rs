@@ -142,3 +142,28 @@ fn corrupt_bytes_are_reported_with_their_location() {
     let err = store.get(acct, &c1).unwrap_err().to_string();
     assert!(err.contains("CRC") && err.contains(&c1.to_hex()), "{err}");
 }
+
+#[test]
+fn a_client_waiting_for_the_writer_comes_before_fast_sync() {
+    let (_dir, store, acct) = new_store();
+    let batch = store.background_writer(acct).unwrap();
+    let client_store = store.clone();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let writer = client_store.writer_within(acct, std::time::Duration::from_secs(60)).unwrap();
+        released.recv().unwrap();
+        drop(writer);
+    });
+    while !store.client_waiting(acct) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The sync's batch ends; its next one must wait for the client.
+    drop(batch);
+    for _ in 0..20 {
+        assert!(matches!(store.background_writer(acct), Err(StoreError::AccountBusy(_))));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    release.send(()).unwrap();
+    client.join().unwrap();
+    assert!(store.background_writer(acct).is_ok(), "the sync goes on once the client is done");
+}
