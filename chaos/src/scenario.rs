@@ -53,24 +53,25 @@ impl Scenario {
                 let victim =
                     if self == Scenario::KillPrimaryDuringUpload { 1 } else { rng.random_range(2..=NODES) };
                 // Strike once the primary has taken part of the upload.
-                let (before, part) = (lab.cluster.stored_bytes(1), rng.random_range(64 << 10..4 << 20));
+                let (before, part) = (lab.cluster.pack_bytes(1), rng.random_range(64 << 10..4 << 20));
                 let backup = lab.spawn_backup();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                while lab.cluster.stored_bytes(1) < before + part && std::time::Instant::now() < deadline {
-                    Lab::pause(10);
-                }
+                wait_until(|| lab.cluster.pack_bytes(1) >= before + part);
                 lab.kill(victim);
                 reports.push(lab.finish_backup(backup)?);
             }
             Scenario::KillDuringFastSync => {
-                // The node misses a backup, then dies while catching up.
+                // A node misses a backup; once it has started catching up,
+                // it or the node sending dies.
                 let behind = rng.random_range(2..=NODES);
                 let others: Vec<usize> = (1..=NODES).filter(|k| *k != behind).collect();
+                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
                 lab.links.partition(&[behind], &others);
                 reports.push(lab.backup()?);
+                let before = lab.cluster.pack_bytes(behind);
                 lab.links.heal();
-                Lab::pause(rng.random_range(0..400));
-                lab.kill(behind);
+                wait_until(|| lab.cluster.pack_bytes(behind) > before);
+                Lab::pause(rng.random_range(0..50));
+                lab.kill(if rng.random_bool(0.5) { behind } else { 1 });
             }
             Scenario::KillDuringMembershipChange => {
                 // A node is replaced by an empty one, which joins the group
@@ -103,6 +104,14 @@ impl Scenario {
             }
         }
         Ok(reports)
+    }
+}
+
+/// Polls `done` every 10 ms for up to 20 s: the fault strikes either way.
+fn wait_until(done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() && std::time::Instant::now() < deadline {
+        Lab::pause(10);
     }
 }
 

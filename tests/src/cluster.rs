@@ -316,9 +316,10 @@ impl Cluster {
         (a["held_here"] == true).then(|| a.clone())
     }
 
-    /// Bytes under node `k`'s directory (to see an upload arrive).
-    pub fn stored_bytes(&self, k: usize) -> u64 {
-        let dir = self.path(&format!("node{k}"));
+    /// Bytes in node `k`'s pack files, temporaries included (to see objects
+    /// arrive, by upload or by fast sync).
+    pub fn pack_bytes(&self, k: usize) -> u64 {
+        let dir = self.path(&format!("node{k}/data/packs"));
         crate::walk_files(&dir).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
     }
 

@@ -90,7 +90,7 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
     for i in 0..6 {
         write(&data.join(format!("big/{i}")), &random_bytes(100 + i, 24 << 20));
     }
-    let before = c.stored_bytes(1);
+    let before = c.pack_bytes(1);
     let mut backup = c
         .coffer_command("client.toml", &["backup", "--json", &data.display().to_string()])
         .stdout(Stdio::piped())
@@ -98,7 +98,7 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
         .spawn()
         .unwrap();
     wait_for(COMMAND_TIMEOUT, "node 1 to receive part of the upload", || {
-        (c.stored_bytes(1) > before + (16 << 20)).then_some(())
+        (c.pack_bytes(1) > before + (16 << 20)).then_some(())
     });
     c.nodes[0].kill();
     let status = wait_bounded(&mut backup, COMMAND_TIMEOUT);
