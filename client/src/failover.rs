@@ -67,11 +67,16 @@ impl Servers {
         servers
     }
 
-    fn add(&mut self, address: &str) {
+    /// Adds `address` unless listed; returns its place, None if it is empty.
+    fn add(&mut self, address: &str) -> Option<usize> {
         let address = address.trim_start_matches("coffer://").trim_end_matches('/');
-        if !address.is_empty() && !self.list.iter().any(|a| a == address) {
-            self.list.push(address.to_string());
+        if address.is_empty() {
+            return None;
         }
+        Some(self.list.iter().position(|a| a == address).unwrap_or_else(|| {
+            self.list.push(address.to_string());
+            self.list.len() - 1
+        }))
     }
 
     pub fn primary(&self) -> &str {
@@ -188,9 +193,7 @@ fn first_that_answers<S>(
 fn redirect(servers: &mut Servers, order: &mut Vec<usize>, next: usize, elsewhere: &[String]) {
     let mut at = next;
     for address in elsewhere {
-        servers.add(address);
-        let address = address.trim_start_matches("coffer://");
-        let Some(k) = servers.list.iter().position(|a| a == address) else { continue };
+        let Some(k) = servers.add(address) else { continue };
         if order[..next].contains(&k) {
             continue; // already tried in this pass
         }

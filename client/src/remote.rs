@@ -37,7 +37,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, StoreUrl};
 use crate::error::{Error, Result};
 use crate::failover::{self, Connection, Policy, Servers};
 
@@ -234,10 +234,9 @@ impl RemoteBackend {
     /// Connects to `address` and logs in, all within `timeout`.
     fn login(&self, address: &str, timeout: Duration) -> Result<Session> {
         let unreachable = |message: String| Error::Unreachable { node: address.to_string(), message };
-        let (host, port) = address
-            .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse().ok()?)))
-            .ok_or_else(|| Error::Invalid(format!("store node address `{address}` is not HOST:PORT")))?;
+        let StoreUrl::Remote { host, port } = StoreUrl::parse(&format!("coffer://{address}"))? else {
+            return Err(Error::Invalid(format!("store node address `{address}` is not HOST:PORT")));
+        };
         let config = self.tls.client_config().map_err(|e| Error::Invalid(e.to_string()))?;
         let request = wire::LoginRequest {
             key_fingerprint: self.fingerprint.clone(),
@@ -246,7 +245,7 @@ impl RemoteBackend {
             client_version: env!("CARGO_PKG_VERSION").into(),
         };
         let attempt = async {
-            let channel = tls::connect(host, port, config).await.map_err(|e| unreachable(e.to_string()))?;
+            let channel = tls::connect(&host, port, config).await.map_err(|e| unreachable(e.to_string()))?;
             let mut client = StoreClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);

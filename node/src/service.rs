@@ -20,7 +20,7 @@ use tracing::info;
 
 use coffer_replication::{Account, Applied, Command};
 
-use crate::accountdb::{account_message, group_status, member_name, members_message, usage_message};
+use crate::accountdb::{account_message, group_status, members_message, usage_message};
 use crate::error::StoreError;
 use crate::index::SetRecord;
 use crate::mirror::sync_account;
@@ -138,15 +138,15 @@ fn redirect(node: &Node, account: &Account) -> Status {
     let me = node.group.id();
     let mut others: Vec<_> = account.replicas.iter().copied().filter(|id| *id != me).collect();
     others.sort_by_key(|id| *id != account.primary);
-    let held: Vec<String> = others.iter().map(|id| member_name(node, *id)).collect();
+    let members: Vec<_> = node.group.read(|s| others.iter().filter_map(|id| s.member(*id)).collect());
+    let held: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     let mut status = Status::failed_precondition(format!(
         "account `{}` is not held on node {}; it is held on {}",
         account.name,
         node.name,
         held.join(", ")
     ));
-    let addresses: Vec<String> =
-        others.iter().filter_map(|id| node.group.read(|s| s.member(*id)).map(|m| m.addr)).collect();
+    let addresses: Vec<&str> = members.iter().map(|m| m.addr.as_str()).collect();
     if let Ok(value) = addresses.join(",").parse() {
         status.metadata_mut().insert(wire::HELD_ON, value);
     }

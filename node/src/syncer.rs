@@ -145,8 +145,35 @@ impl Syncer {
         out
     }
 
-    /// A peer called us: if it was backing off, retry it now.
+    /// Syncs with `peer` unless it is backing off (None), and keeps its
+    /// backoff up to date: a busy account is no fault of the peer's.
+    async fn attempt(
+        &self,
+        node: &Node,
+        account: AccountId,
+        peer: NodeId,
+    ) -> Option<Result<SyncReport, SyncError>> {
+        if !self.ready(peer) {
+            return None;
+        }
+        let result = self.sync_with(node, account, peer).await;
+        match &result {
+            Ok(_) => self.succeeded(peer),
+            Err(SyncError::Busy { replica }) => debug!(account, %replica, "sync waits for a client"),
+            Err(e) => {
+                self.failed(peer);
+                debug!(account, error = %e, "fast sync failed; will retry");
+            }
+        }
+        Some(result)
+    }
+
+    /// A peer called us: if it was backing off, retry it now. Called on
+    /// every peer request, so the common case (nobody backing off) is one lock.
     pub fn heard_from(&self, node: &Node, name: &str) {
+        if self.backoff.lock().unwrap().is_empty() {
+            return;
+        }
         let Some(peer) = node.group.read(|s| s.members().into_iter().find(|m| m.1.name == name).map(|m| m.0))
         else {
             return;
@@ -243,23 +270,10 @@ async fn settle_journal(node: &Node) {
             let _ = journal.forget(|o| o.peer != entry.peer || o.account != entry.account);
             continue;
         }
-        if !node.syncer.ready(entry.peer) {
-            continue;
-        }
-        match node.syncer.sync_with(node, entry.account, entry.peer).await {
-            Ok(_) => {
-                node.syncer.succeeded(entry.peer);
-                if let Err(e) = journal.settle(entry) {
-                    warn!(error = %e, "cannot update the sync journal");
-                }
-            }
-            Err(SyncError::Busy { replica }) => {
-                debug!(account = entry.account, %replica, "sync waits for a client")
-            }
-            Err(e) => {
-                node.syncer.failed(entry.peer);
-                debug!(account = entry.account, error = %e, "fast sync failed; will retry");
-            }
+        if let Some(Ok(_)) = node.syncer.attempt(node, entry.account, entry.peer).await
+            && let Err(e) = journal.settle(entry)
+        {
+            warn!(error = %e, "cannot update the sync journal");
         }
     }
 }
@@ -270,17 +284,10 @@ async fn anti_entropy_pass(node: &Node) {
         node.group.read(|s| s.accounts.values().filter(|a| a.replicas.contains(&me)).map(|a| a.id).collect());
     for account in accounts {
         for peer in other_replicas(node, account) {
-            if !node.syncer.ready(peer) {
-                continue;
-            }
-            match node.syncer.sync_with(node, account, peer).await {
-                Ok(_) => node.syncer.succeeded(peer),
-                Err(SyncError::Busy { .. }) => {}
-                Err(e) => {
-                    node.syncer.failed(peer);
-                    debug!(account, error = %e, "anti-entropy sync failed; owed from now on");
-                    let _ = node.group.journal().mark(account, &[peer]);
-                }
+            if let Some(Err(e)) = node.syncer.attempt(node, account, peer).await
+                && !matches!(e, SyncError::Busy { .. })
+            {
+                let _ = node.group.journal().mark(account, &[peer]);
             }
         }
     }

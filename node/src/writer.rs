@@ -259,16 +259,10 @@ impl AccountWriter {
     pub fn adopt_marker(&mut self, marker: u64) -> Result<u64> {
         self.flush()?;
         if marker > self.marker()? {
-            let db = self.store.db();
             let mut batch = WriteBatch::default();
-            batch.put_cf(
-                index::cf(db, index::CF_META),
-                index::marker_key(self.account),
-                index::encode(&marker),
-            );
-            let mut opts = rocksdb::WriteOptions::default();
-            opts.set_sync(true);
-            db.write_opt(batch, &opts)?;
+            let meta = index::cf(self.store.db(), index::CF_META);
+            batch.put_cf(meta, index::marker_key(self.account), index::encode(&marker));
+            self.store.write_synced(batch)?;
         }
         self.marker()
     }
@@ -300,9 +294,7 @@ impl AccountWriter {
             self.update_pack(pack_id, |p| p.bytes = size)?;
         }
         let batch = self.build_batch()?;
-        let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
-        self.store.db().write_opt(batch, &opts)?;
+        self.store.write_synced(batch)?;
         for pack in std::mem::take(&mut self.pending.obsolete_packs) {
             let name = packfile::pack_name(self.account, pack);
             if let Err(e) = self.store.discs().remove(&name) {

@@ -57,10 +57,6 @@ impl Proxy {
     pub fn delay(&self, by: Duration) {
         *self.link.delay.lock().unwrap() = by;
     }
-
-    pub fn is_cut(&self) -> bool {
-        self.link.cut.load(Ordering::SeqCst)
-    }
 }
 
 impl Drop for Proxy {
