@@ -1,13 +1,18 @@
 //! The invariant checker: nothing committed is ever lost.
 //!
-//! Every backup the client reported committed is recorded with a content
-//! hash of the directory as it was backed up. After each round the checker
-//! waits for the replicas' markers and set counts to converge (timing it),
-//! then restores every recorded set from every node, each node alone, and
-//! compares the restored tree's hash with the recorded one. A set that a
-//! replica cannot restore, or restores differently, is a lost set.
+//! Every backup the client reported committed is recorded with a hash of
+//! the directory as it was backed up: names, kinds, contents, modes,
+//! owners, times and extended attributes. After each round the checker
+//! waits, for a bounded time, until the replicas agree on marker, set count
+//! and sets digest (so on the set ids themselves), timing it; then it
+//! restores the round's new sets from every node, each node alone and with
+//! an empty client cache, so nothing the client kept can stand in for what
+//! a node lost, and compares hashes. At the end of a run every set is
+//! restored from every node again. A set that a replica cannot restore, or
+//! restores differently, is a lost set.
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,6 +42,8 @@ pub struct Tally {
 #[derive(Default)]
 pub struct Checker {
     committed: Vec<Committed>,
+    /// How many of `committed` have been checked since they were added.
+    checked: usize,
     pub tally: Tally,
 }
 
@@ -53,8 +60,8 @@ impl Checker {
         Ok(())
     }
 
-    /// Waits until every node reports one marker and one set count;
-    /// records how long that took since `since`.
+    /// Waits until every node reports one marker, one set count and one
+    /// sets digest; records how long that took since `since`.
     pub fn converge(&mut self, lab: &Lab, since: Instant) {
         let deadline = Instant::now() + CONVERGE;
         let mut last = Vec::new();
@@ -70,17 +77,31 @@ impl Checker {
         self.tally.problems.push(format!("replicas did not converge within {CONVERGE:?}: {last:?}"));
     }
 
-    /// Restores every committed set from every node and compares hashes.
-    pub fn verify(&mut self, lab: &Lab, scratch: &Path) -> Result<()> {
+    /// Restores the sets committed since the last call from every node.
+    pub fn verify_new(&mut self, lab: &Lab, scratch: &Path) -> Result<()> {
+        let from = self.checked;
+        self.checked = self.committed.len();
+        self.verify(lab, scratch, from)
+    }
+
+    /// Restores every set committed in the run from every node.
+    pub fn verify_all(&mut self, lab: &Lab, scratch: &Path) -> Result<()> {
+        self.verify(lab, scratch, 0)
+    }
+
+    fn verify(&mut self, lab: &Lab, scratch: &Path, from: usize) -> Result<()> {
         for k in 1..=NODES {
-            for set in &self.committed {
+            for set in &self.committed[from..] {
                 let target = scratch.join(format!("restore-{k}-{}", &set.id[..16]));
-                let outcome = lab.restore(k, &set.id, &lab.data, &target).and_then(|_| tree_hash(&target));
+                let cache = scratch.join(format!("cache-{k}-{}", &set.id[..16]));
+                let outcome =
+                    lab.restore(k, &set.id, &lab.data, &target, &cache).and_then(|_| tree_hash(&target));
                 let _ = fs::remove_dir_all(&target);
+                let _ = fs::remove_dir_all(&cache);
                 self.tally.sets_checked += 1;
                 let problem = match outcome {
                     Ok(hash) if hash == set.hash => continue,
-                    Ok(_) => format!("node{k}: set {} restores different content", set.id),
+                    Ok(_) => format!("node{k}: set {} restores different content or attributes", set.id),
                     Err(e) => format!("set {}: {e:#}", set.id),
                 };
                 eprintln!("LOST: {problem}");
@@ -92,7 +113,8 @@ impl Checker {
     }
 }
 
-/// A hash of a tree's names, kinds and file contents.
+/// A hash of a tree: below the root, every name, kind, mode, owner,
+/// modification time, extended attribute, symlink target and file content.
 pub fn tree_hash(root: &Path) -> Result<String> {
     let mut hasher = blake3::Hasher::new();
     let mut stack = vec![PathBuf::new()];
@@ -105,6 +127,16 @@ pub fn tree_hash(root: &Path) -> Result<String> {
             let path = root.join(&rel);
             let meta = fs::symlink_metadata(&path)?;
             hasher.update(rel.as_os_str().as_encoded_bytes()).update(b"\0");
+            let (mode, uid, gid) = (meta.mode(), meta.uid(), meta.gid());
+            hasher.update(&mode.to_le_bytes()).update(&uid.to_le_bytes()).update(&gid.to_le_bytes());
+            if !meta.is_dir() {
+                // A directory's time moves as the restore fills it; its entries are compared.
+                let mtime = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+                hasher.update(&mtime.to_le_bytes());
+            }
+            for (key, value) in coffer_tests::fstree::xattrs(&path) {
+                hasher.update(&key).update(b"=").update(&value).update(b"\0");
+            }
             if meta.is_dir() {
                 hasher.update(b"d");
                 stack.push(rel);

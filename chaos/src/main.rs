@@ -12,6 +12,7 @@ mod checker;
 mod lab;
 mod scenario;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -21,7 +22,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use checker::{Checker, Tally};
-use lab::Lab;
+use lab::{Lab, Workload};
 use scenario::Scenario;
 
 /// Kill nodes and cut links while backing up; check that nothing committed is lost.
@@ -36,6 +37,12 @@ struct Cli {
     /// Seed of the fault generator: the same seed runs the same faults.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Directories in the backed-up tree (nested up to four deep).
+    #[arg(long, default_value_t = 60)]
+    dirs: u64,
+    /// Small files in each directory.
+    #[arg(long, default_value_t = 20)]
+    files: u64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -45,9 +52,19 @@ struct Cli {
 struct Summary {
     seed: u64,
     rounds_run: u64,
+    workload: Workload,
     backups_failed: u64,
+    /// Per scenario: rounds run, and for timed faults how many struck while
+    /// their operation was under way.
+    scenarios: BTreeMap<String, Faults>,
     #[serde(flatten)]
     tally: Tally,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Faults {
+    rounds: u64,
+    landed: u64,
 }
 
 fn main() -> Result<ExitCode> {
@@ -77,23 +94,31 @@ fn main() -> Result<ExitCode> {
 
 fn run(cli: &Cli) -> Result<Summary> {
     let mut rng = StdRng::seed_from_u64(cli.seed);
-    let mut lab = Lab::start();
+    let workload = Workload { dirs: cli.dirs, files: cli.files };
+    let mut lab = Lab::start(workload)?;
     let scratch = lab.cluster.path("scratch");
     std::fs::create_dir_all(&scratch)?;
     let mut checker = Checker::default();
     let mut backups_failed = 0;
+    let mut scenarios: BTreeMap<String, Faults> = BTreeMap::new();
     for round in 1..=cli.rounds {
         let scenario = Scenario::pick(&mut rng);
         eprintln!("round {round}: {scenario:?}");
+        let faults = scenarios.entry(format!("{scenario:?}")).or_default();
+        faults.rounds += 1;
         match scenario.run(&mut lab, &mut rng, round) {
-            Ok(reports) => {
-                for report in &reports {
+            Ok(outcome) => {
+                faults.landed += u64::from(outcome.landed.unwrap_or(false));
+                for report in &outcome.reports {
                     checker.committed(report, &lab.data)?;
                 }
             }
             Err(e) => {
-                // Not a loss (nothing was reported committed), but worth a look.
-                eprintln!("round {round}: {e:#}");
+                // Every fault here is one Coffer must ride out: a backup
+                // that failed, or a fault that could not be set up, is a problem.
+                let problem = format!("round {round} ({scenario:?}): {e:#}");
+                eprintln!("{problem}");
+                checker.tally.problems.push(problem);
                 backups_failed += 1;
             }
         }
@@ -101,7 +126,15 @@ fn run(cli: &Cli) -> Result<Summary> {
         lab.links.heal();
         lab.revive();
         checker.converge(&lab, healed);
-        checker.verify(&lab, &scratch)?;
+        checker.verify_new(&lab, &scratch)?;
     }
-    Ok(Summary { seed: cli.seed, rounds_run: cli.rounds, backups_failed, tally: checker.tally })
+    checker.verify_all(&lab, &scratch)?;
+    Ok(Summary {
+        seed: cli.seed,
+        rounds_run: cli.rounds,
+        workload,
+        backups_failed,
+        scenarios,
+        tally: checker.tally,
+    })
 }

@@ -1,13 +1,20 @@
 //! The faults of one round, chosen by the seeded generator.
 //!
-//! Every round changes a few files, then backs up under one fault: a node
-//! SIGKILLed while the client uploads, or while it catches up by fast sync,
-//! or while the group's membership changes (a wiped node rejoining); the
-//! client cut off from its primary; a node cut off from its peers; all
-//! links slowed. Afterwards every link heals and every killed node restarts,
-//! so the checker can ask all replicas.
+//! Every round changes files across the tree (new, changed and removed
+//! files in several directories, sometimes a large file), then backs up
+//! under one fault: a node SIGKILLed while the client uploads (at a random
+//! point of it), or while it catches up by fast sync, or while the group's
+//! membership changes (a wiped node rejoining); the client cut off from its
+//! primary, or stopped (SIGSTOP) mid-upload; a node cut off from its peers,
+//! or black-holed (everything it sends or is sent vanishes, nothing closes);
+//! a node whose index is lost; all links slowed. Afterwards every link heals
+//! and every killed node restarts, so the checker can ask all replicas.
+//!
+//! A fault that waits for its moment (an upload under way, a node catching
+//! up) reports whether it struck while that was so: `landed`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use nix::sys::signal::Signal;
 use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::Value;
@@ -23,9 +30,17 @@ pub enum Scenario {
     PartitionClientFromPrimary,
     PartitionNode,
     SlowLinks,
+    ClientStoppedDuringUpload,
+    IndexLost,
+    NodeLostAfterCommit,
+    BlackHoledNode,
 }
 
-const ALL: [Scenario; 7] = [
+const ALL: [Scenario; 11] = [
+    Scenario::BlackHoledNode,
+    Scenario::NodeLostAfterCommit,
+    Scenario::ClientStoppedDuringUpload,
+    Scenario::IndexLost,
     Scenario::KillPrimaryDuringUpload,
     Scenario::KillReplicaDuringUpload,
     Scenario::KillDuringFastSync,
@@ -43,21 +58,74 @@ impl Scenario {
         ALL[rng.random_range(0..ALL.len())]
     }
 
-    /// Runs the round; returns the backup reports that claimed a commit.
-    pub fn run(self, lab: &mut Lab, rng: &mut StdRng, round: u64) -> Result<Vec<Value>> {
+    /// Runs the round: the backup reports that claimed a commit, and
+    /// whether a timed fault struck while its operation was under way.
+    pub fn run(self, lab: &mut Lab, rng: &mut StdRng, round: u64) -> Result<Round> {
         change_files(lab, rng, round)?;
         let mut reports = Vec::new();
+        let mut landed = None;
         match self {
-            Scenario::KillPrimaryDuringUpload | Scenario::KillReplicaDuringUpload => {
+            Scenario::KillPrimaryDuringUpload => {
                 lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
-                let victim =
-                    if self == Scenario::KillPrimaryDuringUpload { 1 } else { rng.random_range(2..=NODES) };
                 // Strike once the primary has taken part of the upload.
                 let (before, part) = (lab.cluster.pack_bytes(1), rng.random_range(64 << 10..4 << 20));
-                let backup = lab.spawn_backup();
-                wait_until(|| lab.cluster.pack_bytes(1) >= before + part);
+                let mut backup = lab.spawn_backup();
+                let reached = wait_until(|| lab.cluster.pack_bytes(1) >= before + part);
+                landed = Some(reached && still_running(&mut backup));
+                lab.kill(1);
+                reports.push(lab.finish_backup(backup)?);
+            }
+            Scenario::KillReplicaDuringUpload => {
+                // A replica receives the set while the commit waits for it
+                // (a replicated commit); it dies while it receives.
+                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
+                let victim = rng.random_range(2..=NODES);
+                let (before, part) = (lab.cluster.pack_bytes(victim), rng.random_range(1..4 << 20));
+                let mut backup = lab.spawn_backup();
+                let reached = wait_until(|| lab.cluster.pack_bytes(victim) >= before + part);
+                landed = Some(reached && still_running(&mut backup));
                 lab.kill(victim);
                 reports.push(lab.finish_backup(backup)?);
+            }
+            Scenario::ClientStoppedDuringUpload => {
+                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
+                let (before, part) = (lab.cluster.pack_bytes(1), rng.random_range(64 << 10..4 << 20));
+                let mut backup = lab.spawn_backup();
+                let reached = wait_until(|| lab.cluster.pack_bytes(1) >= before + part);
+                landed = Some(reached && still_running(&mut backup));
+                signal(&backup, Signal::SIGSTOP);
+                Lab::pause(rng.random_range(500..15_000));
+                signal(&backup, Signal::SIGCONT);
+                reports.push(lab.finish_backup(backup)?);
+            }
+            Scenario::NodeLostAfterCommit => {
+                // The node that acknowledged a commit loses all its data at
+                // once: the set must live on (a replicated commit). The
+                // client is kept off node 1, whose config cannot rejoin.
+                lab.links.cut_clients(1, &[1]);
+                let report = lab.backup()?;
+                let k: usize = report["node"]
+                    .as_str()
+                    .and_then(|n| n.trim_start_matches("node").parse().ok())
+                    .filter(|k| *k != 1)
+                    .with_context(|| format!("the backup went to an unexpected node: {report}"))?;
+                landed = Some(report["replicas"].as_u64() >= Some(2));
+                reports.push(report);
+                lab.kill(k);
+                lab.wipe(k)?;
+                lab.admin(1, &["cluster", "leave", &format!("node{k}")])?;
+                lab.start_node(k);
+            }
+            Scenario::IndexLost => {
+                // A replica's index directory is lost while it is down: it
+                // must refuse to start, keep every pack, and serve again
+                // once the operator rebuilt its index.
+                let k = rng.random_range(2..=NODES);
+                lab.kill(k);
+                reports.push(lab.backup()?);
+                lab.lose_index(k)?;
+                lab.rebuild_index(k)?;
+                lab.start_node(k);
             }
             Scenario::KillDuringFastSync => {
                 // A node misses a backup; once it has started catching up,
@@ -66,12 +134,15 @@ impl Scenario {
                 let others: Vec<usize> = (1..=NODES).filter(|k| *k != behind).collect();
                 lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
                 lab.links.partition(&[behind], &others);
-                reports.push(lab.backup()?);
+                let report = lab.backup()?;
+                // The sender is the node that took the set.
+                let sender = report["node"].as_str().and_then(|n| n.trim_start_matches("node").parse().ok());
+                reports.push(report);
                 let before = lab.cluster.pack_bytes(behind);
                 lab.links.heal();
-                wait_until(|| lab.cluster.pack_bytes(behind) > before);
+                landed = Some(wait_until(|| lab.cluster.pack_bytes(behind) > before));
                 Lab::pause(rng.random_range(0..50));
-                lab.kill(if rng.random_bool(0.5) { behind } else { 1 });
+                lab.kill(if rng.random_bool(0.5) { behind } else { sender.unwrap_or(1) });
             }
             Scenario::KillDuringMembershipChange => {
                 // A node is replaced by an empty one, which joins the group
@@ -91,6 +162,13 @@ impl Scenario {
                 lab.links.cut_clients(1, &[1]);
                 reports.push(lab.backup()?);
             }
+            Scenario::BlackHoledNode => {
+                // Packets to and from a node vanish: nothing is refused, so
+                // only timeouts and keep-alives notice.
+                let k = rng.random_range(1..=NODES);
+                lab.links.black_hole(k);
+                reports.push(lab.backup()?);
+            }
             Scenario::PartitionNode => {
                 let alone = rng.random_range(1..=NODES);
                 let others: Vec<usize> = (1..=NODES).filter(|k| *k != alone).collect();
@@ -103,26 +181,49 @@ impl Scenario {
                 lab.links.delay(std::time::Duration::ZERO);
             }
         }
-        Ok(reports)
+        Ok(Round { reports, landed })
     }
 }
 
-/// Polls `done` every 10 ms for up to 20 s: the fault strikes either way.
-fn wait_until(done: impl Fn() -> bool) {
+/// What one round did.
+pub struct Round {
+    pub reports: Vec<Value>,
+    /// For a timed fault: whether it struck while its operation was under way.
+    pub landed: Option<bool>,
+}
+
+/// Polls `done` every 10 ms for up to 20 s; whether it came true.
+fn wait_until(done: impl Fn() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !done() && std::time::Instant::now() < deadline {
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
         Lab::pause(10);
     }
+    true
 }
 
-/// A few new, changed and removed files, so every round commits a new set.
+fn still_running(child: &mut std::process::Child) -> bool {
+    matches!(child.try_wait(), Ok(None))
+}
+
+fn signal(child: &std::process::Child, signal: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+}
+
+/// New, changed and removed files in several directories of the tree, so
+/// every round commits a new set that shares most of its trees with the last.
 fn change_files(lab: &Lab, rng: &mut StdRng, round: u64) -> Result<()> {
     lab.remove(BIG);
-    for i in 0..rng.random_range(1..4) {
-        lab.write(&format!("r{}/f{i}", round % 5), rng.random(), rng.random_range(1 << 10..256 << 10))?;
+    for _ in 0..rng.random_range(1..12) {
+        let (dir, file) =
+            (rng.random_range(0..lab.workload.dirs), rng.random_range(0..lab.workload.files + 4));
+        lab.write(&lab.workload.file(dir, file), rng.random(), rng.random_range(1 << 10..64 << 10))?;
     }
-    if round > 2 && rng.random_bool(0.3) {
-        lab.remove(&format!("r{}/f0", rng.random_range(0..5)));
+    for _ in 0..rng.random_range(0..3) {
+        let (dir, file) = (rng.random_range(0..lab.workload.dirs), rng.random_range(0..lab.workload.files));
+        lab.remove(&lab.workload.file(dir, file));
     }
-    Ok(())
+    lab.write(&format!("rounds/r{}", round % 7), rng.random(), rng.random_range(1 << 10..256 << 10))
 }

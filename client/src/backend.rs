@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use coffer_node::{
-    AccountId, AccountWriter, ForgetReport, Limits, PutOutcome, SetRecord, Store, StoreError, Usage,
+    AccountId, AccountRecord, AccountWriter, ForgetReport, Limits, PutOutcome, SetRecord, Store, StoreError,
+    Usage,
 };
 use coffer_proto::ObjectId;
 
@@ -25,8 +26,8 @@ pub trait Backend: Send + Sync {
     fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome>;
     /// Makes every object put so far durable.
     fn flush(&self) -> Result<()>;
-    /// Commits a backup set; returns the new client store marker.
-    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<u64>;
+    /// Commits a backup set.
+    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<Committed>;
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
     /// Committed sets, oldest first.
     fn sets(&self) -> Result<Vec<(ObjectId, SetRecord)>>;
@@ -38,10 +39,27 @@ pub trait Backend: Send + Sync {
     /// Tells a lazily connecting backend which marker the cache was made at,
     /// so that its first operation can report a changed store.
     fn expect_marker(&self, _marker: Option<u64>) {}
+    /// The caller starts its work again after [`Error::Interrupted`] or
+    /// [`Error::StoreChanged`]: nothing it learnt before is relied on.
+    ///
+    /// [`Error::Interrupted`]: crate::error::Error::Interrupted
+    /// [`Error::StoreChanged`]: crate::error::Error::StoreChanged
+    fn start_over(&self) {}
     /// The name of the node serving this client now, if it is a node.
     fn node(&self) -> Option<String> {
         None
     }
+}
+
+/// What a commit achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// The new client store marker.
+    pub marker: u64,
+    /// Nodes holding the set when the commit was acknowledged (1 for a local
+    /// store), and how many the store was configured to wait for.
+    pub replicas: u32,
+    pub replicas_wanted: u32,
 }
 
 /// A parsed `--store` URL.
@@ -117,6 +135,33 @@ impl LocalBackend {
     }
 }
 
+/// `coffer repair`: rebuilds a local store's index from its packs; the
+/// account comes back under `keys`. Says what it found.
+pub fn repair_local(url: &str, keys: &Path) -> Result<String> {
+    let StoreUrl::Local(root) = StoreUrl::parse(url)? else {
+        return Err(Error::Invalid(format!(
+            "{url} is a store node: its operator repairs it (`coffer-node rebuild-index`)"
+        )));
+    };
+    let keys = Keys::load(keys)?;
+    let account = |id| AccountRecord {
+        id,
+        name: LOCAL_ACCOUNT.into(),
+        key_fingerprint: keys.fingerprint(),
+        limits: Limits::UNLIMITED,
+        frozen: false,
+        created_ns: 0,
+    };
+    let reports = Store::rebuild_index(&root, &[root.join("packs")], account)?;
+    let objects: u64 = reports.iter().map(|r| r.objects_checked).sum();
+    let problems: Vec<&String> = reports.iter().flat_map(|r| &r.problems).collect();
+    let mut out = format!("rebuilt the index of {}: {objects} objects", root.display());
+    for p in problems {
+        out.push_str(&format!("\nproblem: {p}"));
+    }
+    Ok(out)
+}
+
 impl Backend for LocalBackend {
     fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
         Ok(self.store.has_many(self.account, ids)?)
@@ -133,8 +178,9 @@ impl Backend for LocalBackend {
         }
     }
 
-    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
-        self.with_writer(|w| w.commit_set(id, envelope))
+    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<Committed> {
+        let marker = self.with_writer(|w| w.commit_set(id, envelope))?;
+        Ok(Committed { marker, replicas: 1, replicas_wanted: 1 })
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {

@@ -45,6 +45,10 @@ pub struct BackupReport {
     pub node: Option<String>,
     /// How often the backup started again after losing its node.
     pub restarts: u32,
+    /// Nodes that held the set when the commit was acknowledged, and how
+    /// many the store waits for (both 1 for a local store).
+    pub replicas: u32,
+    pub replicas_wanted: u32,
     pub files_total: u64,
     pub dirs_total: u64,
     pub bytes_total: u64,
@@ -63,8 +67,9 @@ const RESTARTS: u32 = 5;
 /// complete list, so an unchanged tree costs no store access at all; if the
 /// store turns out to have changed since, the backup starts again from the
 /// store's own list. It also starts again when its node fails mid-upload
-/// and the failover connector finds another: chunks that reached the new
-/// node before are not sent again.
+/// and the failover connector finds another, from the new node's list and
+/// with nothing the old node said: chunks that reached the new node before
+/// are not sent again.
 pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupReport> {
     let mut catalog = match repo.cached_sets() {
         Some(sets) => Catalog { sets },
@@ -86,8 +91,11 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
         tracing::warn!(%error, "backup interrupted; starting again");
         if let Error::StoreChanged { found, .. } = error {
             repo.cache.check_marker(found);
-            catalog = Catalog::load(repo)?;
         }
+        // The sets to build on come from the node that serves the new
+        // attempt: the backup skips what they hold without asking.
+        repo.backend.start_over();
+        catalog = Catalog::load(repo)?;
     }
 }
 
@@ -142,7 +150,18 @@ fn backup_with(
         let marker = repo.backend.marker()?;
         let (set, envelope) = BackupSet::seal(&repo.keys, time_ns, marker, stats, contents);
         report.bytes_stored_new += envelope.len() as u64;
-        report.marker = repo.backend.commit_set(set.id, &envelope)?;
+        let committed = repo.backend.commit_set(set.id, &envelope)?;
+        report.marker = committed.marker;
+        (report.replicas, report.replicas_wanted) = (committed.replicas, committed.replicas_wanted);
+        if committed.replicas < committed.replicas_wanted {
+            let warning = format!(
+                "the set is committed on {} node(s), fewer than the {} asked for; fast sync copies it to the \
+                 others when they answer",
+                committed.replicas, committed.replicas_wanted
+            );
+            tracing::warn!("{warning}");
+            report.warnings.push(warning);
+        }
         repo.cache.put_set(&set.id, &envelope);
         repo.cache.record_change(marker, report.marker, Some(set.id), None);
         report.set_id = Some(set.id.to_hex());

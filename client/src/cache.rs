@@ -15,7 +15,7 @@ use coffer_proto::ObjectId;
 use tracing::{debug, info};
 
 use crate::keys::Keys;
-use crate::tree::Tree;
+use crate::tree;
 
 pub struct Cache {
     dir: PathBuf,
@@ -97,14 +97,17 @@ impl Cache {
         self.dir.join("trees").join(&hex[..2]).join(hex)
     }
 
-    pub fn tree(&self, keys: &Keys, id: &ObjectId) -> Option<Tree> {
+    /// The plaintext of tree object `id`, if cached and intact.
+    pub fn tree_object(&self, keys: &Keys, id: &ObjectId) -> Option<Vec<u8>> {
         let plain = fs::read(self.tree_path(id)).ok()?;
-        Tree::from_plaintext(keys, id, &plain)
-            .inspect_err(|e| debug!(error = %e, "ignoring damaged cache entry"))
-            .ok()
+        if !tree::plaintext_matches(keys, id, &plain) {
+            debug!(%id, "ignoring damaged cache entry");
+            return None;
+        }
+        Some(plain)
     }
 
-    pub fn put_tree(&self, id: &ObjectId, plaintext: &[u8]) {
+    pub fn put_tree_object(&self, id: &ObjectId, plaintext: &[u8]) {
         self.write(&self.tree_path(id), plaintext);
     }
 

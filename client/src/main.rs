@@ -143,6 +143,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a local store's index from its pack files: the repair for a
+    /// store whose index was lost or rolled back. Removes nothing.
+    Repair,
 }
 
 fn main() -> ExitCode {
@@ -198,6 +201,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Repair = cli.command {
+        let report = coffer_client::backend::repair_local(&store.url, &keys)?;
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let access = match cli.command {
         Command::Backup { .. } | Command::Forget { .. } => Access::Write,
         _ => Access::Read,
@@ -205,7 +213,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let repo = Repository::open(&store, &keys, &cache_root, access)
         .with_context(|| format!("opening store {}", store.url))?;
     match cli.command {
-        Command::Init => unreachable!("handled above"),
+        Command::Init | Command::Repair => unreachable!("handled above"),
         Command::Backup { json, no_compress, tag, paths } => {
             let opts = BackupOptions {
                 compress: !no_compress,

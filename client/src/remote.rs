@@ -2,9 +2,17 @@
 //! (`coffer://HOST:PORT`).
 //!
 //! Which node a session goes to is the [`failover`] connector's choice. A
-//! broken session is replaced by a new one, perhaps on another node; a
-//! backup whose uploads went down with it is told to start again
-//! ([`Error::Interrupted`]), as objects sent to one node are not on the next.
+//! broken session is replaced by a new one, perhaps on another node.
+//!
+//! What a session told the client is knowledge about one node: the ids it
+//! said it holds, the objects sent to it. A backup builds on that knowledge
+//! (a tree names chunks the node vouched for), so it must never carry it to
+//! another node. When a session that vouched for anything breaks, the
+//! backend is *spoilt*: every call fails with [`Error::Interrupted`] until
+//! the caller calls [`Backend::start_over`] and begins its work again, so
+//! no thread of the old attempt can put a tree on the new node that names
+//! what only the old one had. Likewise when a new session reports another
+//! marker than the one expected ([`Error::StoreChanged`]).
 //!
 //! The connection is opened lazily, on the first operation that needs the
 //! node, so a backup in which nothing changed never connects at all. Login
@@ -27,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use coffer_node::{ForgetReport, PutOutcome, SetRecord, Usage};
+use coffer_proto::batch::Batcher;
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
 use coffer_proto::wire::store_client::StoreClient;
 use coffer_proto::wire::{self, ObjectBatch};
@@ -37,11 +46,12 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::backend::{Backend, StoreUrl};
+use crate::backend::{Backend, Committed, StoreUrl};
 use crate::error::{Error, Result};
 use crate::failover::{self, Connection, Policy, Servers};
 
-/// Upload batches are sent once they hold this many bytes.
+/// Upload batches are sent once they hold this many bytes (and cut before
+/// an object that would take them past the transport's limit).
 const UPLOAD_BATCH: usize = 2 << 20;
 /// Ids per `Have` request.
 const HAVE_BATCH: usize = 16_384;
@@ -81,6 +91,26 @@ pub struct RemoteBackend {
     /// The server of the newest session, for error messages.
     current: Mutex<String>,
     generations: AtomicU64,
+    /// Why every call fails until [`Backend::start_over`]; see the module comment.
+    spoilt: Mutex<Option<Spoilt>>,
+}
+
+/// Why the caller's work so far no longer holds.
+#[derive(Debug, Clone)]
+enum Spoilt {
+    /// A session that vouched for objects broke.
+    Interrupted { node: String, message: String },
+    /// A new session reported another marker than the one expected.
+    Changed { expected: u64, found: u64 },
+}
+
+impl Spoilt {
+    fn error(&self) -> Error {
+        match self.clone() {
+            Spoilt::Interrupted { node, message } => Error::Interrupted { node, message },
+            Spoilt::Changed { expected, found } => Error::StoreChanged { expected, found },
+        }
+    }
 }
 
 struct Session {
@@ -92,6 +122,15 @@ struct Session {
     marker: u64,
     upload: Option<Upload>,
     sent: HashSet<ObjectId>,
+    /// Whether the node said it holds any object this session asked about.
+    vouched: bool,
+}
+
+impl Session {
+    /// Whether the caller may have built on what this session said.
+    fn vouched_for_anything(&self) -> bool {
+        self.vouched || !self.sent.is_empty()
+    }
 }
 
 impl Connection for Session {
@@ -102,8 +141,7 @@ impl Connection for Session {
 
 struct Upload {
     tx: mpsc::Sender<ObjectBatch>,
-    batch: ObjectBatch,
-    bytes: usize,
+    batch: Batcher<wire::StoredObject>,
     reply: JoinHandle<std::result::Result<tonic::Response<wire::UploadReply>, tonic::Status>>,
 }
 
@@ -127,6 +165,7 @@ impl RemoteBackend {
             session: Mutex::new(None),
             expected_marker: Mutex::new(None),
             generations: AtomicU64::new(0),
+            spoilt: Mutex::new(None),
         })
     }
 
@@ -180,35 +219,49 @@ impl RemoteBackend {
     /// Runs a call on the session's client without holding the session, so
     /// calls from many threads share the connection at once; retried once
     /// on a new session like [`Self::with_session`].
-    fn with_client<T>(&self, f: impl Fn(StoreClient<Channel>) -> Result<T>) -> Result<T> {
+    /// `f` gets the client and the session's generation.
+    fn with_client<T>(&self, f: impl Fn(StoreClient<Channel>, u64) -> Result<T>) -> Result<T> {
         let (client, generation) = self.with_session(|s| Ok((s.client.clone(), s.generation)))?;
-        match f(client) {
+        match f(client, generation) {
             Err(Error::SessionLost { node, message }) => {
                 let mut guard = self.session.lock().unwrap();
                 if guard.as_ref().is_some_and(|s| s.generation == generation) {
                     self.lost(guard.take().unwrap(), node, message)?;
                 }
                 drop(guard);
-                f(self.with_session(|s| Ok(s.client.clone()))?)
+                let (client, generation) = self.with_session(|s| Ok((s.client.clone(), s.generation)))?;
+                f(client, generation)
             }
             other => other,
         }
     }
 
-    /// Forgets a broken session. Objects sent in it may be lost with it (and
-    /// another node has none of them), so if it sent any, the caller must
-    /// start its backup again: [`Error::Interrupted`]. A writer's next
-    /// session must report the same marker, or the backup learns that the
-    /// store changed.
+    /// Forgets a broken session. If it vouched for any object (said the
+    /// node holds it, or took it), the caller's work may name objects only
+    /// that node has: the backend is spoilt until [`Backend::start_over`].
+    /// A writer's next session must report the same marker, or the caller
+    /// learns that the store changed.
     fn lost(&self, session: Session, node: String, message: String) -> Result<()> {
         tracing::info!(%node, %message, "lost the session with the node; connecting again");
         if self.access == Access::Write {
             *self.expected_marker.lock().unwrap() = Some(session.marker);
         }
-        if session.sent.is_empty() { Ok(()) } else { Err(Error::Interrupted { node, message }) }
+        if session.vouched_for_anything() {
+            return Err(self.spoil(Spoilt::Interrupted { node, message }));
+        }
+        Ok(())
+    }
+
+    fn spoil(&self, why: Spoilt) -> Error {
+        let error = why.error();
+        self.spoilt.lock().unwrap().get_or_insert(why);
+        error
     }
 
     fn ensure_session(&self, slot: &mut Option<Session>) -> Result<()> {
+        if let Some(why) = self.spoilt.lock().unwrap().as_ref() {
+            return Err(why.error());
+        }
         if slot.is_some() {
             return Ok(());
         }
@@ -217,7 +270,7 @@ impl RemoteBackend {
         let marker = session.marker;
         *slot = Some(session);
         match expected.filter(|m| *m != marker) {
-            Some(expected) => Err(Error::StoreChanged { expected, found: marker }),
+            Some(expected) => Err(self.spoil(Spoilt::Changed { expected, found: marker })),
             None => Ok(()),
         }
     }
@@ -259,14 +312,21 @@ impl RemoteBackend {
         self.remember_group(&reply.nodes);
         let marker = reply.account.map(|a| a.marker).unwrap_or(0);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-        Ok(Session { generation, node: reply.node, client, marker, upload: None, sent: HashSet::new() })
+        Ok(Session {
+            generation,
+            node: reply.node,
+            client,
+            marker,
+            upload: None,
+            sent: HashSet::new(),
+            vouched: false,
+        })
     }
 
-    fn send_batch(&self, session: &mut Session) -> Result<()> {
+    /// Sends `objects` down the session's upload stream.
+    fn send_batch(&self, session: &mut Session, objects: Vec<wire::StoredObject>) -> Result<()> {
         let Some(upload) = session.upload.as_mut() else { return Ok(()) };
-        let batch = std::mem::take(&mut upload.batch);
-        upload.bytes = 0;
-        if self.runtime.block_on(upload.tx.send(batch)).is_err() {
+        if self.runtime.block_on(upload.tx.send(ObjectBatch { objects })).is_err() {
             // The node ended the stream early: its reply says why.
             return self.finish_upload(session).and(Err(Error::Invalid("the node closed the upload".into())));
         }
@@ -278,14 +338,14 @@ impl RemoteBackend {
         let (tx, rx) = mpsc::channel(4);
         let mut client = client.clone();
         let reply = self.runtime.spawn(async move { client.upload(ReceiverStream::new(rx)).await });
-        Upload { tx, batch: ObjectBatch::default(), bytes: 0, reply }
+        Upload { tx, batch: Batcher::new(UPLOAD_BATCH), reply }
     }
 
     fn finish_upload(&self, session: &mut Session) -> Result<()> {
         let Some(upload) = session.upload.take() else { return Ok(()) };
-        let Upload { tx, batch, reply, .. } = upload;
-        if !batch.objects.is_empty() {
-            let _ = self.runtime.block_on(tx.send(batch));
+        let Upload { tx, mut batch, reply } = upload;
+        if !batch.is_empty() {
+            let _ = self.runtime.block_on(tx.send(ObjectBatch { objects: batch.take() }));
         }
         drop(tx);
         match self.runtime.block_on(reply) {
@@ -348,20 +408,34 @@ fn set_record(s: wire::SetInfo) -> Result<(ObjectId, SetRecord)> {
 impl Backend for RemoteBackend {
     fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
         let mut present = Vec::with_capacity(ids.len());
+        let mut generations = HashSet::new();
         for chunk in ids.chunks(HAVE_BATCH) {
-            let answer = self.with_client(|mut client| {
+            let (answer, generation) = self.with_client(|mut client, generation| {
                 let request =
                     wire::HaveRequest { ids: chunk.iter().map(|id| id.as_bytes().to_vec()).collect() };
                 let reply = self.runtime.block_on(client.have(request)).map_err(|e| self.node_error(e))?;
-                Ok(reply.into_inner().present)
+                Ok((reply.into_inner().present, generation))
             })?;
             if answer.len() != chunk.len() {
                 return Err(Error::Invalid("node answered a different number of ids".into()));
             }
             present.extend(answer);
+            generations.insert(generation);
         }
-        // Objects still on their way up count as present.
-        self.with_session(|s| Ok(ids.iter().zip(&present).map(|(id, p)| *p || s.sent.contains(id)).collect()))
+        // The answers hold only for the session that gave them: if it is
+        // gone, the backend is spoilt and this fails. Objects still on their
+        // way up count as present.
+        self.with_session(|s| {
+            let vouched = present.iter().any(|p| *p);
+            if vouched && generations.iter().any(|g| *g != s.generation) {
+                return Err(self.spoil(Spoilt::Interrupted {
+                    node: s.node.clone(),
+                    message: "the session that answered was replaced".into(),
+                }));
+            }
+            s.vouched |= vouched;
+            Ok(ids.iter().zip(&present).map(|(id, p)| *p || s.sent.contains(id)).collect())
+        })
     }
 
     fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome> {
@@ -370,13 +444,9 @@ impl Backend for RemoteBackend {
                 return Ok(PutOutcome::AlreadyPresent);
             }
             let upload = s.upload.get_or_insert_with(|| self.open_upload(&s.client));
-            upload
-                .batch
-                .objects
-                .push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope: envelope.to_vec() });
-            upload.bytes += envelope.len();
-            if upload.bytes >= UPLOAD_BATCH {
-                self.send_batch(s)?;
+            let object = wire::StoredObject { id: id.as_bytes().to_vec(), envelope: envelope.to_vec() };
+            if let Some(ready) = upload.batch.push(object, envelope.len()) {
+                self.send_batch(s, ready)?;
             }
             Ok(PutOutcome::Stored(envelope.len() as u64))
         })
@@ -394,19 +464,28 @@ impl Backend for RemoteBackend {
         }
     }
 
-    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
+    fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<Committed> {
         self.flush()?;
         self.with_session(|s| {
             let request = wire::CommitSetRequest { id: id.as_bytes().to_vec(), envelope: envelope.to_vec() };
             let reply =
                 self.runtime.block_on(s.client.commit_set(request)).map_err(|e| self.node_error(e))?;
-            s.marker = reply.into_inner().marker;
-            Ok(s.marker)
+            let reply = reply.into_inner();
+            s.marker = reply.marker;
+            // The set now names all this session vouched for: nothing built
+            // on it is left to lose.
+            s.sent.clear();
+            s.vouched = false;
+            Ok(Committed {
+                marker: s.marker,
+                replicas: reply.replicas,
+                replicas_wanted: reply.replicas_wanted,
+            })
         })
     }
 
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        self.with_client(|mut client| {
+        self.with_client(|mut client, _| {
             let request = wire::FetchRequest { id: id.as_bytes().to_vec() };
             let reply = self.runtime.block_on(client.fetch(request)).map_err(|e| self.node_error(e))?;
             Ok(reply.into_inner().envelope)
@@ -463,6 +542,10 @@ impl Backend for RemoteBackend {
 
     fn expect_marker(&self, marker: Option<u64>) {
         *self.expected_marker.lock().unwrap() = marker;
+    }
+
+    fn start_over(&self) {
+        *self.spoilt.lock().unwrap() = None;
     }
 
     fn cache_key(&self) -> String {

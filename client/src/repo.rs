@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::failover::{Policy, Servers};
 use crate::keys::Keys;
 use crate::remote::{Access, Group, RemoteBackend, learnt_servers};
-use crate::tree::Tree;
+use crate::tree::{self, Tree};
 
 /// The server group's nodes as the last login reported them, in the cache
 /// directory (JSON: id, name, address, site of each).
@@ -145,19 +145,26 @@ impl Repository {
         match op() {
             Err(Error::StoreChanged { found, .. }) => {
                 self.cache.check_marker(found);
+                self.backend.start_over();
                 op()
             }
             other => other,
         }
     }
 
+    /// A directory's tree, from however many objects it is stored as.
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
-        if let Some(tree) = self.cache.tree(&self.keys, id) {
-            return Ok(tree);
+        Tree::load(&self.keys, id, &mut |id| self.tree_object(id))
+    }
+
+    /// One tree object's verified plaintext, from the cache or the store.
+    fn tree_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
+        if let Some(plain) = self.cache.tree_object(&self.keys, id) {
+            return Ok(plain);
         }
-        let tree = Tree::open(&self.keys, id, &self.backend.get(id)?)?;
-        self.cache.put_tree(id, &tree.plaintext());
-        Ok(tree)
+        let plain = tree::open_object(&self.keys, id, &self.backend.get(id)?)?;
+        self.cache.put_tree_object(id, &plain);
+        Ok(plain)
     }
 
     pub fn chunk(&self, id: &ObjectId) -> Result<Vec<u8>> {

@@ -115,9 +115,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Scans a directory into a tree and stores it, unless it is exactly the
-    /// previous backup's tree, which the store already holds: an unchanged
-    /// directory costs no store access.
+    /// Scans a directory into a tree and stores the objects of it that the
+    /// store lacks, unless it is exactly the previous backup's tree, which
+    /// the store already holds: an unchanged directory costs no store access.
     fn scan_dir(&self, path: &Path, previous: Option<&(ObjectId, Tree)>) -> Result<ObjectId> {
         self.counters.dirs_total.fetch_add(1, Relaxed);
         let mut names: Vec<OsString> = fs::read_dir(path)
@@ -140,13 +140,19 @@ impl<'a> Scanner<'a> {
                 }
             })
             .collect::<Result<_>>()?;
-        let entries: Vec<Entry> = entries.into_iter().flatten().collect();
-        let tree = Tree { entries };
-        let (id, envelope) = tree.seal(&self.repo.keys);
-        self.repo.cache.put_tree(&id, &tree.plaintext());
-        let unchanged = previous.is_some_and(|(previous_id, _)| *previous_id == id);
-        if !unchanged && !self.repo.backend.has_many(&[id])?[0] {
-            self.repo.backend.put(id, &envelope)?;
+        let tree = Tree { entries: entries.into_iter().flatten().collect() };
+        if let Some((id, _)) = previous.filter(|(_, t)| *t == tree) {
+            return Ok(*id);
+        }
+        let (id, objects) = tree.seal(&self.repo.keys);
+        let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
+        let present = self.repo.backend.has_many(&ids)?;
+        // In order: the store takes an object only once all it names is there.
+        for (object, present) in objects.iter().zip(present) {
+            self.repo.cache.put_tree_object(&object.id, &object.plaintext);
+            if !present {
+                self.repo.backend.put(object.id, &object.envelope)?;
+            }
         }
         Ok(id)
     }

@@ -1,11 +1,25 @@
-//! Trees: one directory's entries, stored as one object.
+//! Trees: one directory's entries, stored as one object or, for a large
+//! directory, as several.
 //!
-//! The plaintext is the postcard encoding of the entries sorted by name; the
-//! tree's id is the keyed hash of that plaintext, so an unchanged directory
-//! keeps its id and is shared by every backup set that contains it. The
-//! envelope carries, in clear, the sorted set of ids the entries name (chunks
-//! and subtrees) so the node can count references; the entries themselves are
-//! sealed with [`crate::crypto::seal_meta`].
+//! In memory a [`Tree`] is a directory's entries sorted by name, each file's
+//! full chunk list included. On the store it is one or more tree objects,
+//! each a postcard [`Node`] sealed with [`crate::crypto::seal_meta`], whose
+//! envelope carries in clear the sorted ids the node names (so the store
+//! can count references):
+//!
+//! - `Entries`: the entries themselves (a small directory is one of these);
+//! - `Parts`: a large directory's runs of entries, each an object of its
+//!   own, in name order (and, past [`MAX_IDS`] parts, parts of parts);
+//! - `Chunks`: a run of one large file's chunk ids; an entry whose chunk
+//!   list is stored this way names the runs instead of the chunks.
+//!
+//! Runs are cut where a keyed hash of a name (or a chunk id) has its low
+//! bits zero, as a chunker cuts a file, so adding a file to a directory of
+//! 200,000 rewrites one part, not every part after it; a run also ends
+//! before it would pass [`PART_BYTES`]. No tree object comes near the
+//! store's object limit, however large the directory or file. An object's
+//! id is the keyed hash of its plaintext, so an unchanged directory keeps
+//! its id and is shared by every backup set that contains it.
 
 use coffer_proto::ObjectId;
 use coffer_proto::object::{self, ObjectKind};
@@ -94,58 +108,232 @@ pub struct Tree {
     pub entries: Vec<Entry>,
 }
 
+/// What one tree object holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Node {
+    /// Entries in name order; those at `listed` name chunk runs, not chunks.
+    Entries { entries: Vec<Entry>, listed: Vec<u32> },
+    /// A large directory's parts (or parts of parts), in name order.
+    Parts(Vec<ObjectId>),
+    /// A run of one file's chunk ids.
+    Chunks(Vec<ObjectId>),
+}
+
+/// A directory whose single object would pass this many bytes is split.
+pub const SPLIT_BYTES: usize = 256 << 10;
+/// A run of entries ends before it would pass this many bytes.
+pub const PART_BYTES: usize = 512 << 10;
+/// Ids in one `Parts` or `Chunks` object at most.
+pub const MAX_IDS: usize = 8192;
+/// A file with more chunks than this stores its chunk list in runs.
+pub const LIST_ABOVE: usize = 2048;
+/// Cut points: on average one entry in 128, one id in 1024.
+const ENTRY_CUT: u16 = 128;
+const ID_CUT: u16 = 1024;
+
+/// One sealed tree object, ready to store and to cache.
+pub struct Sealed {
+    pub id: ObjectId,
+    pub envelope: Vec<u8>,
+    pub plaintext: Vec<u8>,
+}
+
 impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Entry> {
         self.entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| &self.entries[i])
     }
 
-    pub fn plaintext(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("tree serializes")
-    }
-
-    fn refs(&self) -> Vec<ObjectId> {
-        let mut refs: Vec<ObjectId> = self.entries.iter().flat_map(|e| e.content.iter().copied()).collect();
-        refs.sort_unstable();
-        refs.dedup();
-        refs
-    }
-
-    /// Seals this tree; returns its id and envelope.
-    pub fn seal(&self, keys: &Keys) -> (ObjectId, Vec<u8>) {
-        let plain = self.plaintext();
-        let id = keys.object_id(&plain);
-        (id, self.seal_with_id(keys, id, &plain))
-    }
-
-    fn seal_with_id(&self, keys: &Keys, id: ObjectId, plain: &[u8]) -> Vec<u8> {
-        let refs = self.refs();
-        let sealed = crypto::seal_meta(keys, &id, ObjectKind::Tree, &refs_bytes(&refs), plain);
-        object::encode(ObjectKind::Tree, &refs, &sealed)
-    }
-
-    /// Verifies and decodes a tree envelope.
-    pub fn open(keys: &Keys, id: &ObjectId, envelope: &[u8]) -> Result<Tree> {
-        let corrupt = |problem: String| Error::Corrupt { what: "tree", id: *id, problem };
-        let obj = object::decode(envelope).map_err(|e| corrupt(e.to_string()))?;
-        if obj.kind != ObjectKind::Tree {
-            return Err(corrupt(format!("is a {}, not a tree", obj.kind.name())));
+    /// Seals this tree; returns its id and every object it is stored as,
+    /// each before any object that names it.
+    pub fn seal(&self, keys: &Keys) -> (ObjectId, Vec<Sealed>) {
+        let mut out = Vec::new();
+        let mut listed = Vec::new();
+        let mut entries = self.entries.clone();
+        for (i, entry) in entries.iter_mut().enumerate() {
+            if entry.kind == Kind::File && entry.content.len() > LIST_ABOVE {
+                let runs = cut(&entry.content, MAX_IDS, |id| cut_after(id, ID_CUT));
+                entry.content =
+                    runs.into_iter().map(|run| push(keys, &mut out, Node::Chunks(run.to_vec()))).collect();
+                listed.push(i as u32);
+            }
         }
-        let plain = crypto::open_meta(keys, id, ObjectKind::Tree, &refs_bytes(&obj.refs), obj.body)?;
-        let tree = Tree::from_plaintext(keys, id, &plain)?;
-        if tree.refs() != obj.refs {
-            return Err(corrupt("referenced ids differ from the entries".into()));
+        let whole = Node::Entries { entries, listed };
+        if plaintext(&whole).len() <= SPLIT_BYTES {
+            let id = push(keys, &mut out, whole);
+            return (id, out);
         }
-        Ok(tree)
+        let Node::Entries { entries, listed } = whole else { unreachable!() };
+        let parts = split_entries(keys, entries, &listed);
+        let mut ids: Vec<ObjectId> = parts.into_iter().map(|part| push(keys, &mut out, part)).collect();
+        while ids.len() > MAX_IDS {
+            let runs = cut(&ids, MAX_IDS, |id| cut_after(id, ID_CUT));
+            ids = runs.into_iter().map(|run| push(keys, &mut out, Node::Parts(run.to_vec()))).collect();
+        }
+        let id = push(keys, &mut out, Node::Parts(ids));
+        (id, out)
     }
 
-    /// Decodes a plaintext and checks it hashes to `id`.
-    pub fn from_plaintext(keys: &Keys, id: &ObjectId, plain: &[u8]) -> Result<Tree> {
-        let corrupt = |problem: String| Error::Corrupt { what: "tree", id: *id, problem };
-        if keys.object_id(plain) != *id {
-            return Err(corrupt("content does not match its id".into()));
+    /// Reads the tree `id`, fetching each of its objects' verified
+    /// plaintext with `object`.
+    pub fn load(
+        keys: &Keys,
+        id: &ObjectId,
+        object: &mut impl FnMut(&ObjectId) -> Result<Vec<u8>>,
+    ) -> Result<Tree> {
+        let mut entries = Vec::new();
+        load_into(keys, id, object, &mut entries, 0)?;
+        if entries.windows(2).any(|w| w[0].name >= w[1].name) {
+            return Err(Error::Corrupt { what: "tree", id: *id, problem: "entries out of order".into() });
         }
-        postcard::from_bytes(plain).map_err(|e| corrupt(e.to_string()))
+        Ok(Tree { entries })
     }
+}
+
+/// The bounds on how deep `Parts` may nest: far more than any real directory needs.
+const MAX_DEPTH: usize = 8;
+
+fn load_into(
+    keys: &Keys,
+    id: &ObjectId,
+    object: &mut impl FnMut(&ObjectId) -> Result<Vec<u8>>,
+    out: &mut Vec<Entry>,
+    depth: usize,
+) -> Result<()> {
+    let corrupt = |problem: &str| Error::Corrupt { what: "tree", id: *id, problem: problem.into() };
+    match decode(keys, id, &object(id)?)? {
+        Node::Entries { mut entries, listed } => {
+            for i in listed {
+                let entry = entries.get_mut(i as usize).ok_or_else(|| corrupt("lists a missing entry"))?;
+                let mut chunks = Vec::new();
+                for run in &entry.content {
+                    match decode(keys, run, &object(run)?)? {
+                        Node::Chunks(ids) => chunks.extend(ids),
+                        _ => return Err(corrupt("names a chunk run that is not one")),
+                    }
+                }
+                entry.content = chunks;
+            }
+            out.extend(entries);
+        }
+        Node::Parts(parts) if depth < MAX_DEPTH => {
+            for part in &parts {
+                load_into(keys, part, object, out, depth + 1)?;
+            }
+        }
+        Node::Parts(_) => return Err(corrupt("parts nested too deep")),
+        Node::Chunks(_) => return Err(corrupt("is a chunk run, not a directory")),
+    }
+    Ok(())
+}
+
+/// Cuts `entries` into runs (see the module comment); `listed` are the
+/// indexes, in `entries`, of entries naming chunk runs.
+fn split_entries(keys: &Keys, entries: Vec<Entry>, listed: &[u32]) -> Vec<Node> {
+    let mut parts = Vec::new();
+    let (mut run, mut run_listed, mut bytes) = (Vec::new(), Vec::new(), 0);
+    for (i, entry) in entries.into_iter().enumerate() {
+        let size = postcard::to_stdvec(&entry).map_or(0, |v| v.len());
+        if !run.is_empty() && bytes + size > PART_BYTES {
+            parts.push(Node::Entries {
+                entries: std::mem::take(&mut run),
+                listed: std::mem::take(&mut run_listed),
+            });
+            bytes = 0;
+        }
+        let id = keys.object_id(&entry.name);
+        let boundary = cut_after(&id, ENTRY_CUT);
+        if listed.contains(&(i as u32)) {
+            run_listed.push(run.len() as u32);
+        }
+        run.push(entry);
+        bytes += size;
+        if boundary {
+            parts.push(Node::Entries {
+                entries: std::mem::take(&mut run),
+                listed: std::mem::take(&mut run_listed),
+            });
+            bytes = 0;
+        }
+    }
+    if !run.is_empty() {
+        parts.push(Node::Entries { entries: run, listed: run_listed });
+    }
+    parts
+}
+
+/// Cuts `ids` after each id `boundary` picks, and before a run passes `max`.
+fn cut(ids: &[ObjectId], max: usize, boundary: impl Fn(&ObjectId) -> bool) -> Vec<&[ObjectId]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for (i, id) in ids.iter().enumerate() {
+        if boundary(id) || i + 1 - start == max {
+            runs.push(&ids[start..=i]);
+            start = i + 1;
+        }
+    }
+    if start < ids.len() {
+        runs.push(&ids[start..]);
+    }
+    runs
+}
+
+/// Whether a run ends after `id`: on average after one id in `every`.
+fn cut_after(id: &ObjectId, every: u16) -> bool {
+    u16::from_le_bytes([id.0[0], id.0[1]]).is_multiple_of(every)
+}
+
+fn plaintext(node: &Node) -> Vec<u8> {
+    postcard::to_stdvec(node).expect("tree serializes")
+}
+
+/// The ids a node names, sorted and without repeats: its envelope's refs.
+fn refs(node: &Node) -> Vec<ObjectId> {
+    let mut refs: Vec<ObjectId> = match node {
+        Node::Entries { entries, .. } => entries.iter().flat_map(|e| e.content.iter().copied()).collect(),
+        Node::Parts(ids) | Node::Chunks(ids) => ids.clone(),
+    };
+    refs.sort_unstable();
+    refs.dedup();
+    refs
+}
+
+/// Seals `node`, appends it to `out` and returns its id.
+fn push(keys: &Keys, out: &mut Vec<Sealed>, node: Node) -> ObjectId {
+    let plain = plaintext(&node);
+    let id = keys.object_id(&plain);
+    let refs = refs(&node);
+    let sealed = crypto::seal_meta(keys, &id, ObjectKind::Tree, &refs_bytes(&refs), &plain);
+    out.push(Sealed { id, envelope: object::encode(ObjectKind::Tree, &refs, &sealed), plaintext: plain });
+    id
+}
+
+/// Verifies a tree object's envelope (CRC, tag, id, references) and
+/// returns its plaintext.
+pub fn open_object(keys: &Keys, id: &ObjectId, envelope: &[u8]) -> Result<Vec<u8>> {
+    let corrupt = |problem: String| Error::Corrupt { what: "tree", id: *id, problem };
+    let obj = object::decode(envelope).map_err(|e| corrupt(e.to_string()))?;
+    if obj.kind != ObjectKind::Tree {
+        return Err(corrupt(format!("is a {}, not a tree", obj.kind.name())));
+    }
+    let plain = crypto::open_meta(keys, id, ObjectKind::Tree, &refs_bytes(&obj.refs), obj.body)?;
+    if refs(&decode(keys, id, &plain)?) != obj.refs {
+        return Err(corrupt("referenced ids differ from the entries".into()));
+    }
+    Ok(plain)
+}
+
+/// Decodes a tree object's plaintext, checking it hashes to `id`.
+fn decode(keys: &Keys, id: &ObjectId, plain: &[u8]) -> Result<Node> {
+    let corrupt = |problem: String| Error::Corrupt { what: "tree", id: *id, problem };
+    if keys.object_id(plain) != *id {
+        return Err(corrupt("content does not match its id".into()));
+    }
+    postcard::from_bytes(plain).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Whether `plain` is the plaintext of tree object `id` (for the cache).
+pub fn plaintext_matches(keys: &Keys, id: &ObjectId, plain: &[u8]) -> bool {
+    decode(keys, id, plain).is_ok()
 }
 
 fn refs_bytes(refs: &[ObjectId]) -> Vec<u8> {
@@ -177,19 +365,79 @@ mod tests {
         }
     }
 
+    /// A tree stored as `objects`, read back through them.
+    fn reload(keys: &Keys, id: &ObjectId, objects: &[Sealed]) -> Result<Tree> {
+        Tree::load(keys, id, &mut |want: &ObjectId| {
+            let o = objects.iter().find(|o| o.id == *want).ok_or(Error::NotFound(want.to_hex()))?;
+            open_object(keys, want, &o.envelope)
+        })
+    }
+
     #[test]
     fn seal_open_and_tamper() {
         let keys = Keys::from_master(&[3; 64]);
         let tree = Tree { entries: vec![entry(b"a", vec![ObjectId([9; 32])]), entry(b"\xff\xfe", vec![])] };
-        let (id, env) = tree.seal(&keys);
-        assert_eq!(Tree::open(&keys, &id, &env).unwrap(), tree);
+        let (id, objects) = tree.seal(&keys);
+        assert_eq!(objects.len(), 1, "a small directory is one object");
+        assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
         assert_eq!(tree.seal(&keys).0, id, "ids are deterministic");
         assert!(tree.find(b"\xff\xfe").is_some());
+        let env = &objects[0].envelope;
         for i in 0..env.len() {
             let mut bad = env.clone();
             bad[i] ^= 0x10;
-            assert!(Tree::open(&keys, &id, &bad).is_err(), "flip at {i}");
+            assert!(open_object(&keys, &id, &bad).is_err(), "flip at {i}");
         }
-        assert!(Tree::open(&Keys::from_master(&[4; 64]), &id, &env).is_err());
+        assert!(open_object(&Keys::from_master(&[4; 64]), &id, env).is_err());
+    }
+
+    fn big_dir(n: u32, chunks_each: usize) -> Tree {
+        let mut entries: Vec<Entry> = (0..n)
+            .map(|i| {
+                let content = (0..chunks_each).map(|c| ObjectId([(i % 251) as u8 ^ c as u8; 32])).collect();
+                entry(format!("file-{i:07}").as_bytes(), content)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Tree { entries }
+    }
+
+    #[test]
+    fn a_directory_of_200k_entries_is_cut_into_bounded_parts_and_one_more_file_rewrites_few() {
+        let keys = Keys::from_master(&[5; 64]);
+        let tree = big_dir(200_000, 1);
+        let (id, objects) = tree.seal(&keys);
+        assert!(objects.len() > 100, "{} objects", objects.len());
+        let largest = objects.iter().map(|o| o.envelope.len()).max().unwrap();
+        assert!(largest <= 2 * PART_BYTES, "largest object {largest} bytes");
+        assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
+
+        let mut grown = tree.clone();
+        grown.entries.insert(1000, entry(b"file-0000999x", vec![ObjectId([1; 32])]));
+        let (grown_id, grown_objects) = grown.seal(&keys);
+        assert_ne!(grown_id, id);
+        let old: std::collections::HashSet<ObjectId> = objects.iter().map(|o| o.id).collect();
+        let new = grown_objects.iter().filter(|o| !old.contains(&o.id)).count();
+        assert!(new <= 3, "{new} new objects for one added file");
+    }
+
+    #[test]
+    fn a_file_with_very_many_chunks_stores_its_list_in_runs() {
+        let keys = Keys::from_master(&[6; 64]);
+        let content: Vec<ObjectId> = (0..100_000u32)
+            .map(|i| {
+                let mut id = [0; 32];
+                id[..4].copy_from_slice(&i.to_le_bytes());
+                keys.object_id(&id)
+            })
+            .collect();
+        let tree =
+            Tree { entries: vec![entry(b"disk.img", content), entry(b"small", vec![ObjectId([2; 32])])] };
+        let (id, objects) = tree.seal(&keys);
+        assert!(objects.len() > 10);
+        assert!(objects.iter().all(|o| o.envelope.len() < 2 * MAX_IDS * 32 + 4096));
+        assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
+        let root = &objects.last().unwrap().envelope;
+        assert!(root.len() < 64 << 10, "the entry names runs, not 100,000 chunks");
     }
 }

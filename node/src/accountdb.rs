@@ -38,10 +38,11 @@ pub fn member_name(node: &Node, id: NodeId) -> String {
 /// zero when it does not hold the account.
 pub fn account_message(node: &Node, a: &Account) -> Result<wire::Account, StoreError> {
     let held_here = node.store.account(a.id).is_ok();
-    let (marker, usage) = if held_here {
-        (node.store.marker(a.id)?, Some(usage_message(&node.store.usage(a.id)?)))
+    let (marker, usage, sets_digest) = if held_here {
+        let (marker, digest) = node.store.summary(a.id)?;
+        (marker, Some(usage_message(&node.store.usage(a.id)?)), hex::encode(digest.as_bytes()))
     } else {
-        (0, None)
+        (0, None, String::new())
     };
     Ok(wire::Account {
         id: a.id,
@@ -56,6 +57,7 @@ pub fn account_message(node: &Node, a: &Account) -> Result<wire::Account, StoreE
         replicas: a.replicas.iter().map(|id| member_name(node, *id)).collect(),
         primary: member_name(node, a.primary),
         held_here,
+        sets_digest,
     })
 }
 

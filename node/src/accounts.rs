@@ -60,6 +60,7 @@ impl Store {
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(index::cf(db, index::CF_ACCOUNTS), key, index::encode(record));
+        self.inner.account_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if existing.is_none() {
             batch.put_cf(index::cf(db, index::CF_META), index::marker_key(record.id), index::encode(&1u64));
             let next = index::get::<u64>(db, index::CF_META, index::META_NEXT_ACCOUNT)?.unwrap_or(1);
@@ -142,13 +143,20 @@ impl Store {
             index::encode(&record),
         );
         self.write_synced(batch)?;
+        self.inner.account_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(record)
     }
 
     /// Deletes an account and everything it stored. Fails with `AccountBusy`
-    /// while a client is writing to it. Returns the bytes of packs removed.
+    /// while a client is writing to it, whose writer then refuses its next
+    /// object, so the deletion succeeds once the client has gone. Returns
+    /// the bytes of packs removed.
     pub fn delete_account(&self, id: AccountId) -> Result<u64> {
-        let writer = self.writer(id)?;
+        let writer = self.writer(id).inspect_err(|e| {
+            if matches!(e, StoreError::AccountBusy(_)) && self.inner.doomed.lock().unwrap().insert(id) {
+                self.inner.account_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })?;
         let _guard = self.inner.accounts_lock.lock().unwrap();
         let pack_bytes = self.usage(id)?.pack_bytes;
         let db = self.db();
@@ -165,6 +173,7 @@ impl Store {
             self.discs().remove(&name)?;
         }
         drop(writer);
+        self.inner.doomed.lock().unwrap().remove(&id);
         Ok(pack_bytes)
     }
 

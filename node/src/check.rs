@@ -51,7 +51,7 @@ impl Store {
         let _writer = self.writer_within(account, WRITER_WAIT)?;
         let mut report = CheckReport { account: self.account(account)?.name, ..CheckReport::default() };
         if fix {
-            self.rebuild_index(account, &mut report)?;
+            self.rebuild_account_index(account, &mut report)?;
         }
         self.verify(account, &mut report)?;
         Ok(report)
@@ -119,7 +119,7 @@ impl Store {
         Ok(())
     }
 
-    fn rebuild_index(&self, account: AccountId, report: &mut CheckReport) -> Result<()> {
+    fn rebuild_account_index(&self, account: AccountId, report: &mut CheckReport) -> Result<()> {
         let tombstones: HashSet<ObjectId> = self.tombstones(account)?.into_iter().map(|(id, _)| id).collect();
         let old_sets: HashMap<ObjectId, SetRecord> = self.sets(account)?.into_iter().collect();
         let old_objects = self.objects(account)?;

@@ -7,6 +7,7 @@
 //! log = "info"
 //! housekeeping_interval = "15m"  # human units: "90s", "6h", "7d"
 //! grace = "7d"                   # how long unreferenced uploads are kept
+//! idle_writer = "2m"             # a writing client silent this long may be replaced
 //! discs = ["/d1/coffer", "/d2/coffer", "/d3/coffer"]   # RAID for packs; default data/packs
 //!
 //! [tls]
@@ -25,6 +26,8 @@
 //! anti_entropy = "60s"           # full fast-sync pass over every held account
 //! retry = "2s"                   # first retry of a failed sync; doubles up to 30s
 //! routes = { "10.0.0.2:7101" = "127.0.0.1:9102" }   # dial a peer through a tunnel
+//! commit_replicas = 2            # nodes holding a set before its commit is acknowledged
+//! commit_wait = "60s"            # longest a commit waits for them (then it says how many)
 //! ```
 
 use std::collections::BTreeMap;
@@ -56,6 +59,10 @@ pub struct NodeConfig {
     pub housekeeping_interval: Duration,
     #[serde(default = "default_grace", deserialize_with = "duration")]
     pub grace: Duration,
+    /// A writing client silent this long loses the account's writer to a
+    /// new login of the same account (a stopped or sleeping client).
+    #[serde(default = "default_idle_writer", deserialize_with = "duration")]
+    pub idle_writer: Duration,
     /// Where pack files live: one directory, or three for RAID with parity.
     #[serde(default)]
     pub discs: Vec<PathBuf>,
@@ -83,6 +90,14 @@ pub struct GroupSection {
     #[serde(deserialize_with = "duration")]
     pub retry: Duration,
     pub routes: BTreeMap<String, String>,
+    /// A client's commit is acknowledged once this many nodes of the
+    /// account's replica set hold the set (at most the set's size; 1 is
+    /// "this node alone").
+    pub commit_replicas: usize,
+    /// How long a commit waits for them; then it is acknowledged on fewer,
+    /// and says so.
+    #[serde(deserialize_with = "duration")]
+    pub commit_wait: Duration,
 }
 
 impl Default for GroupSection {
@@ -99,6 +114,8 @@ impl Default for GroupSection {
             anti_entropy: Duration::from_secs(60),
             retry: Duration::from_secs(2),
             routes: BTreeMap::new(),
+            commit_replicas: 2,
+            commit_wait: Duration::from_secs(60),
         }
     }
 }
@@ -122,6 +139,10 @@ fn default_log() -> String {
 
 fn default_housekeeping() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_idle_writer() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_grace() -> Duration {

@@ -17,6 +17,23 @@ pub enum StoreError {
     AlreadyExists(PathBuf),
     #[error("the store at {0} is in use by another process")]
     InUse(PathBuf),
+    #[error(
+        "the store at {root} has {packs} pack files but no index (lost or replaced index directory); \
+         refusing to open it, nothing was removed: rebuild the index from the packs \
+         (`coffer-node rebuild-index`, or `coffer repair` for a local store)"
+    )]
+    IndexLost { root: PathBuf, packs: usize },
+    #[error(
+        "the store at {root} has pack {pack}, numbered past the index's next pack {next}: the index is \
+         older than the discs (restored or rolled back); refusing to open it, nothing was removed: \
+         rebuild the index from the packs (`coffer-node rebuild-index`, or `coffer repair`)"
+    )]
+    IndexBehind { root: PathBuf, pack: String, next: u64 },
+    #[error(
+        "the index records {recorded} packs but none of them is on the discs {discs:?}: are `discs` the \
+         right directories? refusing to open the store, nothing was removed"
+    )]
+    PacksNotFound { discs: Vec<PathBuf>, recorded: usize },
     #[error("no account {0} in this store")]
     NoSuchAccount(String),
     #[error("account {0} already exists")]
@@ -29,6 +46,10 @@ pub enum StoreError {
     OverHardLimit { account: String, used: u64, limit: u64 },
     #[error("account {0} is busy: another client is writing to it")]
     AccountBusy(u64),
+    #[error("account `{0}` is frozen: it can be read but not written")]
+    Frozen(String),
+    #[error("account `{0}` was deleted")]
+    AccountDeleted(String),
     #[error("object {0} is not in the store")]
     MissingObject(ObjectId),
     #[error("{kind} {object} references {missing}, which is not in the store")]
@@ -47,13 +68,6 @@ pub enum StoreError {
     CorruptIndex(String),
     #[error("wrong object kind for {id}: expected {expected}, found {found}")]
     WrongKind { id: ObjectId, expected: &'static str, found: &'static str },
-}
-
-impl StoreError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StoreError {
-        let path = path.into();
-        move |source| StoreError::Io { path, source }
-    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -198,7 +198,7 @@ impl AccountWriter {
             }
         }
         if let Some(w) = out {
-            self.commit_rewritten(w)?;
+            self.commit_pack(w)?;
         }
         self.flush()?;
         Ok((rewritten, deleted))
@@ -232,11 +232,5 @@ impl AccountWriter {
         self.pending.packs.insert(pack, None);
         self.pending.obsolete_packs.push(pack);
         Ok(())
-    }
-
-    fn commit_rewritten(&mut self, w: PackWriter) -> Result<()> {
-        let pack = w.pack;
-        let size = w.commit()?;
-        self.update_pack(pack, |p| p.bytes = size)
     }
 }

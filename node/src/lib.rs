@@ -17,6 +17,9 @@
 //!   never-referenced uploads after a grace period, and rewriting packs whose
 //!   live fraction fell low; forgetting the oldest sets of an account over
 //!   its soft limit.
+//! - [`recovery`]: what opening a store removes after a crash (only packs
+//!   the index proves were never recorded), moves aside, or refuses (a lost
+//!   or rolled-back index, the wrong discs), and rebuilding a lost index.
 //! - [`check`]: verifying an account (CRCs, references, counts) and
 //!   rebuilding its index from its self-describing packs.
 //! - [`space`]: current, old and deleted bytes of an account.
@@ -51,6 +54,7 @@ pub mod migrate;
 pub mod mirror;
 pub mod packfile;
 pub mod peer;
+pub mod recovery;
 pub mod replica;
 pub mod server;
 pub mod service;

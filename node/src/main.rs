@@ -16,6 +16,17 @@ struct Cli {
     /// The node's TOML configuration.
     #[arg(long, short, env = "COFFER_NODE_CONFIG")]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Rebuilds the store's index from its pack files, with the node
+    /// stopped: the repair for a store the node refuses to open (lost,
+    /// rolled-back or replaced index). Removes nothing; account records
+    /// come back from the group when the node starts.
+    RebuildIndex,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -25,6 +36,36 @@ fn main() -> anyhow::Result<()> {
         .or_else(|_| EnvFilter::try_new(&config.log))
         .with_context(|| format!("bad log level `{}` in {}", config.log, cli.config.display()))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Some(Command::RebuildIndex) = cli.command {
+        return rebuild_index(&config);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(coffer_node::server::run(config))
+}
+
+fn rebuild_index(config: &NodeConfig) -> anyhow::Result<()> {
+    let lost = |id| coffer_node::AccountRecord {
+        id,
+        name: format!("recovered-{id}"),
+        key_fingerprint: String::new(),
+        limits: coffer_node::Limits::UNLIMITED,
+        frozen: false,
+        created_ns: 0,
+    };
+    let reports = coffer_node::Store::rebuild_index(&config.data, &config.discs, lost)
+        .with_context(|| format!("rebuilding the index of {}", config.data.display()))?;
+    for r in &reports {
+        println!(
+            "{}: {} objects, {} repairs, {} problems",
+            r.account,
+            r.objects_checked,
+            r.repairs.len(),
+            r.problems.len()
+        );
+        for line in r.repairs.iter().chain(&r.problems) {
+            println!("  {line}");
+        }
+    }
+    println!("index rebuilt from the packs of {} accounts", reports.len());
+    Ok(())
 }

@@ -42,6 +42,9 @@ pub fn pack_name(account: u64, pack: u64) -> String {
 }
 
 /// The account and pack a RAID file name stands for, if it is a pack.
+/// Where recovery moves pack files the index cannot account for.
+pub const ASIDE: &str = "aside";
+
 pub fn parse_pack_name(name: &str) -> Option<(u64, u64)> {
     let (account, pack) = name.split_once('/')?;
     let pack = pack.strip_suffix(".pack")?;

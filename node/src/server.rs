@@ -9,14 +9,15 @@
 //! the connection closes and its last request ends, the peer is dropped and
 //! the writer with it, so an account is never left locked by a dead client.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use coffer_proto::tls::{MAX_MESSAGE, Role};
+use coffer_proto::tls::{self, MAX_MESSAGE, Role};
 use coffer_proto::wire::admin_server::AdminServer;
 use coffer_proto::wire::peer_server::PeerServer;
 use coffer_proto::wire::store_server::StoreServer;
@@ -59,6 +60,14 @@ pub struct Node {
     pub handshakes_failed: AtomicU64,
     /// Fast sync with the other replicas of this node's accounts.
     pub syncer: Syncer,
+    /// A writing client silent this long may be replaced by a new login.
+    pub idle_writer: Duration,
+    /// How many nodes must hold a set before its commit is acknowledged,
+    /// and how long the commit waits for them.
+    pub commit_replicas: usize,
+    pub commit_wait: Duration,
+    /// The connection holding each account's client writer.
+    pub writers: Mutex<HashMap<AccountId, Weak<Connection>>>,
 }
 
 /// What one connection has established.
@@ -66,6 +75,32 @@ pub struct Node {
 pub struct Session {
     pub account: Option<AccountId>,
     pub writer: Option<AccountWriter>,
+    /// When the client last made a request on this connection.
+    pub last_request: Option<Instant>,
+    /// The writer was handed to a newer login of the same account.
+    pub taken_over: bool,
+}
+
+impl Node {
+    /// Takes the writer of `account` from a connection whose client has
+    /// made no request for [`Node::idle_writer`] (a client stopped, asleep
+    /// or cut off, whose connection the keep-alives have not yet closed).
+    /// Its unflushed uploads are dropped: they were never committed, and
+    /// the client sends them again. Returns whether a writer was taken.
+    pub fn take_idle_writer(&self, account: AccountId) -> bool {
+        let holder = self.writers.lock().unwrap().get(&account).and_then(Weak::upgrade);
+        let Some(holder) = holder else { return false };
+        // A connection with a request under way is not idle.
+        let Ok(mut session) = holder.session.try_lock() else { return false };
+        let idle = session.last_request.is_some_and(|t| t.elapsed() >= self.idle_writer);
+        if !idle || session.writer.is_none() {
+            return false;
+        }
+        info!(account, addr = %holder.addr, "taking the writer from an idle client for a new login");
+        session.writer = None;
+        session.taken_over = true;
+        true
+    }
 }
 
 /// One authenticated connection, as every request on it sees it.
@@ -160,6 +195,7 @@ fn accept_loop(
 
 async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, addr: SocketAddr) -> Result<PeerStream, String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    tls::set_keepalive(&tcp, tls::KEEPALIVE).map_err(|e| e.to_string())?;
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| "TLS handshake timed out".to_string())?
@@ -191,6 +227,10 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         connections: AtomicU64::new(0),
         handshakes_failed: AtomicU64::new(0),
         syncer: Syncer::new(config.group.retry, config.group.anti_entropy),
+        idle_writer: config.idle_writer,
+        commit_replicas: config.group.commit_replicas,
+        commit_wait: config.group.commit_wait,
+        writers: Mutex::new(HashMap::new()),
     });
     let acceptor = TlsAcceptor::from(config.tls.server_config()?);
     let listener = TcpListener::bind(config.listen)
@@ -210,6 +250,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(tls::KEEPALIVE / 2))
+        .http2_keepalive_timeout(Some(tls::KEEPALIVE))
         .add_service(store_service)
         .add_service(admin_service)
         .add_service(peer_service)

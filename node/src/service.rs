@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use coffer_proto::ObjectId;
+use coffer_proto::batch::Batcher;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, store_server};
 use tokio::sync::mpsc;
@@ -26,6 +27,7 @@ use crate::index::SetRecord;
 use crate::mirror::sync_account;
 use crate::server::{Node, Peer};
 use crate::store::{AccountId, Store};
+use crate::syncer::Syncer;
 use crate::writer::{AccountWriter, PutOutcome};
 
 /// The most ids one request may carry.
@@ -57,9 +59,11 @@ pub fn status(e: StoreError) -> Status {
         | StoreError::InvalidObject { .. }
         | StoreError::WrongKind { .. } => Status::invalid_argument(message),
         StoreError::AccountExists(_) => Status::already_exists(message),
-        StoreError::NoSuchAccount(_) | StoreError::NoSuchSet(_) | StoreError::MissingObject(_) => {
-            Status::not_found(message)
-        }
+        StoreError::NoSuchAccount(_)
+        | StoreError::NoSuchSet(_)
+        | StoreError::MissingObject(_)
+        | StoreError::AccountDeleted(_) => Status::not_found(message),
+        StoreError::Frozen(_) => Status::failed_precondition(message),
         StoreError::AccountBusy(_) => Status::aborted(message),
         StoreError::OverHardLimit { .. } => Status::resource_exhausted(message),
         StoreError::MissingReference { .. } => Status::failed_precondition(message),
@@ -113,9 +117,12 @@ pub fn set_message(id: &ObjectId, r: &SetRecord) -> wire::SetInfo {
     }
 }
 
-/// The account this connection logged in to.
+/// The account this connection logged in to; every client request asks,
+/// which is what keeps its writer from counting as idle.
 fn logged_in(peer: &Peer) -> Result<AccountId, Status> {
-    peer.session.lock().unwrap().account.ok_or_else(|| Status::unauthenticated("log in first"))
+    let mut session = peer.session.lock().unwrap();
+    session.last_request = Some(std::time::Instant::now());
+    session.account.ok_or_else(|| Status::unauthenticated("log in first"))
 }
 
 /// Runs `work` with this connection's writer of the account.
@@ -124,6 +131,12 @@ fn with_writer<T>(
     work: impl FnOnce(&mut AccountWriter) -> Result<T, StoreError>,
 ) -> Result<T, Status> {
     let mut session = peer.session.lock().unwrap();
+    session.last_request = Some(std::time::Instant::now());
+    if session.taken_over {
+        return Err(Status::aborted(
+            "this client was idle, and a newer login of the account took over its writer",
+        ));
+    }
     let writer = session
         .writer
         .as_mut()
@@ -214,20 +227,45 @@ impl StoreService {
                     "account `{name}` is frozen: it can be read but not written"
                 )));
             }
-            session.writer =
-                Some(node.store.writer_within(account.id, WRITER_WAIT).map_err(|e| match e {
-                    StoreError::AccountBusy(_) => {
-                        Status::aborted(format!("account `{name}` is busy: another client is writing to it"))
-                    }
-                    other => status(other),
-                })?);
+            drop(session);
+            let mut writer = Self::client_writer(node, &account)?;
+            writer.stop_when_frozen();
+            node.writers.lock().unwrap().insert(account.id, Arc::downgrade(peer));
+            session = peer.session.lock().unwrap();
+            session.writer = Some(writer);
         }
         session.account = Some(account.id);
+        session.last_request = Some(std::time::Instant::now());
         Ok(wire::LoginReply {
             account: Some(account_message(node, &account).map_err(status)?),
             node: node.name.clone(),
             nodes: members_message(node),
         })
+    }
+}
+
+impl StoreService {
+    /// How many nodes hold the account (its replica set's size).
+    fn held_by(&self, account: AccountId) -> usize {
+        self.node.group.read(|s| s.accounts.get(&account).map_or(1, |a| a.replicas.len()))
+    }
+
+    /// The account's writer for a client's login: waits a moment for a
+    /// writer that is finishing, and takes it from an idle client.
+    fn client_writer(node: &Node, account: &Account) -> Result<AccountWriter, Status> {
+        let busy = || {
+            Status::aborted(format!("account `{}` is busy: another client is writing to it", account.name))
+        };
+        match node.store.writer_within(account.id, WRITER_WAIT) {
+            Err(StoreError::AccountBusy(_)) if node.take_idle_writer(account.id) => {
+                node.store.writer_within(account.id, WRITER_WAIT).map_err(|e| match e {
+                    StoreError::AccountBusy(_) => busy(),
+                    other => status(other),
+                })
+            }
+            Err(StoreError::AccountBusy(_)) => Err(busy()),
+            other => other.map_err(status),
+        }
     }
 }
 
@@ -251,7 +289,8 @@ fn put_batch(peer: &Peer, batch: wire::ObjectBatch) -> Result<wire::UploadReply,
     Ok(reply)
 }
 
-/// Streams objects of an account in batches of about 4 MiB, read on a
+/// Streams objects of an account in batches of about 4 MiB (never past the
+/// transport's limit), read on a
 /// blocking thread; a missing or corrupt object ends the stream with its error.
 pub fn stream_objects(
     store: Store,
@@ -260,30 +299,27 @@ pub fn stream_objects(
 ) -> ReceiverStream<Result<wire::ObjectBatch, Status>> {
     let (tx, rx) = mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
-        let mut batch = wire::ObjectBatch::default();
-        let mut size = 0;
+        let mut batch = Batcher::new(DOWNLOAD_BATCH);
+        let send = |objects| tx.blocking_send(Ok(wire::ObjectBatch { objects }));
         for id in ids {
             let envelope = match store.get(account, &id) {
                 Ok(e) => e,
                 Err(e) => {
-                    if !batch.objects.is_empty() {
-                        let _ = tx.blocking_send(Ok(std::mem::take(&mut batch)));
+                    if !batch.is_empty() {
+                        let _ = send(batch.take());
                     }
                     let _ = tx.blocking_send(Err(status(e)));
                     return;
                 }
             };
-            size += envelope.len();
-            batch.objects.push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope });
-            if size >= DOWNLOAD_BATCH {
-                size = 0;
-                if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
-                    return;
-                }
+            let len = envelope.len();
+            let ready = batch.push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope }, len);
+            if ready.is_some_and(|objects| send(objects).is_err()) {
+                return;
             }
         }
-        if !batch.objects.is_empty() {
-            let _ = tx.blocking_send(Ok(batch));
+        if !batch.is_empty() {
+            let _ = send(batch.take());
         }
     });
     ReceiverStream::new(rx)
@@ -365,8 +401,15 @@ impl store_server::Store for StoreService {
         let id = parse_id(&req.id, 0)?;
         let account = logged_in(&peer)?;
         let marker = blocking(move || with_writer(&peer, |w| w.commit_set(id, &req.envelope))).await?;
+        let wanted = self.node.commit_replicas;
+        let replicas = Syncer::replicate(&self.node, account, id, wanted, self.node.commit_wait).await;
+        // Whatever the pushes did not finish, the journal does.
         self.node.syncer.changed(&self.node, account);
-        Ok(Response::new(wire::CommitSetReply { marker }))
+        Ok(Response::new(wire::CommitSetReply {
+            marker,
+            replicas: replicas as u32,
+            replicas_wanted: wanted.min(self.held_by(account)) as u32,
+        }))
     }
 
     async fn list_sets(

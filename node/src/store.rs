@@ -11,19 +11,17 @@
 //!
 //! Pack files are RAID files (`coffer_raid`) on a disc set: by default the one
 //! directory `packs/`, or three directories given by the node's config. Opening
-//! a store removes what a crash can leave behind: temporary stripes, and
-//! committed packs that the index never recorded (the crash came between the
-//! commit and the index write; nothing names their objects yet).
+//! a store removes what a crash can leave behind, and refuses a store whose
+//! index does not match its discs (see `recovery`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use coffer_proto::{ObjectId, SetsDigest, object};
 use rocksdb::DB;
-use tracing::info;
 
 use crate::error::{Result, StoreError};
 use crate::index::{self, ObjectEntry, PackStats, SetRecord};
@@ -63,6 +61,14 @@ pub(crate) struct Inner {
     /// Serialises read-modify-write of account records.
     pub(crate) accounts_lock: Mutex<()>,
     pub(crate) next_pack: AtomicU64,
+    /// Serialises writes of the recorded next pack number.
+    pub(crate) pack_numbers: Mutex<()>,
+    /// Bumped on every change of an account record, so open writers notice
+    /// a freeze, a new hard limit or a deletion at their next object.
+    pub(crate) account_changes: AtomicU64,
+    /// Accounts the group deleted while a writer was open: that writer
+    /// refuses everything, and the deletion completes once it is gone.
+    pub(crate) doomed: Mutex<HashSet<AccountId>>,
 }
 
 impl Store {
@@ -77,11 +83,14 @@ impl Store {
         if root.join("STORE").exists() {
             return Err(StoreError::AlreadyExists(root.to_path_buf()));
         }
-        fs::create_dir_all(root).map_err(StoreError::io(root))?;
+        coffer_raid::durable::create_dir_all(root)?;
         let store = Self::open_dirs(root, discs)?;
-        let mark = root.join("STORE");
-        fs::write(&mark, STORE_MARK).map_err(StoreError::io(&mark))?;
-        fs::File::open(root).and_then(|d| d.sync_all()).map_err(StoreError::io(root))?;
+        let packs = store.pack_files()?.len();
+        if packs > 0 {
+            // The discs hold another store's packs, or this one's without its index.
+            return Err(StoreError::IndexLost { root: root.to_path_buf(), packs });
+        }
+        write_mark(root)?;
         Ok(store)
     }
 
@@ -91,13 +100,22 @@ impl Store {
     }
 
     pub fn open_on(root: &Path, discs: &[PathBuf]) -> Result<Store> {
-        match fs::read_to_string(root.join("STORE")) {
-            Ok(s) if s == STORE_MARK => {}
-            _ => return Err(StoreError::NotAStore(root.to_path_buf())),
-        }
-        let store = Self::open_dirs(root, discs)?;
+        let store = Self::open_unchecked(root, discs)?;
         store.recover()?;
         Ok(store)
+    }
+
+    /// Opens a store without recovery, for rebuilding its index (which
+    /// marks a directory whose `STORE` file was lost as a store again).
+    pub(crate) fn open_unchecked(root: &Path, discs: &[PathBuf]) -> Result<Store> {
+        if !root.join("STORE").exists() {
+            coffer_raid::durable::create_dir_all(root)?;
+            write_mark(root)?;
+        }
+        match fs::read_to_string(root.join("STORE")) {
+            Ok(s) if s == STORE_MARK => Self::open_dirs(root, discs),
+            _ => Err(StoreError::NotAStore(root.to_path_buf())),
+        }
     }
 
     fn open_dirs(root: &Path, discs: &[PathBuf]) -> Result<Store> {
@@ -116,23 +134,14 @@ impl Store {
                 waiting: Mutex::new(HashMap::new()),
                 accounts_lock: Mutex::new(()),
                 next_pack: AtomicU64::new(next_pack),
+                pack_numbers: Mutex::new(()),
+                account_changes: AtomicU64::new(0),
+                doomed: Mutex::new(HashSet::new()),
             }),
         })
     }
 
-    fn recover(&self) -> Result<()> {
-        let known: HashSet<(u64, u64)> = self.all_pack_ids()?.into_iter().collect();
-        for (account, pack, name) in self.pack_files()? {
-            if !known.contains(&(account, pack)) {
-                info!(pack = %name, "removing pack the index never recorded");
-                self.inner.discs.remove(&name)?;
-            }
-            self.inner.next_pack.fetch_max(pack + 1, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
-    fn all_pack_ids(&self) -> Result<Vec<(u64, u64)>> {
+    pub(crate) fn all_pack_ids(&self) -> Result<Vec<(u64, u64)>> {
         let db = &self.inner.db;
         let mut out = Vec::new();
         for item in db.iterator_cf(index::cf(db, index::CF_PACKS), rocksdb::IteratorMode::Start) {
@@ -294,6 +303,11 @@ impl Store {
     }
 }
 
+/// Marks `root` as a store, durably.
+fn write_mark(root: &Path) -> Result<()> {
+    Ok(coffer_raid::durable::write_file(&root.join("STORE"), STORE_MARK.as_bytes())?)
+}
+
 /// A client's place in the queue for an account's writer, held while it waits.
 struct Waiting<'a> {
     store: &'a Store,
@@ -321,7 +335,7 @@ impl Drop for Waiting<'_> {
 
 impl Store {
     /// Every committed pack file: (account, pack, RAID file name).
-    fn pack_files(&self) -> Result<Vec<(u64, u64, String)>> {
+    pub(crate) fn pack_files(&self) -> Result<Vec<(u64, u64, String)>> {
         let names = self.inner.discs.names()?;
         Ok(names.into_iter().filter_map(|n| packfile::parse_pack_name(&n).map(|(a, p)| (a, p, n))).collect())
     }

@@ -131,6 +131,52 @@ impl Syncer {
         result
     }
 
+    /// A replicated commit: pushes the set a client just committed here to
+    /// the account's other replicas, concurrently, until `wanted` nodes
+    /// (this one included) hold it and all it names, or `wait` has passed.
+    /// Returns how many hold it. Pushes still running at the end are
+    /// dropped; the journal (see [`Syncer::changed`]) finishes the job.
+    pub async fn replicate(
+        node: &Arc<Node>,
+        account: AccountId,
+        set: coffer_proto::ObjectId,
+        wanted: usize,
+        wait: Duration,
+    ) -> usize {
+        let peers = other_replicas(node, account);
+        let need = wanted.saturating_sub(1).min(peers.len());
+        let mut held = 1;
+        if need == 0 {
+            return held;
+        }
+        let committed_ns = match node.store.sets(account) {
+            Ok(sets) => sets.into_iter().find(|(id, _)| *id == set).map_or(0, |(_, r)| r.committed_ns),
+            Err(e) => {
+                warn!(account, error = %e, "cannot read the set just committed");
+                return held;
+            }
+        };
+        let deadline = Instant::now() + wait;
+        let mut pushes = tokio::task::JoinSet::new();
+        for peer in peers {
+            let node = node.clone();
+            pushes.spawn(async move { push_until(&node, account, peer, set, committed_ns, deadline).await });
+        }
+        let timeout = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(timeout);
+        while held <= need {
+            tokio::select! {
+                done = pushes.join_next() => match done {
+                    Some(Ok(true)) => held += 1,
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = &mut timeout => break,
+            }
+        }
+        held
+    }
+
     /// Syncs an account with every other replica now (`coffer-admin sync`).
     pub async fn sync_all_replicas(
         &self,
@@ -196,6 +242,33 @@ impl Syncer {
 
     fn succeeded(&self, peer: NodeId) {
         self.backoff.lock().unwrap().remove(&peer);
+    }
+}
+
+/// Pushes one set to one peer, again while the peer's account is busy
+/// (with a sync of its own) and time remains; whether the peer holds it.
+async fn push_until(
+    node: &Node,
+    account: AccountId,
+    peer: NodeId,
+    set: coffer_proto::ObjectId,
+    committed_ns: i64,
+    deadline: Instant,
+) -> bool {
+    let Some(member) = node.group.read(|s| s.member(peer)) else { return false };
+    let local = LocalReplica::new(node.store.clone(), account, &node.name);
+    loop {
+        let remote = RemoteReplica::new(node.group.peers().clone(), &member.name, &member.addr, account);
+        match fastsync::push_set(&local, &remote, set, committed_ns).await {
+            Ok(_) => return true,
+            Err(SyncError::Busy { .. }) if Instant::now() + Duration::from_millis(100) < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                debug!(account, peer = %member.name, error = %e, "replicated commit: push failed");
+                return false;
+            }
+        }
     }
 }
 

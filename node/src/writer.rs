@@ -47,6 +47,8 @@ pub(crate) struct Pending {
     pub bump_marker: bool,
     /// Packs to delete once the batch that stops naming them is durable.
     pub obsolete_packs: Vec<u64>,
+    /// Packs committed and announced (see `recovery`), which the batch records.
+    pub announced: Vec<u64>,
 }
 
 impl Pending {
@@ -69,10 +71,16 @@ pub struct AccountWriter {
     /// Live bytes of the account including unflushed puts, against `hard_limit`.
     used: u64,
     hard_limit: u64,
+    /// Whether the account's being frozen stops this writer (a client's; fast
+    /// sync keeps replicas of a frozen account in step).
+    stops_when_frozen: bool,
+    /// The store's account-change count when the record was last read.
+    seen_changes: u64,
 }
 
 impl AccountWriter {
     pub(crate) fn new(store: Store, account: AccountId) -> Result<Self> {
+        let seen_changes = store.inner.account_changes.load(Ordering::SeqCst);
         let hard_limit = store.account(account)?.limits.hard;
         let used = store.usage(account)?.live_bytes;
         Ok(AccountWriter {
@@ -83,7 +91,36 @@ impl AccountWriter {
             pending: Pending::default(),
             used,
             hard_limit,
+            stops_when_frozen: false,
+            seen_changes,
         })
+    }
+
+    /// Makes this a client's writer, which freezing the account stops.
+    pub fn stop_when_frozen(&mut self) {
+        self.stops_when_frozen = true;
+        self.seen_changes = u64::MAX;
+    }
+
+    /// Picks up a change to the account made since this writer last looked
+    /// (one atomic load when there was none): a new hard limit, a freeze, a
+    /// deletion. Runs before every object, so a change made while a session
+    /// is open takes effect at its next object.
+    fn follow_account(&mut self) -> Result<()> {
+        let changes = self.store.inner.account_changes.load(Ordering::SeqCst);
+        if changes == self.seen_changes {
+            return Ok(());
+        }
+        let record = self.store.account(self.account)?;
+        if self.store.inner.doomed.lock().unwrap().contains(&self.account) {
+            return Err(StoreError::AccountDeleted(record.name));
+        }
+        if self.stops_when_frozen && record.frozen {
+            return Err(StoreError::Frozen(record.name));
+        }
+        self.hard_limit = record.limits.hard;
+        self.seen_changes = changes;
+        Ok(())
     }
 
     pub fn account(&self) -> AccountId {
@@ -141,6 +178,7 @@ impl AccountWriter {
         obj: &Object,
         refcount: u64,
     ) -> Result<PutOutcome> {
+        self.follow_account()?;
         if self.has(&id)? {
             return Ok(PutOutcome::AlreadyPresent);
         }
@@ -289,9 +327,7 @@ impl AccountWriter {
             return Ok(());
         }
         if let Some(pack) = self.pack.take() {
-            let pack_id = pack.pack;
-            let size = pack.commit()?;
-            self.update_pack(pack_id, |p| p.bytes = size)?;
+            self.commit_pack(pack)?;
         }
         let batch = self.build_batch()?;
         self.store.write_synced(batch)?;
@@ -303,6 +339,16 @@ impl AccountWriter {
         }
         self.pending = Pending::default();
         Ok(())
+    }
+
+    /// Commits a pack file, announced first so that crash recovery may
+    /// remove it if the index write that follows never happens.
+    pub(crate) fn commit_pack(&mut self, pack: PackWriter) -> Result<()> {
+        let id = pack.pack;
+        self.store.announce_pack(self.account, id)?;
+        self.pending.announced.push(id);
+        let size = pack.commit()?;
+        self.update_pack(id, |p| p.bytes = size)
     }
 
     fn build_batch(&mut self) -> Result<WriteBatch> {
@@ -356,8 +402,9 @@ impl AccountWriter {
             let marker = self.store.marker(account)? + 1;
             batch.put_cf(index::cf(db, index::CF_META), index::marker_key(account), index::encode(&marker));
         }
-        let next_pack = self.store.inner.next_pack.load(Ordering::SeqCst);
-        batch.put_cf(index::cf(db, index::CF_META), index::META_NEXT_PACK, index::encode(&next_pack));
+        for pack in &self.pending.announced {
+            self.store.settle_announcement(&mut batch, account, *pack);
+        }
         Ok(batch)
     }
 

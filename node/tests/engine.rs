@@ -98,16 +98,14 @@ fn unflushed_writes_vanish_and_flushed_ones_survive_reopen() {
         w.flush().unwrap();
         w.put(c2, &e2).unwrap();
         drop(w);
-        // What a crash can leave: a half-written temporary, and a pack renamed
-        // into place whose index write never happened.
+        // What a crash can leave: a half-written temporary. (A pack renamed
+        // into place whose index write never happened: see `recovery`.)
         std::fs::write(dir.path().join("packs/00000001/0000000000000063.pack.rfw"), b"half").unwrap();
-        std::fs::write(pack_file(dir.path(), acct, 999), b"garbage").unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
     let acct = store.find_account("a").unwrap().unwrap().id;
     assert_eq!(store.get(acct, &c1).unwrap(), e1);
     assert!(!store.has_many(acct, &[c2]).unwrap()[0]);
-    assert!(!pack_file(dir.path(), acct, 999).exists());
     assert!(!dir.path().join("packs/00000001/0000000000000063.pack.rfw").exists());
 }
 
@@ -166,4 +164,134 @@ fn a_client_waiting_for_the_writer_comes_before_fast_sync() {
     release.send(()).unwrap();
     client.join().unwrap();
     assert!(store.background_writer(acct).is_ok(), "the sync goes on once the client is done");
+}
+
+/// Copies a directory tree (an index snapshot, as an operator's restore would).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// One committed backup set with its own chunk; returns the set id.
+fn backup(store: &Store, account: u64, n: u8) -> ObjectId {
+    let mut w = store.writer(account).unwrap();
+    let (c, ce) = chunk(n, 50_000);
+    let (t, te) = tree(n + 100, &[c]);
+    let (s, se) = set(n + 200, &[t], n as i64);
+    w.put(c, &ce).unwrap();
+    w.put(t, &te).unwrap();
+    w.commit_set(s, &se).unwrap();
+    s
+}
+
+fn pack_count(root: &std::path::Path) -> usize {
+    walk(&root.join("packs")).iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.file_type().unwrap().is_dir() {
+            true => out.extend(walk(&entry.path())),
+            false => out.push(entry.path()),
+        }
+    }
+    out
+}
+
+#[test]
+fn a_store_whose_index_is_lost_is_refused_with_every_pack_kept_and_rebuilt_from_the_packs() {
+    let (dir, store, acct) = new_store();
+    let sets = [backup(&store, acct, 1), backup(&store, acct, 2)];
+    drop(store);
+    let packs = pack_count(dir.path());
+    assert!(packs >= 2);
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+
+    for _ in 0..2 {
+        let err = Store::open(dir.path()).err().expect("a store without its index is refused");
+        assert!(matches!(err, StoreError::IndexLost { .. }), "{err}");
+        assert!(err.to_string().contains("rebuild"), "{err}");
+        assert_eq!(pack_count(dir.path()), packs, "nothing removed");
+    }
+    // Nor is a store made anew over the packs, with the STORE mark lost too.
+    std::fs::remove_file(dir.path().join("STORE")).unwrap();
+    let err = Store::create(dir.path()).err().expect("nor made anew over the packs");
+    assert!(err.to_string().contains("pack files"), "{err}");
+
+    let lost = |id| coffer_node::AccountRecord {
+        id,
+        name: "alice".into(),
+        key_fingerprint: "fp".into(),
+        limits: coffer_node::Limits::UNLIMITED,
+        frozen: false,
+        created_ns: 0,
+    };
+    let reports = Store::rebuild_index(dir.path(), &[dir.path().join("packs")], lost).unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+    let store = Store::open(dir.path()).unwrap();
+    let listed: Vec<ObjectId> = store.sets(acct).unwrap().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(listed, sets);
+    assert_eq!(store.get(acct, &chunk(2, 50_000).0).unwrap(), chunk(2, 50_000).1);
+    backup(&store, acct, 3);
+}
+
+#[test]
+fn a_rolled_back_index_is_refused_and_keeps_the_newer_packs() {
+    let (dir, store, acct) = new_store();
+    backup(&store, acct, 1);
+    drop(store);
+    copy_dir(&dir.path().join("index"), &dir.path().join("index-then"));
+    let store = Store::open(dir.path()).unwrap();
+    let newer = backup(&store, acct, 2);
+    drop(store);
+    let packs = pack_count(dir.path());
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    std::fs::rename(dir.path().join("index-then"), dir.path().join("index")).unwrap();
+
+    let err = Store::open(dir.path()).err().expect("an index older than the packs is refused");
+    assert!(matches!(err, StoreError::IndexBehind { .. }), "{err}");
+    assert_eq!(pack_count(dir.path()), packs, "nothing removed");
+    Store::rebuild_index(dir.path(), &[dir.path().join("packs")], |_| unreachable!("the record is there"))
+        .unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.sets(acct).unwrap().iter().any(|(id, _)| *id == newer), "the newer set is back");
+}
+
+#[test]
+fn discs_pointed_at_empty_directories_are_refused() {
+    let (dir, store, acct) = new_store();
+    backup(&store, acct, 1);
+    drop(store);
+    let elsewhere = dir.path().join("elsewhere");
+    let err = Store::open_on(dir.path(), &[elsewhere]).err().expect("the index's packs are nowhere");
+    assert!(matches!(err, StoreError::PacksNotFound { .. }), "{err}");
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.sets(acct).unwrap().len(), 1);
+}
+
+#[test]
+fn an_unknown_pack_below_the_next_number_is_moved_aside_not_deleted() {
+    let (dir, store, acct) = new_store();
+    backup(&store, acct, 1);
+    backup(&store, acct, 2);
+    drop(store);
+    // A pack the index does not know (say, one an operator copied back by hand).
+    let first = pack_file(dir.path(), acct, 1);
+    let stray = pack_file(dir.path(), acct, 0);
+    std::fs::copy(&first, &stray).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!stray.exists());
+    let aside = walk(&dir.path().join("packs").join(coffer_node::packfile::ASIDE));
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0]).unwrap(), std::fs::read(&first).unwrap());
+    assert_eq!(store.sets(acct).unwrap().len(), 2);
 }

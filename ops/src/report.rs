@@ -25,7 +25,7 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
                     "key_fingerprint": a.key_fingerprint, "marker": a.marker, "created_ns": a.created_ns,
                     "live_bytes": u.live_bytes, "pack_bytes": u.pack_bytes, "objects": u.objects,
                     "packs": u.packs, "sets": u.sets, "replicas": a.replicas, "primary": a.primary,
-                    "held_here": a.held_here,
+                    "held_here": a.held_here, "sets_digest": a.sets_digest,
                 })
             })
             .collect();

@@ -7,6 +7,8 @@
 //! - [`digest`]: the digest of an account's set ids and tombstones, which
 //!   fast sync compares beside the client store marker.
 //! - [`names`]: which account names are valid.
+//! - [`batch`]: cutting streams of objects into messages under the
+//!   transport's limit.
 //! - [`set`]: the cleartext header of a backup set object, which a node reads to
 //!   list sets and their roots.
 //!
@@ -18,6 +20,7 @@
 //! Nothing here knows about keys or disks: the client seals bodies, the node
 //! stores envelopes.
 
+pub mod batch;
 pub mod digest;
 pub mod id;
 pub mod names;

@@ -19,6 +19,9 @@
 use crate::id::{ID_LEN, ObjectId};
 
 pub const MAGIC: &[u8; 4] = b"CFO1";
+/// The largest envelope a store takes: a chunk is at most 4 MiB before
+/// sealing, and tree objects are cut far below this (see the client's `tree`).
+pub const MAX_OBJECT: usize = 8 << 20;
 pub const HEADER_LEN: usize = 20;
 
 /// What an object is; the node treats each kind differently only in how
@@ -68,6 +71,8 @@ pub enum ObjectError {
     Crc { stored: u32, computed: u32 },
     #[error("a chunk object must not reference other objects")]
     ChunkWithRefs,
+    #[error("object is {0} bytes; objects are at most {MAX_OBJECT} bytes")]
+    TooLarge(usize),
 }
 
 /// A decoded envelope borrowing the bytes it came from.
@@ -133,6 +138,9 @@ impl Header {
 
 /// Decodes and verifies an envelope; `bytes` must be exactly one object.
 pub fn decode(bytes: &[u8]) -> Result<Object<'_>, ObjectError> {
+    if bytes.len() > MAX_OBJECT {
+        return Err(ObjectError::TooLarge(bytes.len()));
+    }
     let header = Header::parse(bytes)?;
     if header.total_len() != bytes.len() as u64 {
         return Err(ObjectError::Length { expected: header.total_len(), actual: bytes.len() });

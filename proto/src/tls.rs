@@ -200,8 +200,8 @@ fn endpoint(host: &str, port: u16, config: Arc<ClientConfig>) -> Result<(Endpoin
         .connect_timeout(std::time::Duration::from_secs(10))
         // A peer that vanishes without closing (a cut link) is noticed
         // within seconds instead of when TCP gives up.
-        .http2_keep_alive_interval(std::time::Duration::from_secs(5))
-        .keep_alive_timeout(std::time::Duration::from_secs(10))
+        .http2_keep_alive_interval(KEEPALIVE / 2)
+        .keep_alive_timeout(KEEPALIVE)
         .keep_alive_while_idle(true);
     Ok((endpoint, TlsConnect { config, server_name }))
 }
@@ -231,10 +231,23 @@ impl tower::Service<Uri> for TlsConnect {
             let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
             let tcp = TcpStream::connect(&authority).await?;
             tcp.set_nodelay(true)?;
+            set_keepalive(&tcp, KEEPALIVE)?;
             let tls = connector.connect(server_name, tcp).await?;
             Ok(hyper_util::rt::TokioIo::new(tls))
         })
     }
+}
+
+/// How often either side of a connection checks that the other is still
+/// there (HTTP/2 pings and TCP keep-alive), and how long it waits for it.
+pub const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Turns on TCP keep-alive probes every `every`, giving up after three
+/// unanswered: a peer whose host vanished (a sleeping laptop, a dead link)
+/// is noticed even when no request is in flight.
+pub fn set_keepalive(tcp: &TcpStream, every: std::time::Duration) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new().with_time(every).with_interval(every).with_retries(3);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)
 }
 
 /// An error and its causes on one line: tonic's transport errors hide the

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
+use crate::durable;
 use crate::error::{RaidError, Result};
 use crate::layout::DEFAULT_BLOCK_SIZE;
 use crate::reader::RaidReader;
@@ -51,7 +52,7 @@ impl DiscSet {
             return Err(RaidError::DiscCount(dirs.len()));
         }
         for dir in dirs {
-            fs::create_dir_all(dir).map_err(RaidError::io(dir))?;
+            durable::create_dir_all(dir)?;
         }
         check_labels(dirs)?;
         for dir in dirs {
@@ -109,6 +110,24 @@ impl DiscSet {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Renames every stripe of `from` to `to` (making `to`'s directories),
+    /// durably: a stripe missing from a lost disc is skipped.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        check_name(from)?;
+        check_name(to)?;
+        for s in 0..self.stripes() {
+            let (old, new) = (self.stripe_path(from, s), self.stripe_path(to, s));
+            if !old.exists() {
+                continue;
+            }
+            durable::create_dir_all(new.parent().unwrap_or(Path::new(".")))?;
+            fs::rename(&old, &new).map_err(RaidError::io(&old))?;
+            durable::sync_parent(&new)?;
+            durable::sync_parent(&old)?;
         }
         Ok(())
     }
@@ -193,9 +212,7 @@ pub(crate) fn check_labels(dirs: &[PathBuf]) -> Result<()> {
                 problem: "it holds files but no disc-set label; refusing to adopt it".into(),
             });
         }
-        let path = dir.join(LABEL);
-        fs::write(&path, format!("coffer-discset {id:016x} {k} {n}\n")).map_err(RaidError::io(&path))?;
-        crate::writer::sync_parent(&path)?;
+        durable::write_file(&dir.join(LABEL), format!("coffer-discset {id:016x} {k} {n}\n").as_bytes())?;
     }
     Ok(())
 }

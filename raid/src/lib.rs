@@ -14,8 +14,11 @@
 //!   committed (fsync, rename, fsync of the directories).
 //! - [`reader`]: random-access reads, reconstructing bad blocks from parity.
 //! - [`repair`]: checking every stripe, and rebuilding bad ones from the rest.
+//! - [`durable`]: creating directories and small files so that they survive
+//!   a power cut (sync of the file and of its directory).
 
 pub mod discset;
+pub mod durable;
 pub mod error;
 pub mod layout;
 pub mod reader;

@@ -11,10 +11,11 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 
 use crate::discset::DiscSet;
+use crate::durable::sync_parent;
 use crate::error::{RaidError, Result};
 use crate::layout::Header;
 use crate::reader::RaidReader;
-use crate::writer::{sync_parent, unit_blocks, write_block};
+use crate::writer::{unit_blocks, write_block};
 
 /// One damaged stripe (or, with `stripe` None, a file beyond repair).
 #[derive(Debug, Clone, PartialEq, Eq)]

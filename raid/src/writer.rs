@@ -10,7 +10,6 @@
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
-use std::path::Path;
 
 use crate::discset::{DiscSet, check_name};
 use crate::error::{RaidError, Result};
@@ -53,12 +52,6 @@ pub(crate) fn write_block(out: &mut impl Write, block: &[u8]) -> std::io::Result
     out.write_all(&crc32fast::hash(block).to_le_bytes())
 }
 
-/// Syncs the directory holding `path`, so a rename in it is durable.
-pub(crate) fn sync_parent(path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(RaidError::io(dir))
-}
-
 impl RaidWriter {
     pub(crate) fn new(set: DiscSet, name: &str, overwrite: Overwrite) -> Result<RaidWriter> {
         check_name(name)?;
@@ -80,7 +73,8 @@ impl RaidWriter {
         for s in 0..writer.set.stripes() {
             let path = writer.set.temp_path(name, s);
             if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent).map_err(RaidError::io(parent))?;
+                // A new account's directory must survive a crash with its first pack.
+                crate::durable::create_dir_all(parent)?;
             }
             let file = File::options().write(true).create_new(true).open(&path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -146,7 +140,7 @@ impl RaidWriter {
         for s in 0..stripes {
             let (tmp, path) = (self.set.temp_path(&self.name, s), self.set.stripe_path(&self.name, s));
             fs::rename(&tmp, &path).map_err(RaidError::io(&path))?;
-            sync_parent(&path)?;
+            crate::durable::sync_parent(&path)?;
         }
         self.committed = true;
         Ok(())

@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
+use coffer_proto::batch::Batcher;
 use coffer_proto::object;
 use coffer_proto::{ObjectId, SetsDigest};
 use serde::Serialize;
@@ -168,6 +169,22 @@ pub async fn sync<L: Replica, R: Replica>(local: &L, remote: &R) -> Result<SyncR
     Ok(report)
 }
 
+/// Copies one set that `local` just committed, and whatever it names that
+/// `remote` lacks, to `remote`: what a replicated commit waits for. One
+/// direction only, so it never needs `local`'s writer (the committing
+/// client holds it). Returns `remote`'s marker.
+pub async fn push_set<L: Replica, R: Replica>(
+    local: &L,
+    remote: &R,
+    set: ObjectId,
+    committed_ns: i64,
+) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport { peer: remote.name(), sets_sent: 1, ..SyncReport::default() };
+    report.marker = copy_set(local, remote, set, committed_ns, &mut report).await?;
+    report.round_trips = remote.round_trips();
+    Ok(report)
+}
+
 /// Sets `from` holds that `to` neither holds nor has forgotten, oldest first.
 fn lacking(from: &Listing, to: &Listing, dead: &BTreeSet<ObjectId>) -> Vec<(ObjectId, i64)> {
     let mut sets: Vec<_> = from
@@ -300,31 +317,28 @@ fn decoded<'a, S: Replica>(
     Ok(object)
 }
 
-/// Objects on their way to a replica, sent once they fill a batch.
-#[derive(Default)]
-struct PutBatch {
-    objects: Vec<(ObjectId, Vec<u8>)>,
-    bytes: usize,
+/// Objects on their way to a replica, sent once they fill a batch (and
+/// never past the transport's limit).
+struct PutBatch(Batcher<(ObjectId, Vec<u8>)>);
+
+impl Default for PutBatch {
+    fn default() -> Self {
+        PutBatch(Batcher::new(PUT_BATCH))
+    }
 }
 
 impl PutBatch {
     async fn add<D: Replica>(&mut self, dst: &D, id: ObjectId, envelope: Vec<u8>) -> Result<(), SyncError> {
-        self.bytes += envelope.len();
-        self.objects.push((id, envelope));
-        if self.bytes >= PUT_BATCH {
-            self.send(dst).await?;
+        let len = envelope.len();
+        match self.0.push((id, envelope), len) {
+            Some(objects) => dst.put(objects).await,
+            None => Ok(()),
         }
-        Ok(())
-    }
-
-    async fn send<D: Replica>(&mut self, dst: &D) -> Result<(), SyncError> {
-        self.bytes = 0;
-        let objects = std::mem::take(&mut self.objects);
-        if objects.is_empty() { Ok(()) } else { dst.put(objects).await }
     }
 
     async fn finish<D: Replica>(mut self, dst: &D) -> Result<(), SyncError> {
-        self.send(dst).await
+        let objects = self.0.take();
+        if objects.is_empty() { Ok(()) } else { dst.put(objects).await }
     }
 }
 

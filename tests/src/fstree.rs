@@ -74,12 +74,7 @@ fn visit(
     };
     let link_group =
         (ft.is_file() && meta.nlink() > 1).then(|| inodes.entry(meta.ino()).or_insert(rel.clone()).clone());
-    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(path)
-        .map(|names| {
-            names.filter_map(|n| Some((n.as_bytes().to_vec(), xattr::get(path, &n).ok()??))).collect()
-        })
-        .unwrap_or_default();
-    xattrs.sort();
+    let xattrs = xattrs(path);
     out.insert(
         rel,
         Snapshot {
@@ -103,6 +98,17 @@ fn visit(
             visit(root, &path.join(name), out, inodes);
         }
     }
+}
+
+/// A path's extended attributes (not following symlinks), sorted.
+pub fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(path)
+        .map(|names| {
+            names.filter_map(|n| Some((n.as_bytes().to_vec(), xattr::get(path, &n).ok()??))).collect()
+        })
+        .unwrap_or_default();
+    xattrs.sort();
+    xattrs
 }
 
 /// Asserts two trees are identical, naming the first difference.

@@ -23,6 +23,12 @@ impl Links {
     /// Quickstarts `nodes` nodes with proxies on every link, `sides` client
     /// proxies per node, and starts the nodes.
     pub fn start(nodes: usize, sides: usize) -> (Cluster, Links) {
+        Links::start_with(nodes, sides, "")
+    }
+
+    /// Like [`Links::start`], with `group` (TOML lines) added to each node's
+    /// `[group]` section.
+    pub fn start_with(nodes: usize, sides: usize, group: &str) -> (Cluster, Links) {
         let mut cluster = Cluster::start_some(nodes as u16, 0, &[]);
         let pairs = nodes * (nodes - 1) + nodes * sides;
         let base = free_ports(pairs as u16);
@@ -51,7 +57,8 @@ impl Links {
                 .collect();
             let config = &cluster.nodes[from - 1].config;
             let text = std::fs::read_to_string(config).unwrap();
-            std::fs::write(config, format!("{text}\n[group.routes]\n{}\n", routes.join("\n"))).unwrap();
+            std::fs::write(config, format!("{text}{group}\n[group.routes]\n{}\n", routes.join("\n")))
+                .unwrap();
         }
         for node in &mut cluster.nodes {
             node.restart();
@@ -65,6 +72,16 @@ impl Links {
             if (a.contains(&from) && b.contains(&to)) || (b.contains(&from) && a.contains(&to)) {
                 proxy.cut();
             }
+        }
+    }
+
+    /// Every link to and from `node` swallows what it carries, without
+    /// closing anything: the node vanished from the network.
+    pub fn black_hole(&self, node: usize) {
+        let peers = self.peers.iter().filter(|((from, to), _)| *from == node || *to == node);
+        let clients = self.clients.iter().filter(|((_, to), _)| *to == node);
+        for proxy in peers.map(|(_, p)| p).chain(clients.map(|(_, p)| p)) {
+            proxy.black_hole();
         }
     }
 

@@ -3,7 +3,10 @@
 //!
 //! A [`Proxy`] listens on a 127.0.0.1 port and forwards each connection to
 //! its target. [`Proxy::cut`] closes every open connection and refuses new
-//! ones (a partition); [`Proxy::heal`] opens the link again;
+//! ones (a partition); [`Proxy::black_hole`] keeps every connection open
+//! and accepts new ones but delivers nothing, as a host that vanished
+//! without a word (a dead link, a dropped route); [`Proxy::heal`] opens the
+//! link again;
 //! [`Proxy::delay`] holds every chunk of data for a while before passing it
 //! on (a slow, distant link). Dropping the proxy stops it.
 
@@ -16,6 +19,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Link {
     cut: AtomicBool,
+    /// Data in either direction is swallowed; nothing is closed.
+    black_hole: AtomicBool,
     stopped: AtomicBool,
     delay: Mutex<Duration>,
     /// Both ends of every open connection, to close them on a cut.
@@ -50,8 +55,13 @@ impl Proxy {
         }
     }
 
+    pub fn black_hole(&self) {
+        self.link.black_hole.store(true, Ordering::SeqCst);
+    }
+
     pub fn heal(&self) {
         self.link.cut.store(false, Ordering::SeqCst);
+        self.link.black_hole.store(false, Ordering::SeqCst);
     }
 
     pub fn delay(&self, by: Duration) {
@@ -77,6 +87,12 @@ fn accept(listener: TcpListener, target: SocketAddr, link: Arc<Link>) {
         if link.cut.load(Ordering::SeqCst) {
             continue; // dropped: the caller sees the connection closed
         }
+        if link.black_hole.load(Ordering::SeqCst) {
+            // Accepted, then never answered: the caller waits.
+            let held = link.clone();
+            std::thread::spawn(move || swallow(client, held));
+            continue;
+        }
         let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else { continue };
         let _ = (client.set_nodelay(true), server.set_nodelay(true));
         let ends = [client.try_clone(), server.try_clone(), client.try_clone(), server.try_clone()];
@@ -100,12 +116,30 @@ fn pump(mut from: TcpStream, mut to: TcpStream, link: Arc<Link>) {
         if !delay.is_zero() {
             std::thread::sleep(delay);
         }
+        if link.black_hole.load(Ordering::SeqCst) {
+            continue;
+        }
         if link.cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
             break;
         }
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Reads and drops whatever arrives on a black-holed connection, until it
+/// closes or the link stops.
+fn swallow(mut from: TcpStream, link: Arc<Link>) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = vec![0u8; 64 * 1024];
+    while !link.stopped.load(Ordering::SeqCst) {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -137,6 +171,11 @@ mod tests {
         assert_eq!(&round_trip().unwrap(), b"hello");
         proxy.cut();
         assert!(round_trip().is_err(), "a cut link must not carry data");
+        proxy.heal();
+        assert_eq!(&round_trip().unwrap(), b"hello");
+        proxy.black_hole();
+        let err = round_trip().unwrap_err();
+        assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{err}");
         proxy.heal();
         assert_eq!(&round_trip().unwrap(), b"hello");
     }

@@ -315,3 +315,30 @@ fn killed_backup_leaves_a_usable_store_and_resumes() {
     env.ok(&["restore", src.to_str().unwrap(), dest.to_str().unwrap()]);
     assert_same_tree(&src, &dest);
 }
+
+#[test]
+fn a_lost_index_is_refused_without_deleting_a_pack_and_repair_brings_every_set_back() {
+    let env = Env::new();
+    let src = env.path("src");
+    make_every_kind(&src);
+    env.backup(&[&src]);
+    write(&src.join("later.txt"), b"a second set");
+    env.backup(&[&src]);
+    let packs = env.packs();
+    fs::remove_dir_all(env.store().join("index")).unwrap();
+
+    let err = env.fails(&["sets"]);
+    assert!(err.contains("no index") && err.contains("coffer repair"), "{err}");
+    let err = env.fails(&["backup", &src.display().to_string()]);
+    assert!(err.contains("no index"), "{err}");
+    assert_eq!(env.packs(), packs, "every pack kept");
+
+    env.ok(&["repair"]);
+    let sets = env.json(&["sets", "--json"]);
+    assert_eq!(sets.as_array().map(Vec::len), Some(2), "{sets}");
+    let out = env.path("out");
+    env.ok(&["restore", &src.display().to_string(), &out.display().to_string()]);
+    assert_same_tree(&src, &out);
+    write(&src.join("after-repair.txt"), b"and backups go on");
+    env.backup(&[&src]);
+}

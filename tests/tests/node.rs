@@ -48,6 +48,7 @@ fn check_clean(c: &Cluster, account: &str) {
 /// Starts `coffer backup SRC` and returns once the node has committed two
 /// packs of it: the second proves the first is recorded in the index.
 fn backup_under_way(c: &Cluster, src: &Path, packs: &str) -> std::process::Child {
+    let before = pack_count(c, packs);
     let client = std::process::Command::new(coffer_tests::binary("coffer"))
         .arg("--config")
         .arg(c.path("client.toml"))
@@ -57,14 +58,7 @@ fn backup_under_way(c: &Cluster, src: &Path, packs: &str) -> std::process::Child
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let packs = c.path(packs);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let committed =
-        || walk_files(&packs).iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).count();
-    while committed() < 2 {
-        assert!(Instant::now() < deadline, "upload never got going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_packs(c, packs, before + 2);
     client
 }
 
@@ -208,6 +202,10 @@ fn killed_node_loses_nothing_committed_and_the_rerun_sends_only_the_rest() {
     // Packs as RAID files on three directories: the kill lands mid-way
     // through writing stripes.
     let mut c = Cluster::start_with(1, &["--discs", "3"]);
+    // A set committed before the kill, which must come through it.
+    let first = c.path("first");
+    make_tree(&first, 8, 6, 300_000);
+    c.backup("client.toml", &first);
     let src = c.path("src");
     make_tree(&src, 9, 10, 12 << 20);
     let mut client = backup_under_way(&c, &src, "node1/disc3");
@@ -216,6 +214,8 @@ fn killed_node_loses_nothing_committed_and_the_rerun_sends_only_the_rest() {
     assert!(!status.success(), "backup cannot succeed without its node");
     c.nodes[0].restart();
     check_clean(&c, "client");
+    restore(&c, "client.toml", &first, &c.path("first-out"));
+    assert_same_tree(&first, &c.path("first-out"));
     let raid = c.admin_json(&["raid", "check", "--json"]);
     assert_eq!(raid["damage"], serde_json::json!([]), "{raid}");
     let debris: Vec<_> = (1..=3)
@@ -316,8 +316,107 @@ fn malformed_requests_get_errors_and_leave_the_store_intact() {
     let mut raw = RawClient::connect(c.dir.path(), "client", c.nodes[0].port).unwrap();
     raw.login(&fingerprint(&c, "client"), false).unwrap();
     assert_eq!(raw.have(vec![vec![7; 32], vec![8; 32], vec![9; 32]]).unwrap(), vec![false; 3]);
+    assert_eq!(raw.have(vec![vec![10; 32]]).unwrap(), vec![true], "the broken-off stream kept its object");
     drop(raw);
     check_clean(&c, "client");
     restore(&c, "client.toml", &src, &c.path("out"));
     assert_same_tree(&src, &c.path("out"));
+}
+
+/// Where a one-node cluster keeps its packs.
+const PACKS: &str = "node1/data/packs";
+
+/// Waits for a client process and returns (success, stderr).
+fn finished(mut client: std::process::Child) -> (bool, String) {
+    let status = wait_bounded(&mut client, Duration::from_secs(120));
+    let mut err = String::new();
+    client.stderr.take().map(|mut e| e.read_to_string(&mut err));
+    (status.success(), err)
+}
+
+/// A backup of `src` under way through `client.toml`, its stderr piped.
+fn backup_piped(c: &Cluster, src: &Path, extra: &[&str]) -> std::process::Child {
+    c.coffer_command("client.toml", &[extra, &["backup", &src.display().to_string()]].concat())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `dir` holds `n` committed packs.
+fn wait_for_packs(c: &Cluster, dir: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pack_count(c, dir) < n {
+        assert!(Instant::now() < deadline, "upload never got going");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Committed pack files under `dir` of the cluster.
+fn pack_count(c: &Cluster, dir: &str) -> usize {
+    walk_files(&c.path(dir)).iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).count()
+}
+
+#[test]
+fn a_client_stopped_mid_upload_does_not_keep_its_account_busy() {
+    let mut c = Cluster::start_some(1, 0, &[]);
+    let config = c.nodes[0].config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("idle_writer = \"3s\"\n{text}")).unwrap();
+    c.nodes[0].restart();
+    let big = c.path("big");
+    make_tree(&big, 9, 40, 4 << 20);
+    let stopped = backup_piped(&c, &big, &[]);
+    wait_for_packs(&c, PACKS, 1);
+    let pid = nix::unistd::Pid::from_raw(stopped.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+
+    // Another machine of the same account (same keys, its own cache) gets in
+    // while the first is still stopped, its connection still open.
+    let small = c.path("small");
+    make_tree(&small, 10, 3, 10_000);
+    let other = ["--cache", &c.path("other-cache").display().to_string()].map(String::from);
+    let other: Vec<&str> = other.iter().map(String::as_str).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let (ok, err) = finished(backup_piped(&c, &small, &other));
+        if ok {
+            break true;
+        }
+        assert!(err.contains("busy"), "{err}");
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(report, "the second client never got the account while the first was stopped");
+
+    nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
+    let (ok, err) = finished(stopped);
+    assert!(ok || err.contains("took over") || err.contains("connection"), "{err}");
+    restore(&c, "client.toml", &small, &c.path("small-out"));
+    assert_same_tree(&small, &c.path("small-out"));
+    check_clean(&c, "client");
+}
+
+#[test]
+fn freezing_or_lowering_the_hard_limit_stops_an_open_session_at_its_next_object() {
+    let c = Cluster::start(1);
+    let big = c.path("big");
+    make_tree(&big, 11, 30, 4 << 20);
+    for (change, says) in [
+        (&["account", "freeze", "client"][..], "frozen"),
+        (&["account", "set-limit", "client", "--hard", "40MiB", "--soft", "40MiB"][..], "hard limit"),
+    ] {
+        let before = pack_count(&c, PACKS);
+        let client = backup_piped(&c, &big, &[]);
+        wait_for_packs(&c, PACKS, before + 1);
+        c.admin_ok(change);
+        let (ok, err) = finished(client);
+        assert!(!ok && err.contains(says), "{err}");
+        assert!(set_ids(&c, "client.toml").is_empty(), "nothing committed");
+        c.admin_ok(&["account", "thaw", "client"]);
+        c.admin_ok(&["account", "set-limit", "client", "--hard", "unlimited", "--soft", "unlimited"]);
+    }
+    c.backup("client.toml", &big);
 }

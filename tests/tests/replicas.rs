@@ -56,13 +56,29 @@ fn a_backup_reaches_every_replica_and_restores_from_each() {
     c.wait_for_group(1, 3);
     let data = c.path("data");
     tree(&data, 1, 30);
-    c.backup("client.toml", &data);
+    let first = c.backup("client.toml", &data);
     let marker = converged(&c, &[1, 2, 3], 1);
+    let then = c.path("data-then");
+    let copied = std::process::Command::new("cp").arg("-a").arg(&data).arg(&then).status().unwrap();
+    assert!(copied.success());
     tree(&data, 2, 10);
     let second = c.backup("client.toml", &data);
     assert!(converged(&c, &[1, 2, 3], 2) > marker);
     for k in [2, 3] {
         restore_from(&c, k, &data, None);
+        // The older set too, as it was.
+        let target = c.path(&format!("first-from-{k}"));
+        let set = first["set_id"].as_str().unwrap();
+        let args = [
+            "--no-failover",
+            "restore",
+            "--set",
+            set,
+            &data.display().to_string(),
+            &target.display().to_string(),
+        ];
+        c.coffer_ok(&c.client_for(k), &args);
+        assert_same_tree(&then, &target);
     }
     let sets = c.coffer_json(&c.client_for(3), &["sets", "--json"]);
     assert_eq!(sets.as_array().unwrap().len(), 2, "{sets}");
@@ -119,6 +135,52 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
     let back = c.backup("client.toml", &data);
     assert_eq!(back["node"], "node1", "{back}");
     converged(&c, &[1, 2, 3], 3);
+}
+
+/// A source tree: `dirs` directories of small files of varied sizes, the
+/// shape (many directories, each finished and stored while others are read)
+/// that lets a failover meet trees naming chunks on the old node.
+fn source_tree(root: &Path, seed: u64, dirs: u64, files: u64) {
+    for d in 0..dirs {
+        for f in 0..files {
+            let n = seed * 1_000_000 + d * 1000 + f;
+            write(
+                &root.join(format!("pkg{}/mod{d}/f{f}.txt", d % 8)),
+                &random_bytes(n, 2000 + (n % 61) as usize * 1000),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_first_backup_of_a_source_tree_finishes_on_the_next_node_when_its_primary_dies() {
+    let mut c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let data = c.path("src");
+    // About 150 MiB in 4,800 files: the first 32 MiB pack lands well before the end.
+    source_tree(&data, 1, 120, 40);
+    let before = c.pack_bytes(1);
+    let mut backup = c
+        .coffer_command("client.toml", &["backup", "--json", &data.display().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(COMMAND_TIMEOUT, "node 1 to commit part of the upload", || {
+        (c.pack_bytes(1) > before).then_some(())
+    });
+    c.nodes[0].kill();
+    let status = wait_bounded(&mut backup, COMMAND_TIMEOUT);
+    let output = backup.wait_with_output().unwrap();
+    assert!(status.success(), "backup failed: {}", String::from_utf8_lossy(&output.stderr));
+    let report = parse_json(&String::from_utf8_lossy(&output.stdout));
+    assert!(matches!(report["node"].as_str(), Some("node2" | "node3")), "{report}");
+    assert!(u64_field(&report, "restarts") >= 1, "{report}");
+    assert_eq!(u64_field(&report, "files_total"), 4800, "{report}");
+    converged(&c, &[2, 3], 1);
+    for k in [2, 3] {
+        restore_from(&c, k, &data, None);
+    }
 }
 
 #[test]
@@ -196,4 +258,29 @@ fn an_account_migrates_to_another_node_and_the_old_one_redirects_its_client() {
     assert!(refused.contains(&format!("not held on node {source}")), "{refused}");
     let holders: Vec<usize> = now.iter().map(|r| number(r)).collect();
     converged(&c, &holders, 2);
+}
+
+#[test]
+fn a_directory_of_200k_files_backs_up_restores_and_reaches_every_replica() {
+    let c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let data = c.path("huge");
+    let many = data.join("many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..200_000 {
+        // Empty files: the directory, not the content, is what is large.
+        std::fs::File::create(many.join(format!("entry-{i:06}-with-a-longish-name"))).unwrap();
+    }
+    write(&data.join("many/some-content"), &random_bytes(7, 100_000));
+    let first = c.backup("client.toml", &data);
+    assert_eq!(u64_field(&first, "files_total"), 200_001, "{first}");
+    converged(&c, &[1, 2, 3], 1);
+    restore_from(&c, 3, &data, None);
+
+    // One more file rewrites one part of the directory, not all 200,000 entries.
+    write(&data.join("many/entry-100000-with-a-longish-name-too"), b"x");
+    let second = c.backup("client.toml", &data);
+    assert!(u64_field(&second, "bytes_stored_new") < 1 << 20, "{second}");
+    converged(&c, &[1, 2, 3], 2);
+    restore_from(&c, 2, &data, None);
 }
