@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, parse_json, run_bounded, wait_bounded};
+use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, finish_backup, run_bounded};
 use coffer_tests::links::Links;
 use coffer_tests::u64_field;
 use serde_json::Value;
@@ -58,7 +58,9 @@ impl Lab {
     pub fn start(workload: Workload) -> Result<Lab> {
         // A commit waits for a second replica; not for long, since a round
         // may well have cut every other one off.
-        let (cluster, links) = Links::start_with(NODES, 1, "commit_replicas = 2\ncommit_wait = \"5s\"\n");
+        // Every node keeps its packs on three discs (RAID with parity).
+        let group = "commit_replicas = 2\ncommit_wait = \"5s\"\n";
+        let (cluster, links) = Links::start_with(NODES, 1, &["--discs", "3"], group);
         cluster.wait_for_group(1, NODES);
         let client = links.client_config(&cluster, "chaos", 1);
         let data = cluster.path("data");
@@ -69,23 +71,12 @@ impl Lab {
 
     /// Starts `coffer backup --json` of the data directory.
     pub fn spawn_backup(&self) -> Child {
-        let data = self.data.display().to_string();
-        self.cluster
-            .coffer_command(&self.client, &["backup", "--json", &data])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start coffer backup")
+        self.cluster.spawn_backup(&self.client, &self.data)
     }
 
     /// Waits for a backup; its report if it succeeded.
-    pub fn finish_backup(&self, mut child: Child) -> Result<Value> {
-        let status = wait_bounded(&mut child, COMMAND_TIMEOUT);
-        let out = child.wait_with_output()?;
-        if !status.success() {
-            bail!("backup failed ({status}): {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(parse_json(&String::from_utf8_lossy(&out.stdout)))
+    pub fn finish_backup(&self, child: Child) -> Result<Value> {
+        finish_backup(child, COMMAND_TIMEOUT).map_err(anyhow::Error::msg)
     }
 
     pub fn backup(&self) -> Result<Value> {
@@ -107,18 +98,46 @@ impl Lab {
     /// Deletes a killed node's data: it comes back as a new, empty member.
     pub fn wipe(&self, k: usize) -> Result<()> {
         let data = self.cluster.path(&format!("node{k}/data"));
-        std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))
+        for dir in self.cluster.pack_dirs(k).iter().chain([&data]) {
+            std::fs::remove_dir_all(dir).with_context(|| format!("wiping {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// `coffer-admin raid ARGS` on node `k`; fails unless it reports clean.
+    pub fn raid(&self, k: usize, args: &[&str]) -> Result<()> {
+        let out = self.cluster.admin_at(k, &[&["raid"], args].concat());
+        if !out.status.success() {
+            let said = [out.stdout, out.stderr].concat();
+            bail!("node{k}: raid {args:?}: {}", String::from_utf8_lossy(&said).trim());
+        }
+        Ok(())
     }
 
     /// Deletes a killed node's index, and checks that the node then refuses
     /// to start, naming the problem, with every pack file kept.
     pub fn lose_index(&self, k: usize) -> Result<()> {
+        let packs = self.cluster.pack_bytes(k);
+        if packs == 0 {
+            bail!("node{k} holds no packs: there is no index to lose");
+        }
         let index = self.cluster.path(&format!("node{k}/data/index"));
         std::fs::remove_dir_all(&index).with_context(|| format!("removing {}", index.display()))?;
-        let packs = self.cluster.pack_bytes(k);
-        let mut node = Command::new(coffer_tests::binary("coffer-node"));
-        node.arg("--config").arg(&self.cluster.nodes[k - 1].config);
-        let out = run_bounded(node, COMMAND_TIMEOUT);
+        let mut node = Command::new(coffer_tests::binary("coffer-node"))
+            .arg("--config")
+            .arg(&self.cluster.nodes[k - 1].config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while node.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = node.kill();
+                bail!("node{k} started without its index instead of refusing");
+            }
+            Lab::pause(50);
+        }
+        let out = node.wait_with_output()?;
         let err = String::from_utf8_lossy(&out.stderr);
         if out.status.success() || !err.contains("no index") {
             bail!("node{k} without its index did not refuse to start: {err}");
@@ -141,12 +160,21 @@ impl Lab {
     }
 
     /// `coffer-admin ARGS` through node `k`.
+    /// Retried for a while on "no quorum", as an operator would while the
+    /// group elects a new leader (its old one may just have been killed).
     pub fn admin(&self, k: usize, args: &[&str]) -> Result<()> {
-        let out = self.cluster.admin_at(k, args);
-        if !out.status.success() {
-            bail!("coffer-admin {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.cluster.admin_at(k, args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                return Ok(());
+            }
+            if !err.contains("no quorum") || std::time::Instant::now() > deadline {
+                bail!("coffer-admin {args:?}: {}", err.trim());
+            }
+            Lab::pause(500);
         }
-        Ok(())
     }
 
     /// The number of the node that leads the group, as node `k` sees it.
@@ -182,6 +210,41 @@ impl Lab {
         let out = self.cluster.coffer(&config, &args);
         if !out.status.success() {
             bail!("node{k}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    /// Restores set `set` from node `k` alone, with an empty cache, into a
+    /// scratch directory, and removes it: every object read was verified.
+    pub fn restore_checked(&self, k: usize, set: &str) -> Result<()> {
+        let (target, cache) =
+            (self.cluster.path("scratch/flipped"), self.cluster.path("scratch/flipped-cache"));
+        let result = self.restore(k, set, &self.data, &target, &cache);
+        let _ = std::fs::remove_dir_all(&target);
+        let _ = std::fs::remove_dir_all(&cache);
+        result
+    }
+
+    /// One stripe file of one of node `k`'s packs, at random.
+    pub fn random_stripe(&self, k: usize, rng: &mut impl rand::Rng) -> Option<PathBuf> {
+        let stripes: Vec<PathBuf> = self
+            .cluster
+            .pack_dirs(k)
+            .iter()
+            .flat_map(|d| coffer_tests::walk_files(d))
+            .filter(|p| p.extension().is_some_and(|e| e == "pack"))
+            .collect();
+        (!stripes.is_empty()).then(|| stripes[rng.random_range(0..stripes.len())].clone())
+    }
+
+    /// Flips one bit of a byte past the stripe's header.
+    pub fn flip_byte(&self, stripe: &Path, rng: &mut impl rand::Rng) -> Result<()> {
+        let mut bytes = std::fs::read(stripe).with_context(|| format!("reading {}", stripe.display()))?;
+        let header = coffer_raid::layout::HEADER_LEN as usize;
+        if bytes.len() > header {
+            let at = rng.random_range(header..bytes.len());
+            bytes[at] ^= 1 << rng.random_range(0..8);
+            std::fs::write(stripe, bytes).with_context(|| format!("writing {}", stripe.display()))?;
         }
         Ok(())
     }

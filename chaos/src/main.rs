@@ -43,9 +43,19 @@ struct Cli {
     /// Small files in each directory.
     #[arg(long, default_value_t = 20)]
     files: u64,
+    /// Run only these scenarios (repeatable; by name, e.g. DiscLost).
+    #[arg(long = "scenario", value_parser = parse_scenario)]
+    scenarios: Vec<Scenario>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_scenario(name: &str) -> Result<Scenario, String> {
+    scenario::ALL.iter().copied().find(|s| format!("{s:?}") == name).ok_or_else(|| {
+        let names: Vec<String> = scenario::ALL.iter().map(|s| format!("{s:?}")).collect();
+        format!("no scenario `{name}`; there are {}", names.join(", "))
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -102,7 +112,8 @@ fn run(cli: &Cli) -> Result<Summary> {
     let mut backups_failed = 0;
     let mut scenarios: BTreeMap<String, Faults> = BTreeMap::new();
     for round in 1..=cli.rounds {
-        let scenario = Scenario::pick(&mut rng);
+        let from = if cli.scenarios.is_empty() { &scenario::ALL[..] } else { &cli.scenarios };
+        let scenario = Scenario::pick(&mut rng, from);
         eprintln!("round {round}: {scenario:?}");
         let faults = scenarios.entry(format!("{scenario:?}")).or_default();
         faults.rounds += 1;

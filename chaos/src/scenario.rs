@@ -34,9 +34,13 @@ pub enum Scenario {
     IndexLost,
     NodeLostAfterCommit,
     BlackHoledNode,
+    DiscLost,
+    BytesFlipped,
 }
 
-const ALL: [Scenario; 11] = [
+pub const ALL: [Scenario; 13] = [
+    Scenario::DiscLost,
+    Scenario::BytesFlipped,
     Scenario::BlackHoledNode,
     Scenario::NodeLostAfterCommit,
     Scenario::ClientStoppedDuringUpload,
@@ -54,8 +58,9 @@ const ALL: [Scenario; 11] = [
 const BIG: &str = "big/upload";
 
 impl Scenario {
-    pub fn pick(rng: &mut StdRng) -> Scenario {
-        ALL[rng.random_range(0..ALL.len())]
+    /// One of `from`, at random.
+    pub fn pick(rng: &mut StdRng, from: &[Scenario]) -> Scenario {
+        from[rng.random_range(0..from.len())]
     }
 
     /// Runs the round: the backup reports that claimed a commit, and
@@ -66,33 +71,23 @@ impl Scenario {
         let mut landed = None;
         match self {
             Scenario::KillPrimaryDuringUpload => {
-                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
-                // Strike once the primary has taken part of the upload.
-                let (before, part) = (lab.cluster.pack_bytes(1), rng.random_range(64 << 10..4 << 20));
-                let mut backup = lab.spawn_backup();
-                let reached = wait_until(|| lab.cluster.pack_bytes(1) >= before + part);
-                landed = Some(reached && still_running(&mut backup));
+                let (backup, struck) = upload_under_way(lab, rng, 1, 64 << 10..4 << 20)?;
+                landed = Some(struck);
                 lab.kill(1);
                 reports.push(lab.finish_backup(backup)?);
             }
             Scenario::KillReplicaDuringUpload => {
                 // A replica receives the set while the commit waits for it
                 // (a replicated commit); it dies while it receives.
-                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
                 let victim = rng.random_range(2..=NODES);
-                let (before, part) = (lab.cluster.pack_bytes(victim), rng.random_range(1..4 << 20));
-                let mut backup = lab.spawn_backup();
-                let reached = wait_until(|| lab.cluster.pack_bytes(victim) >= before + part);
-                landed = Some(reached && still_running(&mut backup));
+                let (backup, struck) = upload_under_way(lab, rng, victim, 1..4 << 20)?;
+                landed = Some(struck);
                 lab.kill(victim);
                 reports.push(lab.finish_backup(backup)?);
             }
             Scenario::ClientStoppedDuringUpload => {
-                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
-                let (before, part) = (lab.cluster.pack_bytes(1), rng.random_range(64 << 10..4 << 20));
-                let mut backup = lab.spawn_backup();
-                let reached = wait_until(|| lab.cluster.pack_bytes(1) >= before + part);
-                landed = Some(reached && still_running(&mut backup));
+                let (backup, struck) = upload_under_way(lab, rng, 1, 64 << 10..4 << 20)?;
+                landed = Some(struck);
                 signal(&backup, Signal::SIGSTOP);
                 Lab::pause(rng.random_range(500..15_000));
                 signal(&backup, Signal::SIGCONT);
@@ -116,13 +111,39 @@ impl Scenario {
                 lab.admin(1, &["cluster", "leave", &format!("node{k}")])?;
                 lab.start_node(k);
             }
+            Scenario::DiscLost => {
+                // One disc directory of a node vanishes (a dead disc): reads
+                // come from parity, then the operator rebuilds the stripes.
+                let k = rng.random_range(1..=NODES);
+                let disc = lab.cluster.pack_dirs(k)[rng.random_range(0..3)].clone();
+                std::fs::remove_dir_all(&disc).with_context(|| format!("removing {}", disc.display()))?;
+                reports.push(lab.backup()?);
+                lab.raid(k, &["rebuild"])?;
+                lab.raid(k, &["check"])?;
+            }
+            Scenario::BytesFlipped => {
+                // A byte of one stripe of a pack rots on a node's disc.
+                let k = rng.random_range(1..=NODES);
+                if let Some(stripe) = lab.random_stripe(k, rng) {
+                    lab.flip_byte(&stripe, rng)?;
+                }
+                let report = lab.backup()?;
+                // The new set shares most of its data with older ones: reading
+                // it from that node alone reads the damaged stripe, through parity.
+                let set = report["set_id"].as_str().context("backup report without a set")?.to_string();
+                reports.push(report);
+                lab.restore_checked(k, &set)?;
+                lab.raid(k, &["rebuild"])?;
+                lab.raid(k, &["check"])?;
+            }
             Scenario::IndexLost => {
                 // A replica's index directory is lost while it is down: it
                 // must refuse to start, keep every pack, and serve again
                 // once the operator rebuilt its index.
                 let k = rng.random_range(2..=NODES);
-                lab.kill(k);
                 reports.push(lab.backup()?);
+                landed = Some(wait_until(|| lab.cluster.pack_bytes(k) > 0));
+                lab.kill(k);
                 lab.lose_index(k)?;
                 lab.rebuild_index(k)?;
                 lab.start_node(k);
@@ -190,6 +211,23 @@ pub struct Round {
     pub reports: Vec<Value>,
     /// For a timed fault: whether it struck while its operation was under way.
     pub landed: Option<bool>,
+}
+
+/// Adds a large file and starts a backup; returns once node `k` has
+/// taken a random part (in `part` bytes) of it, with whether the backup was
+/// still running then: the moment a timed fault strikes.
+fn upload_under_way(
+    lab: &Lab,
+    rng: &mut StdRng,
+    k: usize,
+    part: std::ops::Range<u64>,
+) -> Result<(std::process::Child, bool)> {
+    lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
+    let (before, part) = (lab.cluster.pack_bytes(k), rng.random_range(part));
+    let mut backup = lab.spawn_backup();
+    let reached = wait_until(|| lab.cluster.pack_bytes(k) >= before + part);
+    let running = still_running(&mut backup);
+    Ok((backup, reached && running))
 }
 
 /// Polls `done` every 10 ms for up to 20 s; whether it came true.

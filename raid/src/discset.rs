@@ -34,6 +34,10 @@ pub struct DiscSet {
 }
 
 pub(crate) struct Inner {
+    /// The set's id, in every directory's label.
+    id: u64,
+    /// Serialises the relabelling of a directory that vanished.
+    relabel: Mutex<()>,
     pub(crate) dirs: Vec<PathBuf>,
     pub(crate) block_size: u32,
     /// Names with a writer in this process.
@@ -54,12 +58,14 @@ impl DiscSet {
         for dir in dirs {
             durable::create_dir_all(dir)?;
         }
-        check_labels(dirs)?;
+        let id = check_labels(dirs)?;
         for dir in dirs {
             remove_temporaries(dir)?;
         }
         Ok(DiscSet {
             inner: Arc::new(Inner {
+                id,
+                relabel: Mutex::new(()),
                 dirs: dirs.to_vec(),
                 block_size: block_size.max(1),
                 writing: Mutex::new(HashSet::new()),
@@ -83,6 +89,25 @@ impl DiscSet {
 
     pub(crate) fn temp_path(&self, name: &str, s: usize) -> PathBuf {
         self.inner.dirs[s].join(format!("{name}{TEMP_SUFFIX}"))
+    }
+
+    /// Makes sure directory `s` is there before a stripe is written to it:
+    /// a directory that vanished (a dead disc, its mount gone) is made again
+    /// with this set's label, so the stripes written to it now are known as
+    /// this set's and `rebuild` later fills in the rest. Never relabels a
+    /// directory that exists.
+    pub(crate) fn ensure_dir(&self, s: usize) -> Result<()> {
+        let dir = &self.inner.dirs[s];
+        if dir.join(LABEL).exists() {
+            return Ok(());
+        }
+        let _one = self.inner.relabel.lock().unwrap();
+        if dir.exists() {
+            return Ok(());
+        }
+        warn!(dir = %dir.display(), "disc directory is gone; making it again, labelled, for new stripes");
+        durable::create_dir_all(dir)?;
+        write_label(dir, self.inner.id, s, self.stripes())
     }
 
     /// Whether any stripe of `name` exists.
@@ -167,8 +192,9 @@ impl DiscSet {
 /// Name of the label file in each directory of a set.
 pub const LABEL: &str = ".discset";
 
-/// Reads every directory's label, refuses mismatches, labels new directories.
-pub(crate) fn check_labels(dirs: &[PathBuf]) -> Result<()> {
+/// Reads every directory's label, refuses mismatches, labels new (empty)
+/// directories; returns the set's id.
+pub(crate) fn check_labels(dirs: &[PathBuf]) -> Result<u64> {
     let n = dirs.len();
     let mut labels = Vec::new();
     for (k, dir) in dirs.iter().enumerate() {
@@ -212,9 +238,13 @@ pub(crate) fn check_labels(dirs: &[PathBuf]) -> Result<()> {
                 problem: "it holds files but no disc-set label; refusing to adopt it".into(),
             });
         }
-        durable::write_file(&dir.join(LABEL), format!("coffer-discset {id:016x} {k} {n}\n").as_bytes())?;
+        write_label(dir, id, k, n)?;
     }
-    Ok(())
+    Ok(id)
+}
+
+fn write_label(dir: &Path, id: u64, position: usize, count: usize) -> Result<()> {
+    durable::write_file(&dir.join(LABEL), format!("coffer-discset {id:016x} {position} {count}\n").as_bytes())
 }
 
 fn parse_label(text: &str) -> Option<(u64, usize, usize)> {

@@ -76,8 +76,8 @@ impl DiscSet {
     /// Regenerates every damaged stripe that can be regenerated.
     pub fn rebuild(&self) -> Result<RebuildReport> {
         // A replaced disc is an empty directory (or none): label it first.
-        for dir in self.dirs() {
-            std::fs::create_dir_all(dir).map_err(RaidError::io(dir))?;
+        for s in 0..self.stripes() {
+            self.ensure_dir(s)?;
         }
         crate::discset::check_labels(self.dirs())?;
         let mut report = RebuildReport::default();

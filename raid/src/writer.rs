@@ -72,6 +72,7 @@ impl RaidWriter {
         };
         for s in 0..writer.set.stripes() {
             let path = writer.set.temp_path(name, s);
+            writer.set.ensure_dir(s)?;
             if let Some(parent) = path.parent() {
                 // A new account's directory must survive a crash with its first pack.
                 crate::durable::create_dir_all(parent)?;

@@ -228,6 +228,25 @@ fn a_lost_disc_is_rebuilt_and_an_interrupted_rebuild_can_be_rerun() {
 }
 
 #[test]
+fn files_written_after_a_disc_vanished_keep_the_set_whole_and_rebuild_fills_the_rest() {
+    let root = tempfile::tempdir().unwrap();
+    let set = DiscSet::with_block_size(&dirs(root.path(), 3), BS).unwrap();
+    write(&set, "a/old", &data(1000, 1));
+    // The disc goes while the set is open; writing goes on.
+    std::fs::remove_dir_all(&set.dirs()[2]).unwrap();
+    write(&set, "b/new", &data(700, 2));
+    assert_reads(&set, "a/old", &data(1000, 1));
+    assert_reads(&set, "b/new", &data(700, 2));
+    // The directory came back as a member of the set: it opens again, and
+    // rebuild regenerates what the dead disc took.
+    let set = DiscSet::with_block_size(&dirs(root.path(), 3), BS).unwrap();
+    assert_eq!(set.check().unwrap().len(), 1, "only the old file lacks a stripe");
+    assert_eq!(set.rebuild().unwrap().stripes_rebuilt, 1);
+    assert!(set.check().unwrap().is_empty());
+    assert_reads(&set, "a/old", &data(1000, 1));
+}
+
+#[test]
 fn one_disc_sets_keep_plain_files_with_block_crcs() {
     let root = tempfile::tempdir().unwrap();
     let set = DiscSet::with_block_size(&dirs(root.path(), 1), BS).unwrap();

@@ -34,6 +34,17 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Output {
     }
 }
 
+/// Waits (bounded) for a backup from [`Cluster::spawn_backup`]: its report,
+/// or what it said on failing.
+pub fn finish_backup(mut child: Child, timeout: Duration) -> Result<Value, String> {
+    let status = wait_bounded(&mut child, timeout);
+    let out = child.wait_with_output().expect("backup output");
+    if !status.success() {
+        return Err(format!("backup failed ({status}): {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(parse_json(&String::from_utf8_lossy(&out.stdout)))
+}
+
 /// Waits for a child process, killing it (and failing) past the timeout.
 pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
@@ -282,6 +293,16 @@ impl Cluster {
         self.coffer_json(config, &["backup", "--json", &path.display().to_string()])
     }
 
+    /// Starts `coffer backup --json PATH` (output piped), for a test that
+    /// strikes while it runs; see [`finish_backup`].
+    pub fn spawn_backup(&self, config: &str, path: &Path) -> Child {
+        self.coffer_command(config, &["backup", "--json", &path.display().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start coffer backup")
+    }
+
     /// Creates account NAME with limits, its certificate, a client config
     /// `NAME.toml` and registers fresh keys with `coffer init`.
     pub fn add_client(&self, name: &str, soft: &str, hard: &str) -> String {
@@ -319,8 +340,20 @@ impl Cluster {
     /// Bytes in node `k`'s pack files, temporaries included (to see objects
     /// arrive, by upload or by fast sync).
     pub fn pack_bytes(&self, k: usize) -> u64 {
-        let dir = self.path(&format!("node{k}/data/packs"));
-        crate::walk_files(&dir).iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum()
+        self.pack_dirs(k)
+            .iter()
+            .flat_map(|dir| crate::walk_files(dir))
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// The directories holding node `k`'s pack files: `nodeK/data/packs`,
+    /// or its three discs (`quickstart --discs 3`).
+    pub fn pack_dirs(&self, k: usize) -> Vec<PathBuf> {
+        let discs: Vec<PathBuf> =
+            (1..=3).map(|d| self.path(&format!("node{k}/disc{d}"))).filter(|d| d.exists()).collect();
+        if discs.is_empty() { vec![self.path(&format!("node{k}/data/packs"))] } else { discs }
     }
 
     /// How many TLS connections node 1 has accepted (this query included).

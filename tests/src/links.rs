@@ -23,13 +23,13 @@ impl Links {
     /// Quickstarts `nodes` nodes with proxies on every link, `sides` client
     /// proxies per node, and starts the nodes.
     pub fn start(nodes: usize, sides: usize) -> (Cluster, Links) {
-        Links::start_with(nodes, sides, "")
+        Links::start_with(nodes, sides, &[], "")
     }
 
-    /// Like [`Links::start`], with `group` (TOML lines) added to each node's
-    /// `[group]` section.
-    pub fn start_with(nodes: usize, sides: usize, group: &str) -> (Cluster, Links) {
-        let mut cluster = Cluster::start_some(nodes as u16, 0, &[]);
+    /// Like [`Links::start`], with extra `quickstart` flags and `group` (TOML
+    /// lines) added to each node's `[group]` section.
+    pub fn start_with(nodes: usize, sides: usize, quickstart: &[&str], group: &str) -> (Cluster, Links) {
+        let mut cluster = Cluster::start_some(nodes as u16, 0, quickstart);
         let pairs = nodes * (nodes - 1) + nodes * sides;
         let base = free_ports(pairs as u16);
         let mut next = base;

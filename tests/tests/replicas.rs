@@ -3,10 +3,9 @@
 //! `coffer-admin` binaries.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, parse_json, wait_bounded, wait_for};
+use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, finish_backup, wait_for};
 use coffer_tests::fstree::{assert_same_tree, random_bytes, write};
 use coffer_tests::links::Links;
 use coffer_tests::u64_field;
@@ -106,21 +105,7 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
     for i in 0..6 {
         write(&data.join(format!("big/{i}")), &random_bytes(100 + i, 24 << 20));
     }
-    let before = c.pack_bytes(1);
-    let mut backup = c
-        .coffer_command("client.toml", &["backup", "--json", &data.display().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(COMMAND_TIMEOUT, "node 1 to receive part of the upload", || {
-        (c.pack_bytes(1) > before + (16 << 20)).then_some(())
-    });
-    c.nodes[0].kill();
-    let status = wait_bounded(&mut backup, COMMAND_TIMEOUT);
-    let output = backup.wait_with_output().unwrap();
-    assert!(status.success(), "backup failed: {}", String::from_utf8_lossy(&output.stderr));
-    let report = parse_json(&String::from_utf8_lossy(&output.stdout));
+    let report = backup_killing_node1(&mut c, &data, 16 << 20);
     assert!(matches!(report["node"].as_str(), Some("node2" | "node3")), "{report}");
     assert!(u64_field(&report, "restarts") >= 1, "{report}");
     converged(&c, &[2, 3], 2);
@@ -135,6 +120,18 @@ fn the_client_fails_over_when_its_primary_dies_mid_backup_and_returns_once_it_ca
     let back = c.backup("client.toml", &data);
     assert_eq!(back["node"], "node1", "{back}");
     converged(&c, &[1, 2, 3], 3);
+}
+
+/// Backs `data` up, SIGKILLing node 1 once it has taken `part` more bytes;
+/// the backup must still succeed. Returns its report.
+fn backup_killing_node1(c: &mut Cluster, data: &Path, part: u64) -> serde_json::Value {
+    let before = c.pack_bytes(1);
+    let backup = c.spawn_backup("client.toml", data);
+    wait_for(COMMAND_TIMEOUT, "node 1 to receive part of the upload", || {
+        (c.pack_bytes(1) >= before + part).then_some(())
+    });
+    c.nodes[0].kill();
+    finish_backup(backup, COMMAND_TIMEOUT).unwrap()
 }
 
 /// A source tree: `dirs` directories of small files of varied sizes, the
@@ -159,21 +156,7 @@ fn a_first_backup_of_a_source_tree_finishes_on_the_next_node_when_its_primary_di
     let data = c.path("src");
     // About 150 MiB in 4,800 files: the first 32 MiB pack lands well before the end.
     source_tree(&data, 1, 120, 40);
-    let before = c.pack_bytes(1);
-    let mut backup = c
-        .coffer_command("client.toml", &["backup", "--json", &data.display().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for(COMMAND_TIMEOUT, "node 1 to commit part of the upload", || {
-        (c.pack_bytes(1) > before).then_some(())
-    });
-    c.nodes[0].kill();
-    let status = wait_bounded(&mut backup, COMMAND_TIMEOUT);
-    let output = backup.wait_with_output().unwrap();
-    assert!(status.success(), "backup failed: {}", String::from_utf8_lossy(&output.stderr));
-    let report = parse_json(&String::from_utf8_lossy(&output.stdout));
+    let report = backup_killing_node1(&mut c, &data, 1);
     assert!(matches!(report["node"].as_str(), Some("node2" | "node3")), "{report}");
     assert!(u64_field(&report, "restarts") >= 1, "{report}");
     assert_eq!(u64_field(&report, "files_total"), 4800, "{report}");
