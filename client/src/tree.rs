@@ -120,13 +120,13 @@ enum Node {
 }
 
 /// A directory whose single object would pass this many bytes is split.
-pub const SPLIT_BYTES: usize = 256 << 10;
+const SPLIT_BYTES: usize = 256 << 10;
 /// A run of entries ends before it would pass this many bytes.
-pub const PART_BYTES: usize = 512 << 10;
+const PART_BYTES: usize = 512 << 10;
 /// Ids in one `Parts` or `Chunks` object at most.
-pub const MAX_IDS: usize = 8192;
+const MAX_IDS: usize = 8192;
 /// A file with more chunks than this stores its chunk list in runs.
-pub const LIST_ABOVE: usize = 2048;
+const LIST_ABOVE: usize = 2048;
 /// Cut points: on average one entry in 128, one id in 1024.
 const ENTRY_CUT: u16 = 128;
 const ID_CUT: u16 = 1024;

@@ -368,8 +368,7 @@ fn a_client_stopped_mid_upload_does_not_keep_its_account_busy() {
     make_tree(&big, 9, 40, 4 << 20);
     let stopped = backup_piped(&c, &big, &[]);
     wait_for_packs(&c, PACKS, 1);
-    let pid = nix::unistd::Pid::from_raw(stopped.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::SIGSTOP).unwrap();
+    signal(&stopped, nix::sys::signal::Signal::SIGSTOP);
 
     // Another machine of the same account (same keys, its own cache) gets in
     // while the first is still stopped, its connection still open.
@@ -391,7 +390,7 @@ fn a_client_stopped_mid_upload_does_not_keep_its_account_busy() {
     };
     assert!(report, "the second client never got the account while the first was stopped");
 
-    nix::sys::signal::kill(pid, nix::sys::signal::SIGCONT).unwrap();
+    signal(&stopped, nix::sys::signal::Signal::SIGCONT);
     let (ok, err) = finished(stopped);
     assert!(ok || err.contains("took over") || err.contains("connection"), "{err}");
     restore(&c, "client.toml", &small, &c.path("small-out"));
@@ -399,8 +398,30 @@ fn a_client_stopped_mid_upload_does_not_keep_its_account_busy() {
     check_clean(&c, "client");
 }
 
+/// A backup of `src` stopped (SIGSTOP) once the node has committed one
+/// more pack of it: its session is open, its next object not yet sent.
+fn paused_mid_upload(c: &Cluster, src: &Path) -> std::process::Child {
+    let before = pack_count(c, PACKS);
+    let client = backup_piped(c, src, &[]);
+    wait_for_packs(c, PACKS, before + 1);
+    signal(&client, nix::sys::signal::Signal::SIGSTOP);
+    client
+}
+
+/// Lets a paused backup go on (the change made meanwhile has reached the
+/// node's engine: the mirror applies each change at once) and waits for it.
+fn resumed(client: std::process::Child) -> (bool, String) {
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&client, nix::sys::signal::Signal::SIGCONT);
+    finished(client)
+}
+
+fn signal(child: &std::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
 #[test]
-fn freezing_or_lowering_the_hard_limit_stops_an_open_session_at_its_next_object() {
+fn freezing_lowering_the_hard_limit_or_deleting_stops_an_open_session_at_its_next_object() {
     let c = Cluster::start(1);
     let big = c.path("big");
     make_tree(&big, 11, 30, 4 << 20);
@@ -408,15 +429,26 @@ fn freezing_or_lowering_the_hard_limit_stops_an_open_session_at_its_next_object(
         (&["account", "freeze", "client"][..], "frozen"),
         (&["account", "set-limit", "client", "--hard", "40MiB", "--soft", "40MiB"][..], "hard limit"),
     ] {
-        let before = pack_count(&c, PACKS);
-        let client = backup_piped(&c, &big, &[]);
-        wait_for_packs(&c, PACKS, before + 1);
+        let client = paused_mid_upload(&c, &big);
         c.admin_ok(change);
-        let (ok, err) = finished(client);
+        let (ok, err) = resumed(client);
         assert!(!ok && err.contains(says), "{err}");
         assert!(set_ids(&c, "client.toml").is_empty(), "nothing committed");
         c.admin_ok(&["account", "thaw", "client"]);
         c.admin_ok(&["account", "set-limit", "client", "--hard", "unlimited", "--soft", "unlimited"]);
     }
     c.backup("client.toml", &big);
+
+    // Deleted while a client writes: refused at its next object, and the
+    // account's data goes once the client has gone.
+    make_tree(&big.join("more"), 12, 6, 32 << 20);
+    let client = paused_mid_upload(&c, &big);
+    c.admin_ok(&["account", "delete", "client", "--yes"]);
+    let (ok, err) = resumed(client);
+    assert!(!ok && err.contains("deleted"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pack_count(&c, PACKS) > 0 {
+        assert!(Instant::now() < deadline, "the deleted account's packs are still there");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, finish_backup};
+use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, finish_backup, wait_for};
 use coffer_tests::fstree::assert_same_tree;
 
 fn arg(name: &str) -> Option<String> {
@@ -45,6 +45,10 @@ fn main() {
         }
     };
     let seconds = start.elapsed().as_secs_f64();
+    // With a commit on one node, node 2 gets the set a moment later.
+    wait_for(Duration::from_secs(600), "node 2 to hold the set", || {
+        c.replica(2, "client").filter(|a| a["sets"].as_u64() >= Some(1)).map(|_| ())
+    });
     let target = c.path("restored");
     let restore_start = Instant::now();
     let args = ["--no-failover", "restore", &tree.display().to_string(), &target.display().to_string()];
