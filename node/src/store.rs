@@ -264,6 +264,11 @@ impl Store {
         Ok(bytes)
     }
 
+    /// One committed backup set's record, if the account has it.
+    pub fn set_record(&self, account: AccountId, id: &ObjectId) -> Result<Option<SetRecord>> {
+        index::get(self.db(), index::CF_SETS, &index::object_key(account, id))
+    }
+
     /// The committed backup sets of an account, oldest first.
     pub fn sets(&self, account: AccountId) -> Result<Vec<(ObjectId, SetRecord)>> {
         let mut sets = index::scan_account::<SetRecord>(self.db(), index::CF_SETS, account)?

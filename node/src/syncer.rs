@@ -149,8 +149,8 @@ impl Syncer {
         if need == 0 {
             return held;
         }
-        let committed_ns = match node.store.sets(account) {
-            Ok(sets) => sets.into_iter().find(|(id, _)| *id == set).map_or(0, |(_, r)| r.committed_ns),
+        let committed_ns = match node.store.set_record(account, &set) {
+            Ok(record) => record.map_or(0, |r| r.committed_ns),
             Err(e) => {
                 warn!(account, error = %e, "cannot read the set just committed");
                 return held;

@@ -412,12 +412,7 @@ impl AccountWriter {
     pub(crate) fn set_known(&self, id: &ObjectId) -> Result<bool> {
         match self.pending.sets.get(id) {
             Some(record) => Ok(record.is_some()),
-            None => Ok(index::get::<SetRecord>(
-                self.store.db(),
-                index::CF_SETS,
-                &index::object_key(self.account, id),
-            )?
-            .is_some()),
+            None => Ok(self.store.set_record(self.account, id)?.is_some()),
         }
     }
 }
