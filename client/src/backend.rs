@@ -5,14 +5,14 @@
 //! in-process: serverless backup to a local or removable drive. A local store
 //! holds one account, `local`, created by `coffer init`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
-use coffer_node::{
+use coffer_proto::{ObjectId, StoreUrl};
+use coffer_store::{
     AccountId, AccountRecord, AccountWriter, ForgetReport, Limits, PutOutcome, SetRecord, Store, StoreError,
     Usage,
 };
-use coffer_proto::ObjectId;
 
 use crate::error::{Error, Result};
 use crate::keys::Keys;
@@ -60,36 +60,6 @@ pub struct Committed {
     /// store), and how many the store was configured to wait for.
     pub replicas: u32,
     pub replicas_wanted: u32,
-}
-
-/// A parsed `--store` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    /// `file:///path`: a local or removable drive.
-    Local(PathBuf),
-    /// `coffer://host:port`: a store node.
-    Remote { host: String, port: u16 },
-}
-
-impl StoreUrl {
-    pub fn parse(url: &str) -> Result<StoreUrl> {
-        let bad = || {
-            Error::Invalid(format!(
-                "unsupported store URL `{url}` (expected file:///path/to/store or coffer://host:port)"
-            ))
-        };
-        if let Some(path) = url.strip_prefix("file://") {
-            return if path.is_empty() { Err(bad()) } else { Ok(StoreUrl::Local(PathBuf::from(path))) };
-        }
-        let addr = url.strip_prefix("coffer://").ok_or_else(bad)?.trim_end_matches('/');
-        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
-        let port = port.parse().map_err(|_| bad())?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad());
-        }
-        Ok(StoreUrl::Remote { host: host.to_string(), port })
-    }
 }
 
 /// The node's store engine, in this process.
@@ -205,26 +175,5 @@ impl Backend for LocalBackend {
 
     fn cache_key(&self) -> String {
         format!("file://{}", self.store.root().display())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn store_urls() {
-        assert_eq!(StoreUrl::parse("file:///a/b").unwrap(), StoreUrl::Local("/a/b".into()));
-        assert_eq!(
-            StoreUrl::parse("coffer://127.0.0.1:7101").unwrap(),
-            StoreUrl::Remote { host: "127.0.0.1".into(), port: 7101 }
-        );
-        assert_eq!(
-            StoreUrl::parse("coffer://[::1]:7101/").unwrap(),
-            StoreUrl::Remote { host: "::1".into(), port: 7101 }
-        );
-        for bad in ["", "file://", "coffer://host", "coffer://:1", "coffer://h:99999", "http://x:1"] {
-            assert!(StoreUrl::parse(bad).is_err(), "{bad} accepted");
-        }
     }
 }

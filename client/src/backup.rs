@@ -18,7 +18,6 @@ use crate::browse::Catalog;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::scanner::{self, Scanner};
-use crate::timefmt;
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -106,7 +105,7 @@ fn backup_with(
     opts: &BackupOptions,
 ) -> Result<BackupReport> {
     let started = Instant::now();
-    let time_ns = timefmt::now_ns();
+    let time_ns = coffer_proto::clock::now_ns();
     let scanner = Scanner::new(repo, opts.compress);
     let progress = progress_bar(opts.progress);
     let mut locations = Vec::new();

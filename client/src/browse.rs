@@ -172,12 +172,9 @@ pub fn list(
     let (set, location) = catalog.select(&located.location, selector)?;
     let current = lookup(repo, location, &located.components)?;
     let mut out: Vec<Listed> = match &current {
-        Some(e) if e.kind == Kind::Dir => repo
-            .tree(&e.tree().expect("dir has a tree"))?
-            .entries
-            .iter()
-            .map(|c| Listed::from(c, false))
-            .collect(),
+        Some(e) if e.kind == Kind::Dir => {
+            repo.tree(&e.dir_tree()?)?.entries.iter().map(|c| Listed::from(c, false)).collect()
+        }
         Some(e) => return Ok(vec![Listed::from(e, false)]),
         None if !deleted => {
             return Err(Error::NotFound(format!(

@@ -9,6 +9,7 @@
 //! to write it is logged and ignored.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use coffer_proto::ObjectId;
@@ -34,6 +35,12 @@ impl Cache {
     /// Opens the cache of one store and account under `root`.
     pub fn open(root: &Path, store_key: &str, keys: &Keys) -> Cache {
         let name = blake3::hash(format!("{store_key}\n{}", keys.fingerprint()).as_bytes()).to_hex();
+        // A cache made before it was private becomes private now.
+        for dir in [root, &root.join(&name[..24])] {
+            if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o077 != 0) {
+                let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+            }
+        }
         Cache { dir: root.join(&name[..24]) }
     }
 
@@ -120,14 +127,23 @@ impl Cache {
     }
 
     fn write(&self, path: &Path, bytes: &[u8]) {
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let result = path
-            .parent()
-            .map_or(Ok(()), fs::create_dir_all)
-            .and_then(|_| fs::write(&tmp, bytes))
-            .and_then(|_| fs::rename(&tmp, path));
-        if let Err(e) = result {
+        if let Err(e) = write_private(path, bytes) {
             debug!(path = %path.display(), error = %e, "could not write to the cache");
         }
     }
+}
+
+/// Writes `bytes` to `path` whole (a temporary file renamed into place),
+/// readable by the user alone: the cache holds decrypted listings. Missing
+/// directories are made 0700.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    file.write_all(bytes)?;
+    fs::rename(&tmp, path)
 }

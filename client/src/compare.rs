@@ -104,7 +104,7 @@ fn compare_dir(
     quick: bool,
     out: &mut Vec<Difference>,
 ) -> Result<()> {
-    let tree = repo.tree(&stored.tree().expect("a directory entry names its tree"))?;
+    let tree = repo.tree(&stored.dir_tree()?)?;
     let on_disk: BTreeSet<Vec<u8>> = fs::read_dir(path)
         .map_err(Error::io(path))?
         .filter_map(|e| e.ok().map(|e| e.file_name().as_bytes().to_vec()))

@@ -17,19 +17,23 @@
 use std::path::{Path, PathBuf};
 
 use coffer_proto::tls::TlsFiles;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
     /// Every node of the server group, for failing over from `store`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
 }
 

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use coffer_node::StoreError;
 use coffer_proto::ObjectId;
+use coffer_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -42,6 +42,8 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    BadAddress(#[from] coffer_proto::address::BadStoreUrl),
 }
 
 impl Error {

@@ -19,6 +19,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use coffer_proto::address::{StoreUrl, node_address};
+
 use crate::error::{Error, Result};
 
 /// How hard to try.
@@ -67,14 +69,14 @@ impl Servers {
         servers
     }
 
-    /// Adds `address` unless listed; returns its place, None if it is empty.
+    /// Adds `address` unless listed; returns its place, None if it is not
+    /// a node's address (the configured ones were checked at start; a bad
+    /// one that a node reported is dropped).
     fn add(&mut self, address: &str) -> Option<usize> {
-        let address = address.trim_start_matches("coffer://").trim_end_matches('/');
-        if address.is_empty() {
-            return None;
-        }
-        Some(self.list.iter().position(|a| a == address).unwrap_or_else(|| {
-            self.list.push(address.to_string());
+        let (host, port) = StoreUrl::node(address).ok()?;
+        let address = node_address(&host, port);
+        Some(self.list.iter().position(|a| *a == address).unwrap_or_else(|| {
+            self.list.push(address);
             self.list.len() - 1
         }))
     }
@@ -93,13 +95,7 @@ impl Servers {
     /// Persists S. Losing it costs only a detour on the next run, so errors are logged.
     pub fn remember_last(&self, address: &str) {
         let Some(path) = &self.last_file else { return };
-        let temp = path.with_extension("tmp");
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|_| std::fs::write(&temp, format!("{address}\n")))
-            .and_then(|_| std::fs::rename(&temp, path));
-        if let Err(e) = written {
+        if let Err(e) = crate::cache::write_private(path, format!("{address}\n").as_bytes()) {
             tracing::warn!(path = %path.display(), error = %e, "could not remember the last store node");
         }
     }

@@ -24,20 +24,20 @@
 
 pub mod backend;
 pub mod backup;
-pub mod backupset;
+mod backupset;
 pub mod browse;
 pub mod cache;
-pub mod chunker;
+mod chunker;
 pub mod compare;
 pub mod config;
-pub mod crypto;
-pub mod error;
-pub mod failover;
+mod crypto;
+mod error;
+mod failover;
 pub mod keys;
-pub mod remote;
-pub mod repo;
+mod remote;
+mod repo;
 pub mod restore;
-pub mod scanner;
+mod scanner;
 pub mod timefmt;
 pub mod tree;
 

@@ -34,19 +34,19 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coffer_node::{ForgetReport, PutOutcome, SetRecord, Usage};
 use coffer_proto::batch::Batcher;
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
 use coffer_proto::wire::store_client::StoreClient;
 use coffer_proto::wire::{self, ObjectBatch};
-use coffer_proto::{ObjectId, SetHeader, SetStats};
+use coffer_proto::{ObjectId, SetHeader, SetStats, StoreUrl};
+use coffer_store::{ForgetReport, PutOutcome, SetRecord, Usage};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::backend::{Backend, Committed, StoreUrl};
+use crate::backend::{Backend, Committed};
 use crate::error::{Error, Result};
 use crate::failover::{self, Connection, Policy, Servers};
 
@@ -183,11 +183,8 @@ impl RemoteBackend {
             .iter()
             .map(|n| serde_json::json!({"id": n.id, "name": n.name, "address": n.address, "site": n.site}))
             .collect();
-        let temp = path.with_extension("tmp");
-        let written = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|_| std::fs::write(&temp, serde_json::to_vec_pretty(&list).unwrap_or_default()))
-            .and_then(|_| std::fs::rename(&temp, path));
-        if let Err(e) = written {
+        let json = serde_json::to_vec_pretty(&list).unwrap_or_default();
+        if let Err(e) = crate::cache::write_private(path, &json) {
             tracing::warn!(path = %path.display(), error = %e, "could not save the group's node list");
         }
     }
@@ -287,9 +284,7 @@ impl RemoteBackend {
     /// Connects to `address` and logs in, all within `timeout`.
     fn login(&self, address: &str, timeout: Duration) -> Result<Session> {
         let unreachable = |message: String| Error::Unreachable { node: address.to_string(), message };
-        let StoreUrl::Remote { host, port } = StoreUrl::parse(&format!("coffer://{address}"))? else {
-            return Err(Error::Invalid(format!("store node address `{address}` is not HOST:PORT")));
-        };
+        let (host, port) = StoreUrl::node(address)?;
         let config = self.tls.client_config().map_err(|e| Error::Invalid(e.to_string()))?;
         let request = wire::LoginRequest {
             key_fingerprint: self.fingerprint.clone(),

@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use coffer_proto::ObjectId;
+use coffer_proto::{ObjectId, StoreUrl};
 
 use coffer_proto::tls::TlsFiles;
 
-use crate::backend::{Backend, LocalBackend, StoreUrl};
+use crate::backend::{Backend, LocalBackend};
 use crate::backupset::BackupSet;
 use crate::cache::Cache;
 use crate::crypto;

@@ -39,6 +39,9 @@ pub struct RestoreReport {
 
 struct Restorer<'a> {
     repo: &'a Repository,
+    /// DEST, and whether it was an empty directory already.
+    root: PathBuf,
+    root_exists: bool,
     is_root: bool,
     files: AtomicU64,
     dirs: AtomicU64,
@@ -67,6 +70,8 @@ pub fn restore(repo: &Repository, entry: &Entry, source: &Path, dest: &Path) -> 
     }
     let r = Restorer {
         repo,
+        root: dest.to_path_buf(),
+        root_exists: dest_is_empty_dir,
         is_root: nix::unistd::geteuid().is_root(),
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
@@ -127,11 +132,14 @@ impl Restorer<'_> {
     }
 
     fn restore_dir(&self, e: &Entry, source: &Path, dest: &Path) -> Result<()> {
-        if !dest.exists() {
+        // Only DEST itself may exist already (as an empty directory, checked
+        // at the start); everything below is made here, so no path ever
+        // passes through a symlink this restore did not create as a leaf.
+        if !(dest == self.root && self.root_exists) {
             fs::create_dir(dest).map_err(Error::io(dest))?;
         }
         self.dirs.fetch_add(1, Relaxed);
-        let tree = self.repo.tree(&e.tree().expect("a directory entry names its tree"))?;
+        let tree = self.repo.tree(&e.dir_tree()?)?;
         tree.entries.par_iter().for_each(|child| {
             let name = OsStr::from_bytes(&child.name);
             let (source, dest) = (source.join(name), dest.join(name));
@@ -184,21 +192,35 @@ impl Restorer<'_> {
     }
 
     fn apply_attributes(&self, e: &Entry, path: &Path) {
-        if let Err(errno) = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid))
+        let owned = std::os::unix::fs::lchown(path, Some(e.uid), Some(e.gid));
+        if let Err(errno) = &owned
             && self.is_root
         {
             self.warn(path, format_args!("owner not restored: {errno}"));
+        }
+        // Symlinks are never followed: their xattrs and mode are not set
+        // (setting them would reach whatever the link points at).
+        if e.kind == Kind::Symlink {
+            return self.set_times(e, path);
         }
         for (name, value) in &e.xattrs {
             if let Err(err) = xattr::set(path, OsStr::from_bytes(name), value) {
                 self.warn(path, format_args!("xattr {} not restored: {err}", String::from_utf8_lossy(name)));
             }
         }
-        if e.kind != Kind::Symlink
-            && let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(e.mode & 0o7777))
-        {
+        // Set-id bits only on a file whose owner was restored: never a
+        // setuid program owned by whoever ran the restore.
+        let mode = if owned.is_ok() { e.mode & 0o7777 } else { e.mode & 0o1777 };
+        if mode != e.mode & 0o7777 {
+            self.warn(path, "set-user/group-id bits left off: the owner was not restored");
+        }
+        if let Err(err) = fs::set_permissions(path, fs::Permissions::from_mode(mode)) {
             self.warn(path, format_args!("mode not restored: {err}"));
         }
+        self.set_times(e, path);
+    }
+
+    fn set_times(&self, e: &Entry, path: &Path) {
         let mtime = FileTime::from_unix_time(
             e.mtime_ns.div_euclid(1_000_000_000),
             e.mtime_ns.rem_euclid(1_000_000_000) as u32,

@@ -23,15 +23,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use coffer_node::PutOutcome;
 use coffer_proto::ObjectId;
+use coffer_store::PutOutcome;
 use rayon::prelude::*;
 
 use crate::chunker::{self, DEFAULT_PARAMS};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::timefmt;
 use crate::tree::{Entry, Kind, Tree};
 
 pub const RACY_WINDOW_NS: i64 = 20_000_000;
@@ -212,7 +211,7 @@ impl<'a> Scanner<'a> {
         for attempt in 1..=MAX_READS {
             let file = File::open(path).map_err(Error::io(path))?;
             let before = file.metadata().map_err(Error::io(path))?;
-            let read_start = timefmt::now_ns();
+            let read_start = coffer_proto::clock::now_ns();
             let content = self.store_content(&file, path)?;
             let after = file.metadata().map_err(Error::io(path))?;
             let stable = same_stat(&before, &after);

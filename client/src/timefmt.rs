@@ -34,13 +34,6 @@ pub fn format(ns: i64) -> String {
     Local.timestamp_nanos(ns).format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

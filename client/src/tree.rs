@@ -92,6 +92,28 @@ impl Entry {
         (self.kind == Kind::Dir).then(|| self.content.first().copied()).flatten()
     }
 
+    /// The directory's tree, or an error naming the entry when a (corrupt
+    /// or foreign) directory entry names none.
+    pub fn dir_tree(&self) -> Result<ObjectId> {
+        self.tree().ok_or_else(|| {
+            Error::Invalid(format!("directory entry `{}` names no tree", String::from_utf8_lossy(&self.name)))
+        })
+    }
+
+    /// Why this entry's content does not fit its kind, if it does not: a
+    /// directory names exactly one tree, and only files have chunks.
+    fn shape_problem(&self) -> Option<String> {
+        let fits = match self.kind {
+            Kind::Dir => self.content.len() == 1,
+            Kind::File => true,
+            _ => self.content.is_empty(),
+        };
+        (!fits).then(|| {
+            let name = String::from_utf8_lossy(&self.name[..self.name.len().min(64)]).into_owned();
+            format!("entry `{name}` is a {:?} with {} content ids", self.kind, self.content.len())
+        })
+    }
+
     /// Whether `self` and `other` describe the same content and attributes.
     pub fn same_version(&self, other: &Entry) -> bool {
         self.kind == other.kind
@@ -182,10 +204,33 @@ impl Tree {
     ) -> Result<Tree> {
         let mut entries = Vec::new();
         load_into(keys, id, object, &mut entries, 0)?;
+        let corrupt = |problem: String| Error::Corrupt { what: "tree", id: *id, problem };
+        if let Some(bad) = entries.iter().find_map(|e| name_problem(&e.name).or_else(|| e.shape_problem())) {
+            return Err(corrupt(bad));
+        }
+        // Strictly ascending: no name twice.
         if entries.windows(2).any(|w| w[0].name >= w[1].name) {
-            return Err(Error::Corrupt { what: "tree", id: *id, problem: "entries out of order".into() });
+            return Err(corrupt("entries out of order or named twice".into()));
         }
         Ok(Tree { entries })
+    }
+}
+
+/// Longest name a directory entry may have (Linux's NAME_MAX).
+const MAX_NAME: usize = 255;
+
+/// Why `name` cannot name an entry of a directory, if it cannot: a restore
+/// joins names to paths, so a name must stay one component.
+fn name_problem(name: &[u8]) -> Option<String> {
+    let shown = || String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+    match name {
+        [] => Some("an entry has an empty name".into()),
+        b"." | b".." => Some(format!("an entry is named `{}`", shown())),
+        _ if name.len() > MAX_NAME => Some(format!("an entry's name is {} bytes long", name.len())),
+        _ if name.contains(&b'/') || name.contains(&0) => {
+            Some(format!("entry `{}` has a '/' or NUL in its name", shown().escape_debug()))
+        }
+        _ => None,
     }
 }
 
@@ -371,6 +416,20 @@ mod tests {
             let o = objects.iter().find(|o| o.id == *want).ok_or(Error::NotFound(want.to_hex()))?;
             open_object(keys, want, &o.envelope)
         })
+    }
+
+    #[test]
+    fn names_that_are_not_one_path_component_are_refused() {
+        let keys = Keys::from_master(&[3; 64]);
+        for bad in [&b""[..], b".", b"..", b"a/b", b"../x", b"a\0b", &[b'n'; 256]] {
+            let tree = Tree { entries: vec![entry(bad, vec![])] };
+            let (id, objects) = tree.seal(&keys);
+            let err = reload(&keys, &id, &objects).unwrap_err().to_string();
+            assert!(err.contains("name") || err.contains("named"), "{bad:?}: {err}");
+        }
+        let twice = Tree { entries: vec![entry(b"a", vec![]), entry(b"a", vec![])] };
+        let (id, objects) = twice.seal(&keys);
+        assert!(reload(&keys, &id, &objects).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

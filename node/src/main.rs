@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use coffer_node::config::NodeConfig;
+use coffer_proto::config::NodeConfig;
 use tracing_subscriber::EnvFilter;
 
 /// Serves Coffer clients and operators over gRPC with TLS 1.3.
@@ -40,19 +40,19 @@ fn main() -> anyhow::Result<()> {
         return rebuild_index(&config);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(coffer_node::server::run(config))
+    runtime.block_on(coffer_node::run(config))
 }
 
 fn rebuild_index(config: &NodeConfig) -> anyhow::Result<()> {
-    let lost = |id| coffer_node::AccountRecord {
+    let lost = |id| coffer_store::AccountRecord {
         id,
         name: format!("recovered-{id}"),
         key_fingerprint: String::new(),
-        limits: coffer_node::Limits::UNLIMITED,
+        limits: coffer_store::Limits::UNLIMITED,
         frozen: false,
         created_ns: 0,
     };
-    let reports = coffer_node::Store::rebuild_index(&config.data, &config.discs, lost)
+    let reports = coffer_store::Store::rebuild_index(&config.data, &config.discs, lost)
         .with_context(|| format!("rebuilding the index of {}", config.data.display()))?;
     for r in &reports {
         println!(

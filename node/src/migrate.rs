@@ -18,13 +18,12 @@ use std::time::Duration;
 
 use coffer_proto::wire;
 use coffer_replication::{Command, NodeId};
+use coffer_store::AccountId;
 use tonic::Status;
 use tracing::info;
 
-use crate::accountdb::{group_status, member_name};
-use crate::admin::sync_message;
-use crate::server::Node;
-use crate::store::AccountId;
+use crate::node::Node;
+use crate::rpc::{group_status, sync_message};
 
 /// Fast-sync passes allowed for the target to catch up, at each step.
 const PASSES: u32 = 20;
@@ -63,8 +62,8 @@ pub async fn migrate(node: &Arc<Node>, name: &str, to: &str) -> Result<wire::Mig
         from: node.name.clone(),
         to: to.into(),
         syncs,
-        replicas: now.replicas.iter().map(|id| member_name(node, *id)).collect(),
-        primary: member_name(node, now.primary),
+        replicas: node.group.read(|s| now.replicas.iter().map(|id| s.member_name(*id)).collect()),
+        primary: node.group.read(|s| s.member_name(now.primary)),
     })
 }
 
@@ -75,9 +74,9 @@ async fn catch_up(
     target: NodeId,
     syncs: &mut Vec<wire::SyncPeerReport>,
 ) -> Result<(), Status> {
-    let name = member_name(node, target);
+    let name = node.group.read(|s| s.member_name(target));
     for _ in 0..PASSES {
-        let result = node.syncer.sync_with(node, account, target).await;
+        let result = node.syncer.sync_with(account, target).await;
         let agreed = matches!(&result, Ok(r) if r.in_sync);
         syncs.push(sync_message(name.clone(), result));
         if agreed {

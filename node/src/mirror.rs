@@ -19,9 +19,9 @@ use std::time::Duration;
 use coffer_replication::Account;
 use tracing::{info, warn};
 
-use crate::error::StoreError;
-use crate::index::{AccountRecord, Limits};
-use crate::server::Node;
+use coffer_store::{AccountRecord, Limits, StoreError};
+
+use crate::node::Node;
 
 /// How often the mirror runs even when nothing changed.
 const RETRY: Duration = Duration::from_secs(5);

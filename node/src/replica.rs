@@ -10,9 +10,7 @@
 use coffer_proto::ObjectId;
 use coffer_replication::fastsync::{Listing, Probe, Replica, Summary, SyncError};
 
-use crate::error::StoreError;
-use crate::store::{AccountId, Store};
-use crate::writer::AccountWriter;
+use coffer_store::{AccountId, AccountWriter, Store, StoreError};
 
 pub struct LocalReplica {
     store: Store,

@@ -1,21 +1,17 @@
-//! The node daemon: the TLS listener, per-connection state, periodic
-//! housekeeping and shutdown.
+//! The node daemon: the TLS listener, periodic housekeeping and shutdown.
 //!
 //! Every accepted TCP connection goes through a TLS 1.3 handshake that
 //! requires a client certificate from the node's CA; the certificate's role
-//! becomes the connection's [`Peer`], which tonic hands to every request on
-//! that connection. The peer also holds the connection's session (the
-//! logged-in account and, for a writing client, the account's writer). When
-//! the connection closes and its last request ends, the peer is dropped and
-//! the writer with it, so an account is never left locked by a dead client.
+//! becomes the connection's [`Caller`], which tonic hands to every request on
+//! that connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use coffer_proto::tls::{self, MAX_MESSAGE, Role};
 use coffer_proto::wire::admin_server::AdminServer;
@@ -24,115 +20,52 @@ use coffer_proto::wire::store_server::StoreServer;
 use coffer_replication::{Group, GroupError, Member};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
-use crate::admin::AdminService;
-use crate::config::NodeConfig;
-use crate::index::now_ns;
-use crate::peer::PeerService;
-use crate::service::StoreService;
-use crate::store::{AccountId, Store};
+use coffer_proto::clock::now_ns;
+use coffer_proto::config::NodeConfig;
+use coffer_store::Store;
+
+use crate::admin_service::AdminService;
+use crate::node::{Caller, Connection, Node, Session};
+use crate::peer_service::PeerService;
+use crate::store_service::StoreService;
 use crate::syncer::Syncer;
 use crate::throttle::LoginThrottle;
-use crate::writer::AccountWriter;
+use crate::transfer::Transfers;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a clean shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections (handshakes included) open at once; past this, new ones are
+/// closed at once rather than left to queue.
+const MAX_CONNECTIONS: usize = 1024;
+/// Requests in flight on one connection (HTTP/2 concurrent streams).
+const MAX_STREAMS: u32 = 128;
 
-/// State shared by every connection of a node.
-pub struct Node {
-    pub name: String,
-    pub store: Store,
-    /// This node's member of the server group and its account database.
-    pub group: Arc<Group>,
-    pub grace: Duration,
-    pub throttle: LoginThrottle,
-    pub started_ns: i64,
-    /// TLS handshakes completed since the node started.
-    pub connections: AtomicU64,
-    pub handshakes_failed: AtomicU64,
-    /// Fast sync with the other replicas of this node's accounts.
-    pub syncer: Syncer,
-    /// A writing client silent this long may be replaced by a new login.
-    pub idle_writer: Duration,
-    /// How many nodes must hold a set before its commit is acknowledged,
-    /// and how long the commit waits for them.
-    pub commit_replicas: usize,
-    pub commit_wait: Duration,
-    /// The connection holding each account's client writer.
-    pub writers: Mutex<HashMap<AccountId, Weak<Connection>>>,
-}
-
-/// What one connection has established.
-#[derive(Default)]
-pub struct Session {
-    pub account: Option<AccountId>,
-    pub writer: Option<AccountWriter>,
-    /// When the client last made a request on this connection.
-    pub last_request: Option<Instant>,
-    /// The writer was handed to a newer login of the same account.
-    pub taken_over: bool,
-}
-
-impl Node {
-    /// Takes the writer of `account` from a connection whose client has
-    /// made no request for [`Node::idle_writer`] (a client stopped, asleep
-    /// or cut off, whose connection the keep-alives have not yet closed).
-    /// Its unflushed uploads are dropped: they were never committed, and
-    /// the client sends them again. Returns whether a writer was taken.
-    pub fn take_idle_writer(&self, account: AccountId) -> bool {
-        let holder = self.writers.lock().unwrap().get(&account).and_then(Weak::upgrade);
-        let Some(holder) = holder else { return false };
-        // A connection with a request under way is not idle.
-        let Ok(mut session) = holder.session.try_lock() else { return false };
-        let idle = session.last_request.is_some_and(|t| t.elapsed() >= self.idle_writer);
-        if !idle || session.writer.is_none() {
-            return false;
-        }
-        info!(account, addr = %holder.addr, "taking the writer from an idle client for a new login");
-        session.writer = None;
-        session.taken_over = true;
-        true
-    }
-}
-
-/// One authenticated connection, as every request on it sees it.
-pub struct Connection {
-    pub role: Role,
-    pub addr: SocketAddr,
-    pub session: Mutex<Session>,
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        debug!(peer = %self.role, addr = %self.addr, "connection closed");
-    }
-}
-
-pub type Peer = Arc<Connection>;
-
-/// A TLS connection that tells tonic who is on the other end.
-pub struct PeerStream {
+/// A TLS connection that tells tonic who is on the other end; it holds
+/// its place among the node's connections until it closes.
+struct CallerStream {
     tls: TlsStream<TcpStream>,
-    peer: Peer,
+    caller: Caller,
+    _place: OwnedSemaphorePermit,
 }
 
-impl Connected for PeerStream {
-    type ConnectInfo = Peer;
+impl Connected for CallerStream {
+    type ConnectInfo = Caller;
 
-    fn connect_info(&self) -> Peer {
-        self.peer.clone()
+    fn connect_info(&self) -> Caller {
+        self.caller.clone()
     }
 }
 
-impl AsyncRead for PeerStream {
+impl AsyncRead for CallerStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -142,7 +75,7 @@ impl AsyncRead for PeerStream {
     }
 }
 
-impl AsyncWrite for PeerStream {
+impl AsyncWrite for CallerStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
     }
@@ -157,13 +90,14 @@ impl AsyncWrite for PeerStream {
 }
 
 /// Accepts connections and completes handshakes concurrently, so one slow
-/// or hostile peer never holds up the others.
+/// or hostile caller never holds up the others.
 fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     node: Arc<Node>,
-) -> ReceiverStream<std::io::Result<PeerStream>> {
+) -> ReceiverStream<std::io::Result<CallerStream>> {
     let (tx, rx) = mpsc::channel(64);
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             let (tcp, addr) = match listener.accept().await {
@@ -174,12 +108,17 @@ fn accept_loop(
                     continue;
                 }
             };
+            let Ok(place) = places.clone().try_acquire_owned() else {
+                node.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(%addr, "connection refused: {MAX_CONNECTIONS} connections already open");
+                continue;
+            };
             let (acceptor, node, tx) = (acceptor.clone(), node.clone(), tx.clone());
             tokio::spawn(async move {
-                match handshake(&acceptor, tcp, addr).await {
+                match handshake(&acceptor, tcp, addr, place).await {
                     Ok(stream) => {
                         node.connections.fetch_add(1, Ordering::Relaxed);
-                        info!(peer = %stream.peer.role, %addr, "connection");
+                        info!(caller = %stream.caller.role, %addr, "connection");
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Err(problem) => {
@@ -193,7 +132,12 @@ fn accept_loop(
     ReceiverStream::new(rx)
 }
 
-async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, addr: SocketAddr) -> Result<PeerStream, String> {
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    place: OwnedSemaphorePermit,
+) -> Result<CallerStream, String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     tls::set_keepalive(&tcp, tls::KEEPALIVE).map_err(|e| e.to_string())?;
     let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
@@ -202,8 +146,8 @@ async fn handshake(acceptor: &TlsAcceptor, tcp: TcpStream, addr: SocketAddr) -> 
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
     let role = Role::of_certificate(cert).ok_or("certificate names no Coffer role")?;
-    let peer = Arc::new(Connection { role, addr, session: Mutex::new(Session::default()) });
-    Ok(PeerStream { tls, peer })
+    let caller = Arc::new(Connection { role, addr, session: Mutex::new(Session::default()) });
+    Ok(CallerStream { tls, caller, _place: place })
 }
 
 /// Runs a node until SIGTERM or SIGINT.
@@ -215,22 +159,30 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         site: config.group.site.clone(),
     };
     let group =
-        Group::open(&config.data.join("raft"), me, config.group.raft(), config.tls.client_config()?).await?;
+        Group::open(&config.data.join("raft"), me, (&config.group).into(), config.tls.client_config()?)
+            .await?;
     let group = Arc::new(group);
     let node = Arc::new(Node {
         name: config.name.clone(),
-        store,
+        store: store.clone(),
         group: group.clone(),
         grace: config.grace,
         throttle: LoginThrottle::default(),
         started_ns: now_ns(),
         connections: AtomicU64::new(0),
         handshakes_failed: AtomicU64::new(0),
-        syncer: Syncer::new(config.group.retry, config.group.anti_entropy),
+        syncer: Arc::new(Syncer::new(
+            store.clone(),
+            group.clone(),
+            &config.name,
+            config.group.retry,
+            config.group.anti_entropy,
+        )),
         idle_writer: config.idle_writer,
         commit_replicas: config.group.commit_replicas,
         commit_wait: config.group.commit_wait,
         writers: Mutex::new(HashMap::new()),
+        transfers: Transfers::default(),
     });
     let acceptor = TlsAcceptor::from(config.tls.server_config()?);
     let listener = TcpListener::bind(config.listen)
@@ -239,7 +191,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     info!(node = %config.name, listen = %listener.local_addr()?, data = %config.data.display(), "node started");
     tokio::spawn(housekeeping_loop(node.clone(), config.housekeeping_interval));
     tokio::spawn(crate::mirror::run(node.clone()));
-    tokio::spawn(crate::syncer::run(node.clone()));
+    tokio::spawn(crate::syncer::run(node.syncer.clone()));
 
     let store_service = StoreServer::new(StoreService::new(node.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
@@ -252,6 +204,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(tls::KEEPALIVE / 2))
         .http2_keepalive_timeout(Some(tls::KEEPALIVE))
+        .max_concurrent_streams(MAX_STREAMS)
         .add_service(store_service)
         .add_service(admin_service)
         .add_service(peer_service)
@@ -319,7 +272,8 @@ async fn housekeeping_loop(node: Arc<Node>, every: Duration) {
     loop {
         ticker.tick().await;
         let node = node.clone();
-        let result = tokio::task::spawn_blocking(move || crate::admin::housekeep_all(&node, "")).await;
+        let result =
+            tokio::task::spawn_blocking(move || crate::admin_service::housekeep_all(&node, "")).await;
         match result {
             Ok(Ok(reports)) => debug!(accounts = reports.len(), "housekeeping done"),
             Ok(Err(e)) => warn!(error = %e, "housekeeping failed"),

@@ -22,16 +22,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coffer_replication::NodeId;
+use coffer_proto::ObjectId;
 use coffer_replication::fastsync::{self, Replica, SyncError, SyncReport};
 use coffer_replication::journal::Owed;
 use coffer_replication::remote::RemoteReplica;
+use coffer_replication::{Group, NodeId};
+use coffer_store::{AccountId, Store};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::replica::LocalReplica;
-use crate::server::Node;
-use crate::store::AccountId;
 
 /// The longest wait before retrying a peer that failed.
 pub const MAX_RETRY: Duration = Duration::from_secs(30);
@@ -50,6 +50,10 @@ pub struct SyncCounters {
 }
 
 pub struct Syncer {
+    store: Store,
+    group: Arc<Group>,
+    /// This node's name, as its replicas are called in reports.
+    name: String,
     wake: Notify,
     retry: Duration,
     anti_entropy: Duration,
@@ -63,8 +67,11 @@ pub struct Syncer {
 }
 
 impl Syncer {
-    pub fn new(retry: Duration, anti_entropy: Duration) -> Self {
+    pub fn new(store: Store, group: Arc<Group>, name: &str, retry: Duration, anti_entropy: Duration) -> Self {
         Syncer {
+            store,
+            group,
+            name: name.to_string(),
             wake: Notify::new(),
             retry: retry.max(Duration::from_millis(100)),
             anti_entropy: anti_entropy.max(Duration::from_secs(1)),
@@ -76,37 +83,31 @@ impl Syncer {
     }
 
     /// The account changed here: every other replica is owed a sync.
-    pub fn changed(&self, node: &Node, account: AccountId) {
-        self.owe(node, account, None);
+    pub fn changed(&self, account: AccountId) {
+        self.owe(account, None);
     }
 
-    fn owe(&self, node: &Node, account: AccountId, except: Option<NodeId>) {
-        let peers: Vec<_> =
-            other_replicas(node, account).into_iter().filter(|p| Some(*p) != except).collect();
+    fn owe(&self, account: AccountId, except: Option<NodeId>) {
+        let peers: Vec<_> = self.other_replicas(account).into_iter().filter(|p| Some(*p) != except).collect();
         if peers.is_empty() {
             return;
         }
-        if let Err(e) = node.group.journal().mark(account, &peers) {
+        if let Err(e) = self.group.journal().mark(account, &peers) {
             warn!(account, error = %e, "could not record a change in the sync journal");
         }
         self.wake.notify_one();
     }
 
     /// Syncs one account with one peer now.
-    pub async fn sync_with(
-        &self,
-        node: &Node,
-        account: AccountId,
-        peer: NodeId,
-    ) -> Result<SyncReport, SyncError> {
-        let member = node.group.read(|s| s.member(peer)).ok_or_else(|| SyncError::Replica {
+    pub async fn sync_with(&self, account: AccountId, peer: NodeId) -> Result<SyncReport, SyncError> {
+        let member = self.group.read(|s| s.member(peer)).ok_or_else(|| SyncError::Replica {
             replica: format!("#{peer}"),
             problem: "not a member of the group".into(),
         })?;
         let lock = self.locks.lock().unwrap().entry(account).or_default().clone();
         let _one_at_a_time = lock.lock().await;
-        let local = LocalReplica::new(node.store.clone(), account, &node.name);
-        let remote = RemoteReplica::new(node.group.peers().clone(), &member.name, &member.addr, account);
+        let local = self.local(account);
+        let remote = RemoteReplica::new(self.group.peers().clone(), &member.name, &member.addr, account);
         let result = fastsync::sync(&local, &remote).await;
         let c = &self.counters;
         c.syncs.fetch_add(1, Ordering::Relaxed);
@@ -121,7 +122,7 @@ impl Syncer {
                 }
                 if report.sets_fetched > 0 || report.tombstones_applied > 0 {
                     // What arrived here may be news to the other replicas too.
-                    self.owe(node, account, Some(peer));
+                    self.owe(account, Some(peer));
                 }
             }
             Err(_) => {
@@ -137,19 +138,19 @@ impl Syncer {
     /// Returns how many hold it. Pushes still running at the end are
     /// dropped; the journal (see [`Syncer::changed`]) finishes the job.
     pub async fn replicate(
-        node: &Arc<Node>,
+        self: &Arc<Self>,
         account: AccountId,
-        set: coffer_proto::ObjectId,
+        set: ObjectId,
         wanted: usize,
         wait: Duration,
     ) -> usize {
-        let peers = other_replicas(node, account);
+        let peers = self.other_replicas(account);
         let need = wanted.saturating_sub(1).min(peers.len());
         let mut held = 1;
         if need == 0 {
             return held;
         }
-        let committed_ns = match node.store.set_record(account, &set) {
+        let committed_ns = match self.store.set_record(account, &set) {
             Ok(record) => record.map_or(0, |r| r.committed_ns),
             Err(e) => {
                 warn!(account, error = %e, "cannot read the set just committed");
@@ -159,8 +160,8 @@ impl Syncer {
         let deadline = Instant::now() + wait;
         let mut pushes = tokio::task::JoinSet::new();
         for peer in peers {
-            let node = node.clone();
-            pushes.spawn(async move { push_until(&node, account, peer, set, committed_ns, deadline).await });
+            let syncer = self.clone();
+            pushes.spawn(async move { syncer.push_until(account, peer, set, committed_ns, deadline).await });
         }
         let timeout = tokio::time::sleep_until(deadline.into());
         tokio::pin!(timeout);
@@ -180,29 +181,23 @@ impl Syncer {
     /// Syncs an account with every other replica now (`coffer-admin sync`).
     pub async fn sync_all_replicas(
         &self,
-        node: &Node,
         account: AccountId,
     ) -> Vec<(String, Result<SyncReport, SyncError>)> {
         let mut out = Vec::new();
-        for peer in other_replicas(node, account) {
-            let name = crate::accountdb::member_name(node, peer);
-            out.push((name, self.sync_with(node, account, peer).await));
+        for peer in self.other_replicas(account) {
+            let name = self.group.read(|s| s.member_name(peer));
+            out.push((name, self.sync_with(account, peer).await));
         }
         out
     }
 
     /// Syncs with `peer` unless it is backing off (None), and keeps its
     /// backoff up to date: a busy account is no fault of the peer's.
-    async fn attempt(
-        &self,
-        node: &Node,
-        account: AccountId,
-        peer: NodeId,
-    ) -> Option<Result<SyncReport, SyncError>> {
+    async fn attempt(&self, account: AccountId, peer: NodeId) -> Option<Result<SyncReport, SyncError>> {
         if !self.ready(peer) {
             return None;
         }
-        let result = self.sync_with(node, account, peer).await;
+        let result = self.sync_with(account, peer).await;
         match &result {
             Ok(_) => self.succeeded(peer),
             Err(SyncError::Busy { replica }) => debug!(account, %replica, "sync waits for a client"),
@@ -216,11 +211,11 @@ impl Syncer {
 
     /// A peer called us: if it was backing off, retry it now. Called on
     /// every peer request, so the common case (nobody backing off) is one lock.
-    pub fn heard_from(&self, node: &Node, name: &str) {
+    pub fn heard_from(&self, name: &str) {
         if self.backoff.lock().unwrap().is_empty() {
             return;
         }
-        let Some(peer) = node.group.read(|s| s.members().into_iter().find(|m| m.1.name == name).map(|m| m.0))
+        let Some(peer) = self.group.read(|s| s.members().into_iter().find(|m| m.1.name == name).map(|m| m.0))
         else {
             return;
         };
@@ -243,65 +238,69 @@ impl Syncer {
     fn succeeded(&self, peer: NodeId) {
         self.backoff.lock().unwrap().remove(&peer);
     }
-}
 
-/// Pushes one set to one peer, again while the peer's account is busy
-/// (with a sync of its own) and time remains; whether the peer holds it.
-async fn push_until(
-    node: &Node,
-    account: AccountId,
-    peer: NodeId,
-    set: coffer_proto::ObjectId,
-    committed_ns: i64,
-    deadline: Instant,
-) -> bool {
-    let Some(member) = node.group.read(|s| s.member(peer)) else { return false };
-    let local = LocalReplica::new(node.store.clone(), account, &node.name);
-    loop {
-        let remote = RemoteReplica::new(node.group.peers().clone(), &member.name, &member.addr, account);
-        match fastsync::push_set(&local, &remote, set, committed_ns).await {
-            Ok(_) => return true,
-            Err(SyncError::Busy { .. }) if Instant::now() + Duration::from_millis(100) < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => {
-                debug!(account, peer = %member.name, error = %e, "replicated commit: push failed");
-                return false;
+    /// This node's replica of `account`.
+    fn local(&self, account: AccountId) -> LocalReplica {
+        LocalReplica::new(self.store.clone(), account, &self.name)
+    }
+
+    /// Pushes one set to one peer, again while the peer's account is busy
+    /// (with a sync of its own) and time remains; whether the peer holds it.
+    async fn push_until(
+        &self,
+        account: AccountId,
+        peer: NodeId,
+        set: ObjectId,
+        committed_ns: i64,
+        deadline: Instant,
+    ) -> bool {
+        let Some(member) = self.group.read(|s| s.member(peer)) else { return false };
+        let local = self.local(account);
+        loop {
+            let remote = RemoteReplica::new(self.group.peers().clone(), &member.name, &member.addr, account);
+            match fastsync::push_set(&local, &remote, set, committed_ns).await {
+                Ok(_) => return true,
+                Err(SyncError::Busy { .. }) if Instant::now() + Duration::from_millis(100) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    debug!(account, peer = %member.name, error = %e, "replicated commit: push failed");
+                    return false;
+                }
             }
         }
     }
-}
 
-/// The account's replicas other than this node, per the group.
-fn other_replicas(node: &Node, account: AccountId) -> Vec<NodeId> {
-    let me = node.group.id();
-    node.group
-        .read(|s| s.accounts.get(&account).map(|a| a.replicas.clone()))
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| *p != me)
-        .collect()
-}
+    /// The account's replicas other than this node, per the group.
+    fn other_replicas(&self, account: AccountId) -> Vec<NodeId> {
+        let me = self.group.id();
+        self.group
+            .read(|s| s.accounts.get(&account).map(|a| a.replicas.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| *p != me)
+            .collect()
+    }
 
-/// Whether this node still holds `account` and `peer` is another replica of it.
-fn still_owed(node: &Node, owed: &Owed) -> bool {
-    let me = node.group.id();
-    node.group.read(|s| {
-        s.accounts
-            .get(&owed.account)
-            .is_some_and(|a| a.replicas.contains(&me) && a.replicas.contains(&owed.peer))
-    }) && owed.peer != me
+    /// Whether this node still holds `account` and `peer` is another replica of it.
+    fn still_owed(&self, owed: &Owed) -> bool {
+        let me = self.group.id();
+        self.group.read(|s| {
+            s.accounts
+                .get(&owed.account)
+                .is_some_and(|a| a.replicas.contains(&me) && a.replicas.contains(&owed.peer))
+        }) && owed.peer != me
+    }
 }
 
 /// Runs the syncer until the process ends.
-pub async fn run(node: Arc<Node>) {
-    let syncer = &node.syncer;
+pub async fn run(syncer: Arc<Syncer>) {
     let mut next_pass = Instant::now();
     loop {
-        notice_new_replicas(&node);
-        settle_journal(&node).await;
+        notice_new_replicas(&syncer);
+        settle_journal(&syncer).await;
         if Instant::now() >= next_pass {
-            anti_entropy_pass(&node).await;
+            anti_entropy_pass(&syncer).await;
             next_pass = Instant::now() + syncer.anti_entropy;
         }
         tokio::select! {
@@ -312,12 +311,12 @@ pub async fn run(node: Arc<Node>) {
 }
 
 /// Puts every replica the group added to an account since last time in the journal.
-fn notice_new_replicas(node: &Node) {
-    let me = node.group.id();
-    let current: HashMap<AccountId, Vec<NodeId>> = node.group.read(|s| {
+fn notice_new_replicas(syncer: &Syncer) {
+    let me = syncer.group.id();
+    let current: HashMap<AccountId, Vec<NodeId>> = syncer.group.read(|s| {
         s.accounts.values().filter(|a| a.replicas.contains(&me)).map(|a| (a.id, a.replicas.clone())).collect()
     });
-    let mut seen = node.syncer.replicas.lock().unwrap();
+    let mut seen = syncer.replicas.lock().unwrap();
     for (account, replicas) in &current {
         let before = seen.get(account);
         let added: Vec<_> =
@@ -325,25 +324,25 @@ fn notice_new_replicas(node: &Node) {
         if added.is_empty() || before.is_none() {
             continue;
         }
-        if let Err(e) = node.group.journal().mark(*account, &added) {
+        if let Err(e) = syncer.group.journal().mark(*account, &added) {
             warn!(account, error = %e, "could not record new replicas in the sync journal");
         }
     }
     *seen = current;
 }
 
-async fn settle_journal(node: &Node) {
-    let journal = node.group.journal();
+async fn settle_journal(syncer: &Syncer) {
+    let journal = syncer.group.journal();
     let owed = match journal.owed() {
         Ok(owed) => owed,
         Err(e) => return warn!(error = %e, "cannot read the sync journal"),
     };
     for entry in owed {
-        if !still_owed(node, &entry) {
+        if !syncer.still_owed(&entry) {
             let _ = journal.forget(|o| o.peer != entry.peer || o.account != entry.account);
             continue;
         }
-        if let Some(Ok(_)) = node.syncer.attempt(node, entry.account, entry.peer).await
+        if let Some(Ok(_)) = syncer.attempt(entry.account, entry.peer).await
             && let Err(e) = journal.settle(entry)
         {
             warn!(error = %e, "cannot update the sync journal");
@@ -351,16 +350,17 @@ async fn settle_journal(node: &Node) {
     }
 }
 
-async fn anti_entropy_pass(node: &Node) {
-    let me = node.group.id();
-    let accounts: Vec<AccountId> =
-        node.group.read(|s| s.accounts.values().filter(|a| a.replicas.contains(&me)).map(|a| a.id).collect());
+async fn anti_entropy_pass(syncer: &Syncer) {
+    let me = syncer.group.id();
+    let accounts: Vec<AccountId> = syncer
+        .group
+        .read(|s| s.accounts.values().filter(|a| a.replicas.contains(&me)).map(|a| a.id).collect());
     for account in accounts {
-        for peer in other_replicas(node, account) {
-            if let Some(Err(e)) = node.syncer.attempt(node, account, peer).await
+        for peer in syncer.other_replicas(account) {
+            if let Some(Err(e)) = syncer.attempt(account, peer).await
                 && !matches!(e, SyncError::Busy { .. })
             {
-                let _ = node.group.journal().mark(account, &[peer]);
+                let _ = syncer.group.journal().mark(account, &[peer]);
             }
         }
     }

@@ -19,10 +19,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use coffer_client::backend::StoreUrl;
+use coffer_proto::StoreUrl;
+use coffer_proto::id::new_request_id;
 use coffer_proto::tls::{self, MAX_MESSAGE, Role, TlsFiles};
 use coffer_proto::wire::{self, admin_client::AdminClient};
-use coffer_replication::group::new_request_id;
 use tonic::transport::Channel;
 
 use crate::ca::CertificateAuthority;
@@ -308,7 +308,7 @@ fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
         CaCommand::IssueClient { account } => (Role::Client(account.clone()), Vec::new(), account),
         CaCommand::IssueAdmin { name } => (Role::Admin(name.clone()), Vec::new(), name),
     };
-    coffer_node::accounts::validate_name(file)?;
+    coffer_proto::names::validate_account_name(file).map_err(|e| anyhow!(e))?;
     let issued = CertificateAuthority::open(dir)?.issue(&role, &hosts, dir, file)?;
     println!("Issued {role}: {} and {}", issued.cert.display(), issued.key.display());
     Ok(ExitCode::SUCCESS)

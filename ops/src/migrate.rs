@@ -1,8 +1,8 @@
 //! `coffer-admin migrate`: finds the account's source node and asks it to
 //! move the account (the node does the work, see `coffer_node::migrate`).
 
-use anyhow::{Result, anyhow, bail};
-use coffer_client::backend::StoreUrl;
+use anyhow::{Context, Result, anyhow, bail};
+use coffer_proto::StoreUrl;
 use coffer_proto::tls::TlsFiles;
 use coffer_proto::wire::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
@@ -30,9 +30,7 @@ pub async fn migrate(
         .find(|n| n.name == from)
         .map(|n| n.address.clone())
         .ok_or_else(|| anyhow!("no node {from} in the server group"))?;
-    let StoreUrl::Remote { host, port } = StoreUrl::parse(&format!("coffer://{address}"))? else {
-        bail!("node {from} has no network address ({address})");
-    };
+    let (host, port) = StoreUrl::node(&address).with_context(|| format!("node {from}"))?;
     let mut source = crate::admin_client(&host, port, tls).await?;
     let request = wire::MigrateRequest { account: account.to_string(), to: to.to_string() };
     Ok(source.migrate(request).await.map_err(status)?.into_inner())

@@ -18,11 +18,15 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use coffer_client::config::ClientConfig;
 use coffer_client::keys::Keys;
+use coffer_proto::config::NodeConfig;
 use coffer_proto::tls::{Role, TlsFiles};
-use coffer_replication::{Command, Group, GroupConfig, Member};
+use coffer_replication::Member;
+use coffer_replication::bootstrap::{FirstAccount, bootstrap};
 
 use crate::ca::{CertificateAuthority, write_private};
+use crate::config::AdminConfig;
 
 pub struct Quickstart {
     pub dir: PathBuf,
@@ -74,88 +78,56 @@ impl Quickstart {
             let others: Vec<&String> =
                 if k == 1 { Vec::new() } else { addrs.iter().filter(|a| *a != addr).collect() };
             let path = dir.join(format!("{name}.toml"));
-            write_private(&path, &node_config(&name, addr, self.discs, &others, self.snapshot_every))?;
+            write_private(&path, &self.node_config(&name, addr, &others)?.to_toml())?;
             written.nodes.push(path);
         }
         let first = Member { name: "node1".into(), addr: addrs[0].clone(), site: String::new() };
-        let node1_tls =
-            TlsFiles { cert: dir.join("node1.crt"), key: dir.join("node1.key"), ca: dir.join("ca.crt") };
+        let account = FirstAccount { name: self.account.clone(), key_fingerprint: keys.fingerprint() };
+        let node1_tls = tls_files(&dir, "node1");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime.block_on(bootstrap(
-            &dir.join("node1/data/raft"),
-            first,
-            &node1_tls,
-            &self.account,
-            &keys.fingerprint(),
-        ))?;
+        runtime
+            .block_on(bootstrap(&dir.join("node1/data/raft"), first, node1_tls.client_config()?, &[account]))
+            .context("starting node 1's group")?;
         ca.issue(&Role::Admin("admin".into()), &[], &dir, "admin")?;
-        write_private(
-            &written.admin,
-            &format!("node = \"coffer://127.0.0.1:{}\"\n{}", self.base_port, tls("admin")),
-        )?;
+        let admin = AdminConfig {
+            node: Some(format!("coffer://{}", addrs[0])),
+            tls: Some(tls_files(Path::new(""), "admin")),
+        };
+        write_private(&written.admin, &toml::to_string(&admin)?)?;
         ca.issue(&Role::Client(self.account.clone()), &[], &dir, "client")?;
-        let nodes: Vec<String> = addrs.iter().map(|a| format!("\"coffer://{a}\"")).collect();
-        let client = format!(
-            "store = \"coffer://{}\"\nnodes = [{}]\nkeys = \"client.keys\"\ncache = \"cache\"\n{}",
-            addrs[0],
-            nodes.join(", "),
-            tls("client")
-        );
-        write_private(&written.client, &client)?;
+        let client = ClientConfig {
+            store: Some(format!("coffer://{}", addrs[0])),
+            nodes: addrs.iter().map(|a| format!("coffer://{a}")).collect(),
+            keys: Some("client.keys".into()),
+            cache: Some("cache".into()),
+            tls: Some(tls_files(Path::new(""), "client")),
+        };
+        write_private(&written.client, &toml::to_string(&client)?)?;
         Ok(written)
     }
-}
 
-/// Starts the group on node 1's Raft database, alone, and creates the
-/// account with its keys registered.
-async fn bootstrap(
-    raft_dir: &Path,
-    me: Member,
-    tls: &TlsFiles,
-    account: &str,
-    fingerprint: &str,
-) -> Result<()> {
-    let group = Group::open(raft_dir, me, GroupConfig::default(), tls.client_config()?).await?;
-    let created = async {
-        group.initialize().await?;
-        if !group.wait_for_leader(std::time::Duration::from_secs(30)).await {
-            bail!("node 1 did not become leader of its own group");
+    /// Node `name`'s configuration; paths are relative to its file.
+    fn node_config(&self, name: &str, addr: &str, join: &[&String]) -> Result<NodeConfig> {
+        let listen = addr.parse().with_context(|| format!("node address {addr}"))?;
+        let mut config =
+            NodeConfig::new(name, listen, format!("{name}/data").into(), tls_files(Path::new(""), name));
+        if self.discs == 3 {
+            config.discs = (1..=3).map(|d| format!("{name}/disc{d}").into()).collect();
         }
-        let create = Command::CreateAccount {
-            name: account.to_string(),
-            soft_limit: u64::MAX,
-            hard_limit: u64::MAX,
-            group: String::new(),
-            created_ns: coffer_node::index::now_ns(),
-        };
-        group.write(create).await?;
-        let keys = Command::RegisterKeys { name: account.to_string(), fingerprint: fingerprint.to_string() };
-        group.write(keys).await?;
-        Ok(())
+        config.group.join = join.iter().map(|a| a.to_string()).collect();
+        config.group.snapshot_every = self.snapshot_every;
+        config.group.keep_logs = (self.snapshot_every / 4).max(1);
+        Ok(config)
     }
-    .await;
-    group.shutdown().await;
-    created
 }
 
-fn tls(file: &str) -> String {
-    format!("\n[tls]\ncert = \"{file}.crt\"\nkey = \"{file}.key\"\nca = \"ca.crt\"\n")
-}
-
-fn node_config(name: &str, addr: &str, discs: u8, join: &[&String], snapshot_every: u64) -> String {
-    let discs = match discs {
-        3 => format!("discs = [\"{name}/disc1\", \"{name}/disc2\", \"{name}/disc3\"]\n"),
-        _ => String::new(),
-    };
-    let join: Vec<String> = join.iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
-        "name = \"{name}\"\nlisten = \"{addr}\"\ndata = \"{name}/data\"\nlog = \"info\"\n\
-         housekeeping_interval = \"15m\"\ngrace = \"7d\"\n{discs}{}\n[group]\njoin = [{}]\n\
-         snapshot_every = {snapshot_every}\nkeep_logs = {}\n",
-        tls(name),
-        join.join(", "),
-        (snapshot_every / 4).max(1)
-    )
+/// The certificate, key and CA of `file` in `dir`.
+fn tls_files(dir: &Path, file: &str) -> TlsFiles {
+    TlsFiles {
+        cert: dir.join(format!("{file}.crt")),
+        key: dir.join(format!("{file}.key")),
+        ca: dir.join("ca.crt"),
+    }
 }
 
 /// Where quickstart puts node K's config, for the printed instructions.

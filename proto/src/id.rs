@@ -61,6 +61,12 @@ impl FromStr for ObjectId {
     }
 }
 
+/// A request id no other node or tool will choose: it lets an account
+/// change be retried without being applied twice.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,17 @@
 //! Coffer's shared vocabulary, used by both the client and the store node.
 //!
-//! - [`id`]: object ids (keyed BLAKE3 digests computed by the client).
+//! - [`id`]: object ids (keyed BLAKE3 digests computed by the client) and
+//!   the ids that make account changes idempotent.
 //! - [`object`]: the object envelope every stored object travels in: kind,
 //!   referenced ids in clear (so a node can count references without keys), a
 //!   body the node cannot read, and a CRC32 so any node can verify every byte.
 //! - [`digest`]: the digest of an account's set ids and tombstones, which
 //!   fast sync compares beside the client store marker.
 //! - [`names`]: which account names are valid.
+//! - [`address`]: store addresses (`file:///path`, `coffer://host:port`).
+//! - [`clock`]: the time stamps Coffer records (ns since the epoch).
+//! - [`config`]: the node's configuration file, which the node reads and
+//!   `coffer-admin quickstart` writes.
 //! - [`batch`]: cutting streams of objects into messages under the
 //!   transport's limit.
 //! - [`set`]: the cleartext header of a backup set object, which a node reads to
@@ -20,7 +25,10 @@
 //! Nothing here knows about keys or disks: the client seals bodies, the node
 //! stores envelopes.
 
+pub mod address;
 pub mod batch;
+pub mod clock;
+pub mod config;
 pub mod digest;
 pub mod id;
 pub mod names;
@@ -38,6 +46,7 @@ pub mod wire {
     pub const HELD_ON: &str = "coffer-held-on";
 }
 
+pub use address::StoreUrl;
 pub use digest::SetsDigest;
 pub use id::{IdParseError, ObjectId};
 pub use object::{Object, ObjectError, ObjectKind};

@@ -19,11 +19,11 @@
 
 pub mod discset;
 pub mod durable;
-pub mod error;
+mod error;
 pub mod layout;
-pub mod reader;
+mod reader;
 pub mod repair;
-pub mod writer;
+mod writer;
 
 pub use discset::DiscSet;
 pub use error::RaidError;

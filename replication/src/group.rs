@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use coffer_proto::config::GroupSection;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, Config, RaftMetrics, ServerState, SnapshotPolicy};
 use rustls::ClientConfig;
@@ -47,16 +48,24 @@ pub struct GroupConfig {
     pub routes: BTreeMap<String, String>,
 }
 
+/// The `[group]` section of a node's configuration, as Raft needs it.
+impl From<&GroupSection> for GroupConfig {
+    fn from(section: &GroupSection) -> Self {
+        GroupConfig {
+            heartbeat: section.heartbeat,
+            election_timeout: section.election_timeout,
+            snapshot_every: section.snapshot_every,
+            keep_logs: section.keep_logs,
+            write_timeout: section.write_timeout,
+            routes: section.routes.clone(),
+        }
+    }
+}
+
+/// The defaults of the configuration file.
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig {
-            heartbeat: Duration::from_millis(250),
-            election_timeout: Duration::from_millis(1500),
-            snapshot_every: 1000,
-            keep_logs: 200,
-            write_timeout: Duration::from_secs(5),
-            routes: BTreeMap::new(),
-        }
+        GroupConfig::from(&GroupSection::default())
     }
 }
 
@@ -242,13 +251,15 @@ impl Group {
 
     /// Applies `command` through the leader, with a fresh request id.
     pub async fn write(&self, command: Command) -> Result<Applied, GroupError> {
-        self.write_as(new_request_id(), command).await
+        self.write_as(coffer_proto::id::new_request_id(), command).await
     }
 
     /// Applies `command` through the leader under the caller's request id:
     /// a request retried with the same id gets the first outcome.
     pub async fn write_as(&self, request_id: String, command: Command) -> Result<Applied, GroupError> {
-        match self.to_leader(Forwarded::Write(Proposal { request_id, command })).await? {
+        let proposal = Proposal { request_id, command };
+        proposal.validate()?;
+        match self.to_leader(Forwarded::Write(proposal)).await? {
             ForwardReply::Outcome(outcome) => Ok(outcome?),
             other => Err(GroupError::Peer(format!("unexpected reply to a write: {other:?}"))),
         }
@@ -376,6 +387,8 @@ impl Group {
     }
 
     async fn propose(&self, proposal: Proposal) -> Result<Outcome, GroupError> {
+        // Again here: a forwarded proposal comes from another node.
+        proposal.validate()?;
         self.check_quorum()?;
         match tokio::time::timeout(self.config.write_timeout, self.raft.client_write(proposal)).await {
             Err(_) => Err(GroupError::NoQuorum(format!(
@@ -482,11 +495,6 @@ impl Group {
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     crate::logstore::encode(value)
-}
-
-/// A request id no other node will choose.
-pub fn new_request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
 }
 
 fn write_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> GroupError {

@@ -17,21 +17,24 @@
 //! - [`remote`]: a peer's replica of an account, over the `Peer` service.
 //! - [`journal`]: which accounts each peer has yet to be synced with,
 //!   kept across restarts.
+//! - [`bootstrap`]: a new group of one with its first accounts, made
+//!   while the node is stopped (`coffer-admin quickstart`).
 
 // openraft's storage traits return its large `StorageError`; our helpers
 // return the same type so that `?` carries it through unchanged.
 #![allow(clippy::result_large_err)]
 
+pub mod bootstrap;
 pub mod fastsync;
-pub mod group;
+mod group;
 pub mod journal;
-pub mod logstore;
-pub mod network;
-pub mod placement;
+mod logstore;
+mod network;
+mod placement;
 pub mod remote;
-pub mod state;
-pub mod statemachine;
-pub mod types;
+mod state;
+mod statemachine;
+mod types;
 
 pub use group::{Forwarded, Group, GroupConfig, GroupError, GroupStatus, MemberStatus};
 pub use state::{Account, AccountGroup, State};

@@ -89,6 +89,11 @@ impl State {
         self.membership.membership().get_node(&id).cloned()
     }
 
+    /// A member's name, or its number when the group no longer knows it.
+    pub fn member_name(&self, id: NodeId) -> String {
+        self.member(id).map_or_else(|| format!("#{id}"), |m| m.name)
+    }
+
     /// Applies one committed log entry; returns its outcome and the keys it
     /// changed.
     pub fn apply(&mut self, entry: &Entry) -> (Outcome, Vec<Key>) {

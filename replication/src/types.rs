@@ -49,6 +49,36 @@ pub struct Proposal {
     pub command: Command,
 }
 
+impl Proposal {
+    /// Checks every value a caller chose (names, fingerprint, request id)
+    /// before the proposal goes anywhere near the log.
+    pub fn validate(&self) -> Result<(), Refusal> {
+        use coffer_proto::names::{validate_account_name, validate_fingerprint, validate_request_id};
+        validate_request_id(&self.request_id).map_err(Refusal::Invalid)?;
+        let name = |n: &str| validate_account_name(n).map_err(Refusal::InvalidName);
+        match &self.command {
+            Command::CreateAccount { name: n, group, .. } => {
+                name(n)?;
+                if !group.is_empty() {
+                    name(group)?;
+                }
+                Ok(())
+            }
+            Command::RegisterKeys { name: n, fingerprint } => {
+                name(n)?;
+                validate_fingerprint(fingerprint).map_err(Refusal::Invalid)
+            }
+            Command::SetLimits { name: n, .. }
+            | Command::SetFrozen { name: n, .. }
+            | Command::DeleteAccount { name: n }
+            | Command::CreateGroup { name: n, .. }
+            | Command::StartMigration { name: n, .. }
+            | Command::MovePrimary { name: n, .. }
+            | Command::FinishMigration { name: n, .. } => name(n),
+        }
+    }
+}
+
 /// The changes an operator (or a client's first login) can make. Limits of
 /// `u64::MAX` mean "no limit". Times come from the proposer, so that every
 /// replica applies the same value.
@@ -130,6 +160,9 @@ pub enum Refusal {
     NoSuchGroup(String),
     #[error("{0}")]
     InvalidName(String),
+    /// A value other than a name that cannot go into the database.
+    #[error("{0}")]
+    Invalid(String),
     #[error("soft limit {soft} is above hard limit {hard}")]
     InvalidLimits { soft: u64, hard: u64 },
     #[error("the group has no voting members to place an account on")]

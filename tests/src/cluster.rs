@@ -90,6 +90,23 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// Sets `settings` (a TOML document, e.g. `idle_writer = "3s"` or
+    /// `[group]\ncommit_wait = "5s"`) in the node's config file, for its
+    /// next start; tables are merged key by key.
+    pub fn configure(&self, settings: &str) {
+        fn merge(into: &mut toml::Table, from: toml::Table) {
+            for (key, value) in from {
+                match (into.get_mut(&key), value) {
+                    (Some(toml::Value::Table(old)), toml::Value::Table(new)) => merge(old, new),
+                    (_, value) => drop(into.insert(key, value)),
+                }
+            }
+        }
+        let mut config: toml::Table = std::fs::read_to_string(&self.config).unwrap().parse().unwrap();
+        merge(&mut config, settings.parse().expect("settings are TOML"));
+        std::fs::write(&self.config, toml::to_string(&config).unwrap()).unwrap();
+    }
+
     /// Starts the node (again) and waits until it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");
@@ -306,6 +323,14 @@ impl Cluster {
     /// Creates account NAME with limits, its certificate, a client config
     /// `NAME.toml` and registers fresh keys with `coffer init`.
     pub fn add_client(&self, name: &str, soft: &str, hard: &str) -> String {
+        let config = self.add_account(name, soft, hard);
+        self.coffer_ok(&config, &["init"]);
+        config
+    }
+
+    /// Creates account NAME with limits, its certificate and a client
+    /// config `NAME.toml`; no keys are registered yet.
+    pub fn add_account(&self, name: &str, soft: &str, hard: &str) -> String {
         self.admin_ok(&["account", "create", name, "--soft", soft, "--hard", hard]);
         let ca_dir = self.dir.path().display().to_string();
         let out = run_bounded(
@@ -324,7 +349,6 @@ impl Cluster {
              [tls]\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"ca.crt\"\n"
         );
         std::fs::write(self.path(&config), text).unwrap();
-        self.coffer_ok(&config, &["init"]);
         config
     }
 

@@ -55,10 +55,8 @@ impl Links {
                     format!("\"127.0.0.1:{}\" = \"{}\"", ports[to - 1], links.peers[&(from, to)].address())
                 })
                 .collect();
-            let config = &cluster.nodes[from - 1].config;
-            let text = std::fs::read_to_string(config).unwrap();
-            std::fs::write(config, format!("{text}{group}\n[group.routes]\n{}\n", routes.join("\n")))
-                .unwrap();
+            cluster.nodes[from - 1]
+                .configure(&format!("[group]\n{group}\nroutes = {{ {} }}", routes.join(", ")));
         }
         for node in &mut cluster.nodes {
             node.restart();

@@ -27,15 +27,31 @@ impl RawClient {
         let config = files.client_config().map_err(|e| e.to_string())?;
         let channel = rt.block_on(tls::connect("127.0.0.1", port, config)).map_err(|e| e.to_string())?;
         // Deliberately no raised message limits: the node's are what is tested.
-        let client = StoreClient::new(channel).max_encoding_message_size(64 << 20);
+        let client = StoreClient::new(channel)
+            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(tls::MAX_MESSAGE);
         Ok(RawClient { rt, client })
     }
 
     pub fn login(&mut self, fingerprint: &str, write: bool) -> Result<wire::LoginReply, Status> {
+        self.login_as(fingerprint, write, false)
+    }
+
+    /// A first login that registers `fingerprint` as the account's keys.
+    pub fn register(&mut self, fingerprint: &str) -> Result<wire::LoginReply, Status> {
+        self.login_as(fingerprint, true, true)
+    }
+
+    fn login_as(
+        &mut self,
+        fingerprint: &str,
+        write: bool,
+        register_keys: bool,
+    ) -> Result<wire::LoginReply, Status> {
         let request = wire::LoginRequest {
             key_fingerprint: fingerprint.into(),
             write,
-            register_keys: false,
+            register_keys,
             client_version: "raw".into(),
         };
         Ok(self.rt.block_on(self.client.login(request))?.into_inner())
@@ -83,6 +99,39 @@ impl RawClient {
         })
     }
 
+    /// Opens `count` downloads of `ids` and reads none of them: what each
+    /// open call answered, the open streams held until the result is dropped.
+    pub fn open_unread(&mut self, ids: &[Vec<u8>], count: usize) -> Vec<Result<Unread, Status>> {
+        (0..count)
+            .map(|_| {
+                let request = wire::DownloadRequest { ids: ids.to_vec() };
+                let opened = self.rt.block_on(self.client.download(request));
+                opened.map(|r| Unread(r.into_inner()))
+            })
+            .collect()
+    }
+
+    /// Every object reachable from the account's sets (sets, trees,
+    /// chunks), by the references their envelopes name in clear.
+    pub fn reachable(&mut self) -> Result<Vec<Vec<u8>>, Status> {
+        let mut seen: Vec<Vec<u8>> = self.sets()?.into_iter().map(|s| s.id).collect();
+        let mut next = seen.clone();
+        while !next.is_empty() {
+            let mut found = Vec::new();
+            for object in self.download(std::mem::take(&mut next))? {
+                let decoded =
+                    coffer_proto::object::decode(&object.envelope).expect("the node sent a valid object");
+                found.extend(decoded.refs.iter().map(|r| r.as_bytes().to_vec()));
+            }
+            found.retain(|id| !seen.contains(id));
+            found.sort();
+            found.dedup();
+            seen.extend(found.iter().cloned());
+            next = found;
+        }
+        Ok(seen)
+    }
+
     pub fn sets(&mut self) -> Result<Vec<wire::SetInfo>, Status> {
         Ok(self.rt.block_on(self.client.list_sets(wire::ListSetsRequest {}))?.into_inner().sets)
     }
@@ -91,3 +140,6 @@ impl RawClient {
         Ok(self.rt.block_on(self.client.forget_set(wire::ForgetSetRequest { id }))?.into_inner())
     }
 }
+
+/// An open download nobody reads.
+pub struct Unread(#[allow(dead_code)] tonic::Streaming<wire::ObjectBatch>);

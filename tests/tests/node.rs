@@ -360,9 +360,7 @@ fn pack_count(c: &Cluster, dir: &str) -> usize {
 #[test]
 fn a_client_stopped_mid_upload_does_not_keep_its_account_busy() {
     let mut c = Cluster::start_some(1, 0, &[]);
-    let config = c.nodes[0].config.clone();
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("idle_writer = \"3s\"\n{text}")).unwrap();
+    c.nodes[0].configure("idle_writer = \"3s\"");
     c.nodes[0].restart();
     let big = c.path("big");
     make_tree(&big, 9, 40, 4 << 20);

@@ -26,8 +26,7 @@ fn main() {
     let replicas = arg("--commit-replicas").unwrap_or_else(|| "2".into());
     let mut c = Cluster::start_some(3, 0, &[]);
     for node in &mut c.nodes {
-        let text = std::fs::read_to_string(&node.config).unwrap();
-        std::fs::write(&node.config, format!("{text}commit_replicas = {replicas}\n")).unwrap();
+        node.configure(&format!("[group]\ncommit_replicas = {replicas}"));
         node.restart();
     }
     c.wait_for_group(1, 3);

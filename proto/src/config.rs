@@ -1,4 +1,5 @@
-//! The node's TOML configuration.
+//! The node's TOML configuration: read by `coffer-node`, written by
+//! `coffer-admin quickstart` through the same types.
 //!
 //! ```toml
 //! name = "node1"
@@ -35,9 +36,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use coffer_proto::tls::TlsFiles;
-use coffer_replication::GroupConfig;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::tls::TlsFiles;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,7 +48,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     pub name: String,
@@ -55,16 +56,16 @@ pub struct NodeConfig {
     pub data: PathBuf,
     #[serde(default = "default_log")]
     pub log: String,
-    #[serde(default = "default_housekeeping", deserialize_with = "duration")]
+    #[serde(default = "default_housekeeping", with = "human_duration")]
     pub housekeeping_interval: Duration,
-    #[serde(default = "default_grace", deserialize_with = "duration")]
+    #[serde(default = "default_grace", with = "human_duration")]
     pub grace: Duration,
     /// A writing client silent this long loses the account's writer to a
     /// new login of the same account (a stopped or sleeping client).
-    #[serde(default = "default_idle_writer", deserialize_with = "duration")]
+    #[serde(default = "default_idle_writer", with = "human_duration")]
     pub idle_writer: Duration,
     /// Where pack files live: one directory, or three for RAID with parity.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub discs: Vec<PathBuf>,
     pub tls: TlsFiles,
     #[serde(default)]
@@ -72,23 +73,25 @@ pub struct NodeConfig {
 }
 
 /// The `[group]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupSection {
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub site: String,
     pub join: Vec<String>,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "human_duration")]
     pub heartbeat: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "human_duration")]
     pub election_timeout: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "human_duration")]
     pub write_timeout: Duration,
     pub snapshot_every: u64,
     pub keep_logs: u64,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "human_duration")]
     pub anti_entropy: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "human_duration")]
     pub retry: Duration,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub routes: BTreeMap<String, String>,
     /// A client's commit is acknowledged once this many nodes of the
     /// account's replica set hold the set (at most the set's size; 1 is
@@ -96,39 +99,25 @@ pub struct GroupSection {
     pub commit_replicas: usize,
     /// How long a commit waits for them; then it is acknowledged on fewer,
     /// and says so.
-    #[serde(deserialize_with = "duration")]
+    #[serde(with = "human_duration")]
     pub commit_wait: Duration,
 }
 
 impl Default for GroupSection {
     fn default() -> Self {
-        let d = GroupConfig::default();
         GroupSection {
             site: String::new(),
             join: Vec::new(),
-            heartbeat: d.heartbeat,
-            election_timeout: d.election_timeout,
-            write_timeout: d.write_timeout,
-            snapshot_every: d.snapshot_every,
-            keep_logs: d.keep_logs,
+            heartbeat: Duration::from_millis(250),
+            election_timeout: Duration::from_millis(1500),
+            write_timeout: Duration::from_secs(5),
+            snapshot_every: 1000,
+            keep_logs: 200,
             anti_entropy: Duration::from_secs(60),
             retry: Duration::from_secs(2),
             routes: BTreeMap::new(),
             commit_replicas: 2,
             commit_wait: Duration::from_secs(60),
-        }
-    }
-}
-
-impl GroupSection {
-    pub fn raft(&self) -> GroupConfig {
-        GroupConfig {
-            heartbeat: self.heartbeat,
-            election_timeout: self.election_timeout,
-            snapshot_every: self.snapshot_every,
-            keep_logs: self.keep_logs,
-            write_timeout: self.write_timeout,
-            routes: self.routes.clone(),
         }
     }
 }
@@ -149,13 +138,38 @@ fn default_grace() -> Duration {
     Duration::from_secs(7 * 24 * 3600)
 }
 
-/// Deserializes a human duration such as "90s", "6h" or "7d".
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+/// Durations in config files are human: "90s", "6h", "7d".
+pub mod human_duration {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+    }
+
+    pub fn serialize<S: Serializer>(duration: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
 }
 
 impl NodeConfig {
+    /// A node called `name` on `listen`, keeping its data in `data`, with
+    /// every other setting at its default.
+    pub fn new(name: &str, listen: SocketAddr, data: PathBuf, tls: TlsFiles) -> NodeConfig {
+        NodeConfig {
+            name: name.to_string(),
+            listen,
+            data,
+            log: default_log(),
+            housekeeping_interval: default_housekeeping(),
+            grace: default_grace(),
+            idle_writer: default_idle_writer(),
+            discs: Vec::new(),
+            tls,
+            group: GroupSection::default(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
@@ -177,6 +191,11 @@ impl NodeConfig {
         }
         config.tls.relative_to(base);
         Ok(config)
+    }
+
+    /// The file `load` reads back as this configuration.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a node configuration is plain TOML")
     }
 }
 
@@ -202,6 +221,24 @@ mod tests {
         assert_eq!(c.housekeeping_interval, Duration::from_secs(90));
         assert_eq!(c.grace, Duration::from_secs(6 * 3600));
         assert!(c.data.is_absolute() && c.data.ends_with("d"));
+    }
+
+    #[test]
+    fn a_written_config_reads_back_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = TlsFiles { cert: "n.crt".into(), key: "n.key".into(), ca: "ca.crt".into() };
+        let mut written = NodeConfig::new("n1", "127.0.0.1:7101".parse().unwrap(), "d".into(), tls);
+        written.grace = Duration::from_secs(6 * 3600);
+        written.group.join = vec!["127.0.0.1:7102".into()];
+        written.group.heartbeat = Duration::from_millis(250);
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, written.to_toml()).unwrap();
+        let read = NodeConfig::load(&path).unwrap();
+        assert_eq!(read.grace, written.grace);
+        assert_eq!(read.group, written.group);
+        assert_eq!(read.data, dir.path().join("d"));
+        assert_eq!(read.discs, vec![dir.path().join("d/packs")]);
+        assert_eq!(read.tls.cert, dir.path().join("n.crt"));
     }
 
     #[test]

@@ -33,5 +33,5 @@ pub fn file_offset(offset: u64) -> usize {
 
 /// The file of an account's pack in a store with the default disc set.
 pub fn pack_file(root: &std::path::Path, account: u64, pack: u64) -> std::path::PathBuf {
-    root.join("packs").join(coffer_node::packfile::pack_name(account, pack))
+    root.join("packs").join(coffer_store::pack_name(account, pack))
 }

@@ -183,10 +183,3 @@ pub fn scan_account<T: DeserializeOwned>(db: &DB, family: &str, account: u64) ->
 pub fn id_from_suffix(suffix: &[u8]) -> Result<ObjectId> {
     ObjectId::from_slice(suffix).ok_or_else(|| StoreError::CorruptIndex("bad object key".into()))
 }
-
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}

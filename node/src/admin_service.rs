@@ -8,25 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use coffer_proto::clock::now_ns;
+use coffer_proto::id::new_request_id;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, admin_server};
+use coffer_replication::{Account, Applied, Command, GroupError, Refusal};
+use coffer_store::{AccountRecord, HousekeepReport, Limits, StoreError};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use coffer_raid::repair::RebuildReport;
-use coffer_raid::{DiscSet, StripeDamage};
-
-use coffer_replication::fastsync::{SyncError, SyncReport};
-use coffer_replication::group::new_request_id;
-use coffer_replication::{Account, Applied, Command, GroupError, Refusal};
-
-use crate::accountdb::{account_message, group_status, status_message};
-use crate::error::StoreError;
-use crate::housekeeping::HousekeepReport;
-use crate::index::{AccountRecord, Limits, now_ns};
 use crate::mirror::{sync_account, sync_all};
-use crate::server::Node;
-use crate::service::{blocking, peer, status};
+use crate::node::Node;
+use crate::rpc::{
+    account_message, blocking, caller, group_status, raid_report, status, status_message, sync_message,
+};
 
 pub struct AdminService {
     node: Arc<Node>,
@@ -39,7 +34,7 @@ impl AdminService {
 
     /// Checks the caller is an operator and hands back the node.
     fn authorise<T>(&self, req: &Request<T>) -> Result<Arc<Node>, Status> {
-        match &peer(req)?.role {
+        match &caller(req)?.role {
             Role::Admin(_) => Ok(self.node.clone()),
             other => Err(Status::permission_denied(format!("{other} may not use the admin service"))),
         }
@@ -70,7 +65,7 @@ pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreErr
             let result =
                 node.store.writer(a.id).and_then(|mut w| w.housekeep(cutoff)).map_err(|e| e.to_string());
             if result.as_ref().is_ok_and(|r| !r.sets_forgotten.is_empty()) {
-                node.syncer.changed(node, a.id);
+                node.syncer.changed(a.id);
             }
             (a.name, result)
         })
@@ -101,28 +96,6 @@ async fn write_account(
 async fn group_status_reply(node: &Node) -> Result<Response<wire::GroupStatus>, Status> {
     node.group.wait_for_leader(Duration::from_secs(10)).await;
     Ok(Response::new(status_message(node.group.status().await)))
-}
-
-fn raid_report(
-    discs: &DiscSet,
-    files: u64,
-    damage: Vec<StripeDamage>,
-    rebuilt: RebuildReport,
-) -> wire::RaidReport {
-    wire::RaidReport {
-        files,
-        damage: damage
-            .into_iter()
-            .map(|d| wire::StripeDamage {
-                file: d.name,
-                stripe: d.stripe.map(|s| s as u32),
-                problem: d.problem,
-            })
-            .collect(),
-        stripes_rebuilt: rebuilt.stripes_rebuilt,
-        unrecoverable: rebuilt.unrecoverable,
-        discs: discs.stripes() as u32,
-    }
 }
 
 #[tonic::async_trait]
@@ -398,7 +371,7 @@ impl admin_server::Admin for AdminService {
                 node.name
             )));
         }
-        let peers = node.syncer.sync_all_replicas(&node, account).await;
+        let peers = node.syncer.sync_all_replicas(account).await;
         let peers = peers.into_iter().map(|(peer, result)| sync_message(peer, result)).collect();
         Ok(Response::new(wire::SyncReply { peers }))
     }
@@ -410,23 +383,5 @@ impl admin_server::Admin for AdminService {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
         Ok(Response::new(crate::migrate::migrate(&node, &r.account, &r.to).await?))
-    }
-}
-
-pub fn sync_message(peer: String, result: Result<SyncReport, SyncError>) -> wire::SyncPeerReport {
-    match result {
-        Err(e) => wire::SyncPeerReport { peer, error: e.to_string(), ..Default::default() },
-        Ok(r) => wire::SyncPeerReport {
-            peer,
-            error: String::new(),
-            round_trips: r.round_trips,
-            in_sync: r.in_sync,
-            sets_fetched: r.sets_fetched,
-            sets_sent: r.sets_sent,
-            tombstones_applied: r.tombstones_applied,
-            objects_copied: r.objects_copied,
-            bytes_copied: r.bytes_copied,
-            marker: r.marker,
-        },
     }
 }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use coffer_node::{Limits, Store, StoreError};
 use coffer_proto::ObjectId;
+use coffer_store::{AccountRecord, Limits, Store, StoreError};
 use common::{chunk, file_offset, pack_file, set, tree};
 
 /// Commits set `n` holding one tree of one fresh chunk of `len` bytes.
@@ -52,7 +52,8 @@ fn housekeeping_forgets_oldest_sets_over_the_soft_limit_but_never_the_newest() {
     assert_eq!(report.sets_forgotten, vec![sets[0], sets[1]]);
     assert_eq!(set_ids(&store, id), vec![sets[2]]);
     // One set alone above the soft limit is kept.
-    store.set_limits(id, Limits { soft: 1, hard: u64::MAX }).unwrap();
+    let record = store.account(id).unwrap();
+    store.adopt_account(&AccountRecord { limits: Limits { soft: 1, hard: u64::MAX }, ..record }).unwrap();
     assert!(store.writer(id).unwrap().housekeep(0).unwrap().sets_forgotten.is_empty());
     assert_eq!(set_ids(&store, id), vec![sets[2]]);
 }
@@ -110,6 +111,8 @@ fn deleting_an_account_removes_its_data_and_waits_for_its_writer() {
     assert!(store.objects(a).unwrap().is_empty());
     assert_eq!(set_ids(&store, b), vec![kept]);
     assert!(store.check_account(b, false).unwrap().problems.is_empty());
-    let frozen = store.set_frozen(b, true).unwrap();
-    assert!(frozen.frozen && Store::open(dir.path()).is_err(), "the store stays locked while open");
+    let record = store.account(b).unwrap();
+    assert!(store.adopt_account(&AccountRecord { frozen: true, ..record }).unwrap());
+    assert!(store.account(b).unwrap().frozen);
+    assert!(Store::open(dir.path()).is_err(), "the store stays locked while open");
 }

@@ -62,7 +62,7 @@ impl AccountWriter {
             return Err(StoreError::NoSuchSet(set.to_string()));
         }
         self.pending.sets.insert(*set, None);
-        self.pending.tombstones.push((*set, index::now_ns()));
+        self.pending.tombstones.push((*set, coffer_proto::clock::now_ns()));
         let mut freed = Freed::default();
         self.release(vec![*set], &mut freed)?;
         self.pending.bump_marker = true;

@@ -167,7 +167,7 @@ impl Store {
         for family in [index::CF_OBJECTS, index::CF_PACKS, index::CF_SETS, index::CF_UNREFERENCED] {
             batch.delete_range_cf(index::cf(db, family), from, to);
         }
-        let now = index::now_ns();
+        let now = coffer_proto::clock::now_ns();
         for (id, mut f) in found {
             f.entry.refcount = counts.get(&id).copied().unwrap_or(0);
             let key = index::object_key(account, &id);

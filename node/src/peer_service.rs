@@ -5,17 +5,18 @@
 
 use std::sync::Arc;
 
+use coffer_proto::SetsDigest;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, peer_server};
-use coffer_proto::{ObjectId, SetsDigest};
-use coffer_replication::fastsync::{Probe, Replica, Summary, SyncError};
+use coffer_replication::fastsync::{Probe, Replica, Summary};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::mirror::sync_account;
+use crate::node::Node;
 use crate::replica::LocalReplica;
-use crate::server::Node;
-use crate::service::{blocking, parse_ids, peer, status, stream_objects};
+use crate::rpc::{blocking, caller, ids_message, parse_ids, status, sync_status};
+use crate::transfer::stream_objects;
 
 pub struct PeerService {
     node: Arc<Node>,
@@ -48,9 +49,9 @@ impl PeerService {
     /// Checks the caller is a node. Hearing from it means it is reachable
     /// (again), so syncs owed to it need not wait out their backoff.
     fn authorise<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        match &peer(req)?.role {
+        match &caller(req)?.role {
             Role::Node(name) => {
-                self.node.syncer.heard_from(&self.node, name);
+                self.node.syncer.heard_from(name);
                 Ok(())
             }
             other => Err(Status::permission_denied(format!("{other} may not use the peer service"))),
@@ -59,19 +60,8 @@ impl PeerService {
 
     /// The account changed here by sync: the other replicas may want it too.
     fn changed(&self, account: u64) {
-        self.node.syncer.changed(&self.node, account);
+        self.node.syncer.changed(account);
     }
-}
-
-fn sync_status(e: SyncError) -> Status {
-    match e {
-        SyncError::Busy { .. } => Status::aborted(e.to_string()),
-        other => Status::failed_precondition(other.to_string()),
-    }
-}
-
-fn ids_message(ids: Vec<ObjectId>) -> Vec<Vec<u8>> {
-    ids.into_iter().map(|id| id.as_bytes().to_vec()).collect()
 }
 
 #[tonic::async_trait]
@@ -143,7 +133,7 @@ impl peer_server::Peer for PeerService {
         let req = req.into_inner();
         let ids = parse_ids(&req.ids)?;
         self.replica(req.account).await?;
-        Ok(Response::new(stream_objects(self.node.store.clone(), req.account, ids)))
+        Ok(Response::new(stream_objects(self.node.store.clone(), req.account, ids, None)))
     }
 
     async fn sync_put(&self, req: Request<wire::SyncObjects>) -> Result<Response<wire::SyncAck>, Status> {

@@ -211,7 +211,7 @@ impl AccountWriter {
             p.live_objects += 1;
         })?;
         if refcount == 0 {
-            self.pending.unreferenced.insert(id, Some(index::now_ns()));
+            self.pending.unreferenced.insert(id, Some(coffer_proto::clock::now_ns()));
         }
         if self.pack.as_ref().is_some_and(|p| p.len() >= self.pack_target) {
             self.flush()?;
@@ -240,7 +240,7 @@ impl AccountWriter {
     /// Commits a backup set: stores it as a root, records it, advances the
     /// client store marker, and makes it all durable. Returns the new marker.
     pub fn commit_set(&mut self, id: ObjectId, envelope: &[u8]) -> Result<u64> {
-        self.commit_set_at(id, envelope, index::now_ns())
+        self.commit_set_at(id, envelope, coffer_proto::clock::now_ns())
     }
 
     /// [`Self::commit_set`], recording `committed_ns` as the commit time: fast
@@ -285,7 +285,7 @@ impl AccountWriter {
             return Ok(self.forget_set(id)?.marker);
         }
         if !self.buried(id)? {
-            self.pending.tombstones.push((*id, index::now_ns()));
+            self.pending.tombstones.push((*id, coffer_proto::clock::now_ns()));
             self.pending.bump_marker = true;
             self.flush()?;
         }

@@ -3,14 +3,14 @@
 
 mod common;
 
-use coffer_node::{PutOutcome, Store, StoreError};
 use coffer_proto::ObjectId;
+use coffer_store::{PutOutcome, Store, StoreError};
 use common::{chunk, file_offset, pack_file, set, tree};
 
 fn new_store() -> (tempfile::TempDir, Store, u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path()).unwrap();
-    let account = store.create_account("alice", "fp", coffer_node::Limits::UNLIMITED).unwrap().id;
+    let account = store.create_account("alice", "fp", coffer_store::Limits::UNLIMITED).unwrap().id;
     (dir, store, account)
 }
 
@@ -92,7 +92,7 @@ fn unflushed_writes_vanish_and_flushed_ones_survive_reopen() {
     let (c2, e2) = chunk(2, 5000);
     {
         let store = Store::create(dir.path()).unwrap();
-        let acct = store.create_account("a", "fp", coffer_node::Limits::UNLIMITED).unwrap().id;
+        let acct = store.create_account("a", "fp", coffer_store::Limits::UNLIMITED).unwrap().id;
         let mut w = store.writer(acct).unwrap();
         w.put(c1, &e1).unwrap();
         w.flush().unwrap();
@@ -227,11 +227,11 @@ fn a_store_whose_index_is_lost_is_refused_with_every_pack_kept_and_rebuilt_from_
     let err = Store::create(dir.path()).err().expect("nor made anew over the packs");
     assert!(err.to_string().contains("pack files"), "{err}");
 
-    let lost = |id| coffer_node::AccountRecord {
+    let lost = |id| coffer_store::AccountRecord {
         id,
         name: "alice".into(),
         key_fingerprint: "fp".into(),
-        limits: coffer_node::Limits::UNLIMITED,
+        limits: coffer_store::Limits::UNLIMITED,
         frozen: false,
         created_ns: 0,
     };
@@ -290,7 +290,7 @@ fn an_unknown_pack_below_the_next_number_is_moved_aside_not_deleted() {
     std::fs::copy(&first, &stray).unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert!(!stray.exists());
-    let aside = walk(&dir.path().join("packs").join(coffer_node::packfile::ASIDE));
+    let aside = walk(&dir.path().join("packs").join(coffer_store::ASIDE));
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(std::fs::read(&aside[0]).unwrap(), std::fs::read(&first).unwrap());
     assert_eq!(store.sets(acct).unwrap().len(), 2);

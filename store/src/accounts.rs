@@ -1,8 +1,9 @@
-//! Accounts: creating, finding, limiting, freezing and deleting them.
+//! Accounts: creating, finding, adopting and deleting them.
 //!
 //! An account record holds what an operator decides (name, limits, frozen,
-//! the registered key fingerprint). Changes to records are read-modify-write,
-//! so they are serialised by one lock; the writer never touches the record
+//! the registered key fingerprint). A store node adopts the records its
+//! server group decides; a local store creates its one account. Changes to
+//! records are serialised by one lock; the writer never touches the record
 //! (the client store marker lives under its own key), so a client backing up
 //! and an operator changing a limit cannot overwrite each other.
 
@@ -13,7 +14,7 @@ use crate::index::{self, AccountRecord, Limits};
 use crate::store::{AccountId, Store};
 
 /// Checks that `name` can name an account (and a certificate).
-pub fn validate_name(name: &str) -> Result<()> {
+fn validate_name(name: &str) -> Result<()> {
     coffer_proto::names::validate_account_name(name).map_err(StoreError::InvalidName)
 }
 
@@ -36,7 +37,7 @@ impl Store {
             key_fingerprint: key_fingerprint.to_string(),
             limits,
             frozen: false,
-            created_ns: index::now_ns(),
+            created_ns: coffer_proto::clock::now_ns(),
         };
         let mut batch = WriteBatch::default();
         batch.put_cf(index::cf(db, index::CF_ACCOUNTS), index::account_key(id), index::encode(&record));
@@ -98,53 +99,6 @@ impl Store {
     /// The account's client store marker: it grows with every committed change.
     pub fn marker(&self, id: AccountId) -> Result<u64> {
         Ok(index::get::<u64>(self.db(), index::CF_META, &index::marker_key(id))?.unwrap_or(0))
-    }
-
-    pub fn set_limits(&self, id: AccountId, limits: Limits) -> Result<AccountRecord> {
-        if limits.soft > limits.hard {
-            return Err(StoreError::InvalidLimits { soft: limits.soft, hard: limits.hard });
-        }
-        self.update_account(id, |r| {
-            r.limits = limits;
-            Ok(())
-        })
-    }
-
-    pub fn set_frozen(&self, id: AccountId, frozen: bool) -> Result<AccountRecord> {
-        self.update_account(id, |r| {
-            r.frozen = frozen;
-            Ok(())
-        })
-    }
-
-    /// Records the account's key fingerprint if it has none yet; an account
-    /// that has one keeps it.
-    pub fn register_keys(&self, id: AccountId, fingerprint: &str) -> Result<AccountRecord> {
-        self.update_account(id, |r| {
-            if r.key_fingerprint.is_empty() {
-                r.key_fingerprint = fingerprint.to_string();
-            }
-            Ok(())
-        })
-    }
-
-    fn update_account(
-        &self,
-        id: AccountId,
-        change: impl FnOnce(&mut AccountRecord) -> Result<()>,
-    ) -> Result<AccountRecord> {
-        let _guard = self.inner.accounts_lock.lock().unwrap();
-        let mut record = self.account(id)?;
-        change(&mut record)?;
-        let mut batch = WriteBatch::default();
-        batch.put_cf(
-            index::cf(self.db(), index::CF_ACCOUNTS),
-            index::account_key(id),
-            index::encode(&record),
-        );
-        self.write_synced(batch)?;
-        self.inner.account_changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(record)
     }
 
     /// Deletes an account and everything it stored. Fails with `AccountBusy`

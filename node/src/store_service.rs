@@ -11,33 +11,27 @@
 use std::sync::Arc;
 
 use coffer_proto::ObjectId;
-use coffer_proto::batch::Batcher;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, store_server};
-use tokio::sync::mpsc;
+use coffer_replication::{Account, Applied, Command};
+use coffer_store::{AccountId, AccountWriter, PutOutcome, StoreError};
+use subtle::ConstantTimeEq;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use coffer_replication::{Account, Applied, Command};
-
-use crate::accountdb::{account_message, group_status, members_message, usage_message};
-use crate::error::StoreError;
-use crate::index::SetRecord;
 use crate::mirror::sync_account;
-use crate::server::{Node, Peer};
-use crate::store::{AccountId, Store};
-use crate::syncer::Syncer;
-use crate::writer::{AccountWriter, PutOutcome};
+use crate::node::{Caller, Node};
+use crate::rpc::{
+    account_message, blocking, caller, group_status, members_message, parse_id, parse_ids, set_message,
+    status, usage_message,
+};
+use crate::transfer::stream_objects;
 
-/// The most ids one request may carry.
-pub const MAX_IDS: usize = 65_536;
 /// How long a request that needs the account's writer waits for it: a client
 /// that reconnects at once after losing its connection would otherwise find
 /// its own old session still finishing its last flush.
 pub const WRITER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
-/// Download batches are cut at about this many bytes.
-const DOWNLOAD_BATCH: usize = 4 << 20;
 
 pub struct StoreService {
     node: Arc<Node>,
@@ -49,88 +43,20 @@ impl StoreService {
     }
 }
 
-/// Maps a store error to the gRPC status a client sees; the message is the
-/// store's own, which names the object, pack or account.
-pub fn status(e: StoreError) -> Status {
-    let message = e.to_string();
-    match e {
-        StoreError::InvalidName(_)
-        | StoreError::InvalidLimits { .. }
-        | StoreError::InvalidObject { .. }
-        | StoreError::WrongKind { .. } => Status::invalid_argument(message),
-        StoreError::AccountExists(_) => Status::already_exists(message),
-        StoreError::NoSuchAccount(_)
-        | StoreError::NoSuchSet(_)
-        | StoreError::MissingObject(_)
-        | StoreError::AccountDeleted(_) => Status::not_found(message),
-        StoreError::Frozen(_) => Status::failed_precondition(message),
-        StoreError::AccountBusy(_) => Status::aborted(message),
-        StoreError::OverHardLimit { .. } => Status::resource_exhausted(message),
-        StoreError::MissingReference { .. } => Status::failed_precondition(message),
-        StoreError::CorruptObject { .. } | StoreError::CorruptPack { .. } | StoreError::CorruptIndex(_) => {
-            Status::data_loss(message)
-        }
-        _ => Status::internal(message),
-    }
-}
-
-/// Runs blocking store work (RocksDB, fsync) off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(format!("request failed: {e}")))?
-}
-
-pub fn peer<T>(req: &Request<T>) -> Result<Peer, Status> {
-    req.extensions().get::<Peer>().cloned().ok_or_else(|| Status::unauthenticated("no TLS client identity"))
-}
-
-/// Parses ids from the wire; a wrong length is refused, naming its position.
-pub fn parse_ids(raw: &[Vec<u8>]) -> Result<Vec<ObjectId>, Status> {
-    if raw.len() > MAX_IDS {
-        return Err(Status::invalid_argument(format!("{} ids in one request; at most {MAX_IDS}", raw.len())));
-    }
-    raw.iter().enumerate().map(|(i, bytes)| parse_id(bytes, i)).collect()
-}
-
-fn parse_id(bytes: &[u8], position: usize) -> Result<ObjectId, Status> {
-    ObjectId::from_slice(bytes).ok_or_else(|| {
-        Status::invalid_argument(format!(
-            "id #{position} is {} bytes long; object ids are 32 bytes",
-            bytes.len()
-        ))
-    })
-}
-
-pub fn set_message(id: &ObjectId, r: &SetRecord) -> wire::SetInfo {
-    let h = &r.header;
-    wire::SetInfo {
-        id: id.as_bytes().to_vec(),
-        time_ns: h.time_ns,
-        marker: h.marker,
-        roots: h.roots.iter().map(|r| r.as_bytes().to_vec()).collect(),
-        files: h.stats.files,
-        dirs: h.stats.dirs,
-        bytes: h.stats.bytes,
-        committed_ns: r.committed_ns,
-        version: h.version as u32,
-    }
-}
-
 /// The account this connection logged in to; every client request asks,
 /// which is what keeps its writer from counting as idle.
-fn logged_in(peer: &Peer) -> Result<AccountId, Status> {
-    let mut session = peer.session.lock().unwrap();
+fn logged_in(caller: &Caller) -> Result<AccountId, Status> {
+    let mut session = caller.session.lock().unwrap();
     session.last_request = Some(std::time::Instant::now());
     session.account.ok_or_else(|| Status::unauthenticated("log in first"))
 }
 
 /// Runs `work` with this connection's writer of the account.
 fn with_writer<T>(
-    peer: &Peer,
+    caller: &Caller,
     work: impl FnOnce(&mut AccountWriter) -> Result<T, StoreError>,
 ) -> Result<T, Status> {
-    let mut session = peer.session.lock().unwrap();
+    let mut session = caller.session.lock().unwrap();
     session.last_request = Some(std::time::Instant::now());
     if session.taken_over {
         return Err(Status::aborted(
@@ -166,8 +92,8 @@ fn redirect(node: &Node, account: &Account) -> Status {
     status
 }
 
-fn client_name(peer: &Peer) -> Result<String, Status> {
-    match &peer.role {
+fn client_name(caller: &Caller) -> Result<String, Status> {
+    match &caller.role {
         Role::Client(name) => Ok(name.clone()),
         other => Err(Status::permission_denied(format!("{other} is not a client certificate"))),
     }
@@ -197,7 +123,7 @@ impl StoreService {
             Command::RegisterKeys { name: name.to_string(), fingerprint: req.key_fingerprint.clone() };
         match node.group.write(command).await.map_err(group_status)? {
             Applied::Account(account) => {
-                info!(account = %name, fingerprint = %account.key_fingerprint, "registered keys");
+                info!(account = %name, "registered keys");
                 Ok(account)
             }
             other => Err(Status::internal(format!("registering keys answered {other:?}"))),
@@ -206,21 +132,23 @@ impl StoreService {
 
     fn login_blocking(
         node: &Node,
-        peer: &Peer,
+        caller: &Caller,
         req: wire::LoginRequest,
         account: Account,
     ) -> Result<wire::LoginReply, Status> {
         let name = &account.name;
-        if account.key_fingerprint != req.key_fingerprint {
+        // In constant time, and without saying what the registered keys are:
+        // the answer must not help anyone guess them.
+        let same = account.key_fingerprint.as_bytes().ct_eq(req.key_fingerprint.as_bytes());
+        if !bool::from(same) {
             node.throttle.failed(name);
             return Err(Status::permission_denied(format!(
-                "wrong keys file for account `{name}`: it uses keys {}, this keys file is {}",
-                account.key_fingerprint, req.key_fingerprint
+                "wrong keys file for account `{name}`: these keys are not the ones the account was set up with"
             )));
         }
         node.throttle.succeeded(name);
         sync_account(node, &account).map_err(status)?;
-        let mut session = peer.session.lock().unwrap();
+        let mut session = caller.session.lock().unwrap();
         if req.write && session.writer.is_none() {
             if account.frozen {
                 return Err(Status::failed_precondition(format!(
@@ -230,8 +158,8 @@ impl StoreService {
             drop(session);
             let mut writer = Self::client_writer(node, &account)?;
             writer.stop_when_frozen();
-            node.writers.lock().unwrap().insert(account.id, Arc::downgrade(peer));
-            session = peer.session.lock().unwrap();
+            node.writers.lock().unwrap().insert(account.id, Arc::downgrade(caller));
+            session = caller.session.lock().unwrap();
             session.writer = Some(writer);
         }
         session.account = Some(account.id);
@@ -270,11 +198,11 @@ impl StoreService {
 }
 
 /// Stores one upload batch; returns what it stored.
-fn put_batch(peer: &Peer, batch: wire::ObjectBatch) -> Result<wire::UploadReply, Status> {
+fn put_batch(caller: &Caller, batch: wire::ObjectBatch) -> Result<wire::UploadReply, Status> {
     let ids: Vec<ObjectId> =
         batch.objects.iter().enumerate().map(|(i, o)| parse_id(&o.id, i)).collect::<Result<_, _>>()?;
     let mut reply = wire::UploadReply::default();
-    with_writer(peer, |w| {
+    with_writer(caller, |w| {
         for (id, object) in ids.into_iter().zip(batch.objects) {
             match w.put(id, &object.envelope)? {
                 PutOutcome::Stored(n) => {
@@ -289,58 +217,22 @@ fn put_batch(peer: &Peer, batch: wire::ObjectBatch) -> Result<wire::UploadReply,
     Ok(reply)
 }
 
-/// Streams objects of an account in batches of about 4 MiB (never past the
-/// transport's limit), read on a
-/// blocking thread; a missing or corrupt object ends the stream with its error.
-pub fn stream_objects(
-    store: Store,
-    account: AccountId,
-    ids: Vec<ObjectId>,
-) -> ReceiverStream<Result<wire::ObjectBatch, Status>> {
-    let (tx, rx) = mpsc::channel(2);
-    tokio::task::spawn_blocking(move || {
-        let mut batch = Batcher::new(DOWNLOAD_BATCH);
-        let send = |objects| tx.blocking_send(Ok(wire::ObjectBatch { objects }));
-        for id in ids {
-            let envelope = match store.get(account, &id) {
-                Ok(e) => e,
-                Err(e) => {
-                    if !batch.is_empty() {
-                        let _ = send(batch.take());
-                    }
-                    let _ = tx.blocking_send(Err(status(e)));
-                    return;
-                }
-            };
-            let len = envelope.len();
-            let ready = batch.push(wire::StoredObject { id: id.as_bytes().to_vec(), envelope }, len);
-            if ready.is_some_and(|objects| send(objects).is_err()) {
-                return;
-            }
-        }
-        if !batch.is_empty() {
-            let _ = send(batch.take());
-        }
-    });
-    ReceiverStream::new(rx)
-}
-
 #[tonic::async_trait]
 impl store_server::Store for StoreService {
     async fn login(&self, req: Request<wire::LoginRequest>) -> Result<Response<wire::LoginReply>, Status> {
-        let peer = peer(&req)?;
-        let wait = self.node.throttle.delay(&client_name(&peer)?);
+        let caller = caller(&req)?;
+        let wait = self.node.throttle.delay(&client_name(&caller)?);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
         let node = self.node.clone();
         let req = req.into_inner();
-        let account = Self::login_account(&node, &client_name(&peer)?, &req).await?;
-        blocking(move || Self::login_blocking(&node, &peer, req, account)).await.map(Response::new)
+        let account = Self::login_account(&node, &client_name(&caller)?, &req).await?;
+        blocking(move || Self::login_blocking(&node, &caller, req, account)).await.map(Response::new)
     }
 
     async fn have(&self, req: Request<wire::HaveRequest>) -> Result<Response<wire::HaveReply>, Status> {
-        let account = logged_in(&peer(&req)?)?;
+        let account = logged_in(&caller(&req)?)?;
         let ids = parse_ids(&req.get_ref().ids)?;
         let store = self.node.store.clone();
         let present = blocking(move || store.has_many(account, &ids).map_err(status)).await?;
@@ -351,13 +243,13 @@ impl store_server::Store for StoreService {
         &self,
         req: Request<Streaming<wire::ObjectBatch>>,
     ) -> Result<Response<wire::UploadReply>, Status> {
-        let peer = peer(&req)?;
-        logged_in(&peer)?;
+        let caller = caller(&req)?;
+        let _permit = self.node.transfers.start(logged_in(&caller)?)?;
         let mut stream = req.into_inner();
         let mut reply = wire::UploadReply::default();
         let received: Result<(), Status> = async {
             while let Some(batch) = stream.message().await? {
-                let p = peer.clone();
+                let p = caller.clone();
                 let r = blocking(move || put_batch(&p, batch)).await?;
                 reply.stored += r.stored;
                 reply.already_present += r.already_present;
@@ -367,7 +259,7 @@ impl store_server::Store for StoreService {
         }
         .await;
         // Keep whatever arrived intact, even when the stream broke off.
-        let flushed = blocking(move || with_writer(&peer, |w| w.flush())).await;
+        let flushed = blocking(move || with_writer(&caller, |w| w.flush())).await;
         received?;
         flushed?;
         Ok(Response::new(reply))
@@ -379,13 +271,14 @@ impl store_server::Store for StoreService {
         &self,
         req: Request<wire::DownloadRequest>,
     ) -> Result<Response<Self::DownloadStream>, Status> {
-        let account = logged_in(&peer(&req)?)?;
+        let account = logged_in(&caller(&req)?)?;
         let ids = parse_ids(&req.get_ref().ids)?;
-        Ok(Response::new(stream_objects(self.node.store.clone(), account, ids)))
+        let permit = self.node.transfers.start(account)?;
+        Ok(Response::new(stream_objects(self.node.store.clone(), account, ids, Some(permit))))
     }
 
     async fn fetch(&self, req: Request<wire::FetchRequest>) -> Result<Response<wire::StoredObject>, Status> {
-        let account = logged_in(&peer(&req)?)?;
+        let account = logged_in(&caller(&req)?)?;
         let id = parse_id(&req.get_ref().id, 0)?;
         let store = self.node.store.clone();
         let envelope = blocking(move || store.get(account, &id).map_err(status)).await?;
@@ -396,15 +289,15 @@ impl store_server::Store for StoreService {
         &self,
         req: Request<wire::CommitSetRequest>,
     ) -> Result<Response<wire::CommitSetReply>, Status> {
-        let peer = peer(&req)?;
+        let caller = caller(&req)?;
         let req = req.into_inner();
         let id = parse_id(&req.id, 0)?;
-        let account = logged_in(&peer)?;
-        let marker = blocking(move || with_writer(&peer, |w| w.commit_set(id, &req.envelope))).await?;
+        let account = logged_in(&caller)?;
+        let marker = blocking(move || with_writer(&caller, |w| w.commit_set(id, &req.envelope))).await?;
         let wanted = self.node.commit_replicas;
-        let replicas = Syncer::replicate(&self.node, account, id, wanted, self.node.commit_wait).await;
+        let replicas = self.node.syncer.replicate(account, id, wanted, self.node.commit_wait).await;
         // Whatever the pushes did not finish, the journal does.
-        self.node.syncer.changed(&self.node, account);
+        self.node.syncer.changed(account);
         Ok(Response::new(wire::CommitSetReply {
             marker,
             replicas: replicas as u32,
@@ -416,7 +309,7 @@ impl store_server::Store for StoreService {
         &self,
         req: Request<wire::ListSetsRequest>,
     ) -> Result<Response<wire::ListSetsReply>, Status> {
-        let account = logged_in(&peer(&req)?)?;
+        let account = logged_in(&caller(&req)?)?;
         let store = self.node.store.clone();
         let sets = blocking(move || store.sets(account).map_err(status)).await?;
         Ok(Response::new(wire::ListSetsReply {
@@ -428,11 +321,11 @@ impl store_server::Store for StoreService {
         &self,
         req: Request<wire::ForgetSetRequest>,
     ) -> Result<Response<wire::ForgetSetReply>, Status> {
-        let peer = peer(&req)?;
+        let caller = caller(&req)?;
         let id = parse_id(&req.get_ref().id, 0)?;
-        let account = logged_in(&peer)?;
-        let r = blocking(move || with_writer(&peer, |w| w.forget_set(&id))).await?;
-        self.node.syncer.changed(&self.node, account);
+        let account = logged_in(&caller)?;
+        let r = blocking(move || with_writer(&caller, |w| w.forget_set(&id))).await?;
+        self.node.syncer.changed(account);
         Ok(Response::new(wire::ForgetSetReply {
             objects_freed: r.objects_freed,
             bytes_freed: r.bytes_freed,
@@ -443,7 +336,7 @@ impl store_server::Store for StoreService {
     }
 
     async fn usage(&self, req: Request<wire::UsageRequest>) -> Result<Response<wire::AccountUsage>, Status> {
-        let account = logged_in(&peer(&req)?)?;
+        let account = logged_in(&caller(&req)?)?;
         let store = self.node.store.clone();
         let usage = blocking(move || store.usage(account).map_err(status)).await?;
         Ok(Response::new(usage_message(&usage)))

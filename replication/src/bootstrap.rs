@@ -1,0 +1,54 @@
+//! Starting a server group from nothing, on a node's Raft database while
+//! the node is stopped: `coffer-admin quickstart` does this so that a fresh
+//! loopback group works at once, whichever node starts first.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use crate::group::{Group, GroupConfig, GroupError};
+use crate::types::{Command, Member};
+
+/// How long the lone member may take to elect itself.
+const ELECTION: Duration = Duration::from_secs(30);
+
+/// An account the new group starts with, its keys already registered.
+pub struct FirstAccount {
+    pub name: String,
+    pub key_fingerprint: String,
+}
+
+/// Makes `me` the only member of a new group in `raft_dir`, creates
+/// `accounts` (unlimited), and closes the database again.
+pub async fn bootstrap(
+    raft_dir: &Path,
+    me: Member,
+    tls: Arc<ClientConfig>,
+    accounts: &[FirstAccount],
+) -> Result<(), GroupError> {
+    let group = Group::open(raft_dir, me, GroupConfig::default(), tls).await?;
+    let created = async {
+        group.initialize().await?;
+        if !group.wait_for_leader(ELECTION).await {
+            return Err(GroupError::Membership("the new group's only node did not become leader".into()));
+        }
+        for account in accounts {
+            let create = Command::CreateAccount {
+                name: account.name.clone(),
+                soft_limit: u64::MAX,
+                hard_limit: u64::MAX,
+                group: String::new(),
+                created_ns: coffer_proto::clock::now_ns(),
+            };
+            group.write(create).await?;
+            let name = account.name.clone();
+            group.write(Command::RegisterKeys { name, fingerprint: account.key_fingerprint.clone() }).await?;
+        }
+        Ok(())
+    }
+    .await;
+    group.shutdown().await;
+    created
+}
