@@ -364,7 +364,8 @@ fn call_error(node: &str, status: tonic::Status) -> Error {
         | tonic::Code::Unknown
         | tonic::Code::Cancelled
         | tonic::Code::DeadlineExceeded => {
-            Error::SessionLost { node, message: format!("connection lost: {}", status.message()) }
+            // The cause (a refused certificate, a reset) is in the sources.
+            Error::SessionLost { node, message: format!("connection lost: {}", tls::error_chain(&status)) }
         }
         _ => match status.metadata().get(wire::HELD_ON).and_then(|v| v.to_str().ok()) {
             Some(list) => Error::NotHeld {

@@ -418,6 +418,18 @@ mod tests {
         })
     }
 
+    proptest::proptest! {
+        /// A tree plaintext that passed its MAC but was made by someone
+        /// else's client: decoding gives an error or a tree, never a panic.
+        #[test]
+        fn arbitrary_tree_plaintexts_never_panic(plain in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let keys = Keys::from_master(&[5; 64]);
+            let id = keys.object_id(&plain);
+            let _ = decode(&keys, &id, &plain);
+            let _ = Tree::load(&keys, &id, &mut |_: &ObjectId| Ok(plain.clone()));
+        }
+    }
+
     #[test]
     fn names_that_are_not_one_path_component_are_refused() {
         let keys = Keys::from_master(&[3; 64]);

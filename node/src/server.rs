@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use coffer_proto::tls::{self, MAX_MESSAGE, Role};
+use coffer_proto::tls::{self, MAX_MESSAGE, Role, TlsFiles};
 use coffer_proto::wire::admin_server::AdminServer;
 use coffer_proto::wire::peer_server::PeerServer;
 use coffer_proto::wire::store_server::StoreServer;
@@ -93,7 +93,7 @@ impl AsyncWrite for CallerStream {
 /// or hostile caller never holds up the others.
 fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Arc<RwLock<TlsAcceptor>>,
     node: Arc<Node>,
 ) -> ReceiverStream<std::io::Result<CallerStream>> {
     let (tx, rx) = mpsc::channel(64);
@@ -113,7 +113,8 @@ fn accept_loop(
                 warn!(%addr, "connection refused: {MAX_CONNECTIONS} connections already open");
                 continue;
             };
-            let (acceptor, node, tx) = (acceptor.clone(), node.clone(), tx.clone());
+            let acceptor = acceptor.read().unwrap().clone();
+            let (node, tx) = (node.clone(), tx.clone());
             tokio::spawn(async move {
                 match handshake(&acceptor, tcp, addr, place).await {
                     Ok(stream) => {
@@ -184,7 +185,8 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         writers: Mutex::new(HashMap::new()),
         transfers: Transfers::default(),
     });
-    let acceptor = TlsAcceptor::from(config.tls.server_config()?);
+    let acceptor = Arc::new(RwLock::new(TlsAcceptor::from(config.tls.server_config()?)));
+    tokio::spawn(reload_on_sighup(acceptor.clone(), config.tls.clone()));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -253,6 +255,23 @@ async fn join_loop(group: Arc<Group>, addrs: Vec<String>) {
             return;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Rereads the TLS files (certificate, key, CA, revocation list) on each
+/// SIGHUP; new connections use them at once. A file that does not load
+/// leaves the ones in use, and says why.
+async fn reload_on_sighup(acceptor: Arc<RwLock<TlsAcceptor>>, files: TlsFiles) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    while hangups.recv().await.is_some() {
+        match files.server_config() {
+            Ok(config) => {
+                *acceptor.write().unwrap() = TlsAcceptor::from(config);
+                info!(crl = ?files.crl, "TLS files reloaded");
+            }
+            Err(e) => warn!(error = %e, "TLS files not reloaded; the ones in use stay"),
+        }
     }
 }
 

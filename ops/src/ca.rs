@@ -5,6 +5,11 @@
 //! A certificate's common name carries its role (`node:NAME`,
 //! `client:ACCOUNT`, `admin:NAME`, see `coffer_proto::tls::Role`); node
 //! certificates also name their hosts so clients can verify them.
+//!
+//! Revocation: `revoked.json` lists every revoked certificate (name, serial,
+//! when); `ca.crl`, the revocation list nodes and clients load (`[tls]
+//! crl`), is made from it, signed by the CA, on `init` (empty) and on each
+//! `revoke`.
 
 use std::fs;
 use std::io::Write;
@@ -14,9 +19,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use coffer_proto::tls::Role;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
+    IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
 };
+use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 /// How long issued certificates stay valid.
@@ -24,6 +30,17 @@ const VALIDITY_DAYS: i64 = 3650;
 
 pub struct CertificateAuthority {
     dir: PathBuf,
+}
+
+/// One revoked certificate, as `revoked.json` keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Revoked {
+    /// The file name it was issued as.
+    name: String,
+    /// Its serial number, in hex.
+    serial: String,
+    /// When it was revoked (Unix seconds).
+    at: i64,
 }
 
 /// Paths of an issued certificate and its key.
@@ -42,6 +59,80 @@ impl CertificateAuthority {
         self.dir.join("ca.key")
     }
 
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir.join("ca.crl")
+    }
+
+    fn revoked_path(&self) -> PathBuf {
+        self.dir.join("revoked.json")
+    }
+
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>> {
+        let ca_key = KeyPair::from_pem(&read(&self.key_path())?).context("reading the CA key")?;
+        Issuer::from_ca_cert_pem(&read(&self.cert_path())?, ca_key).context("reading the CA")
+    }
+
+    /// Revokes the certificate issued as FILE (`FILE.crt`): it joins the
+    /// revocation list, and its files are renamed `.revoked` so the name
+    /// can be issued again. Nodes refuse it once they reread the list
+    /// (SIGHUP or a restart). Returns the serial revoked.
+    pub fn revoke(&self, file: &str) -> Result<String> {
+        let cert = self.dir.join(format!("{file}.crt"));
+        let not_a_cert = || format!("{} is not a certificate", cert.display());
+        let (_, pem) = x509_parser::pem::parse_x509_pem(read(&cert)?.as_bytes()).with_context(not_a_cert)?;
+        let serial = hex::encode(pem.parse_x509().with_context(not_a_cert)?.raw_serial());
+        let mut revoked = self.revoked()?;
+        if !revoked.iter().any(|r| r.serial == serial) {
+            let at = OffsetDateTime::now_utc().unix_timestamp();
+            revoked.push(Revoked { name: file.to_string(), serial: serial.clone(), at });
+        }
+        write_private(&self.revoked_path(), &serde_json::to_string_pretty(&revoked)?)?;
+        self.write_crl(&revoked)?;
+        for ext in ["crt", "key"] {
+            let path = self.dir.join(format!("{file}.{ext}"));
+            if path.exists() {
+                fs::rename(&path, self.dir.join(format!("{file}.{ext}.revoked")))?;
+            }
+        }
+        Ok(serial)
+    }
+
+    fn revoked(&self) -> Result<Vec<Revoked>> {
+        match fs::read_to_string(self.revoked_path()) {
+            Ok(text) => {
+                serde_json::from_str(&text).with_context(|| self.revoked_path().display().to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e).with_context(|| self.revoked_path().display().to_string()),
+        }
+    }
+
+    /// Signs and writes `ca.crl` listing `revoked`.
+    fn write_crl(&self, revoked: &[Revoked]) -> Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&hex::decode(&r.serial)?),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(r.at)?,
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let params = CertificateRevocationListParams {
+            this_update: now,
+            next_update: now + Duration::days(VALIDITY_DAYS),
+            crl_number: SerialNumber::from((revoked.len() as u64 + 1).to_be_bytes().to_vec()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer()?)?;
+        write_private(&self.crl_path(), &crl.pem()?)
+    }
+
     /// Creates a new CA in `dir`; refuses to replace an existing one.
     pub fn init(dir: &Path) -> Result<CertificateAuthority> {
         let ca = CertificateAuthority { dir: dir.to_path_buf() };
@@ -58,6 +149,7 @@ impl CertificateAuthority {
         let cert = params.self_signed(&key)?;
         write_private(&ca.key_path(), &key.serialize_pem())?;
         write_private(&ca.cert_path(), &cert.pem())?;
+        ca.write_crl(&[])?;
         Ok(ca)
     }
 
@@ -80,8 +172,7 @@ impl CertificateAuthority {
         if issued.cert.exists() || issued.key.exists() {
             bail!("{} already exists; refusing to overwrite it", issued.cert.display());
         }
-        let ca_key = KeyPair::from_pem(&read(&self.key_path())?).context("reading the CA key")?;
-        let issuer = Issuer::from_ca_cert_pem(&read(&self.cert_path())?, ca_key).context("reading the CA")?;
+        let issuer = self.issuer()?;
         let mut params = CertificateParams::new(hosts.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, role.common_name());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -72,6 +72,9 @@ enum Command {
         nodes: u16,
         #[arg(long, default_value_t = 7101)]
         base_port: u16,
+        /// The loopback address the nodes listen on: 127.0.0.1, or ::1 for IPv6.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
         /// The client account to create.
         #[arg(long, default_value = "client")]
         account: String,
@@ -194,6 +197,9 @@ enum CaCommand {
     IssueClient { account: String },
     /// Issue an operator certificate (NAME.crt, NAME.key).
     IssueAdmin { name: String },
+    /// Revoke the certificate issued as NAME: it joins the revocation list
+    /// (ca.crl), which nodes reread on SIGHUP and refuse at the handshake.
+    Revoke { name: String },
 }
 
 #[derive(Subcommand)]
@@ -264,11 +270,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Ca { dir, command } => return ca_command(dir, command),
-        Command::Quickstart { dir, nodes, base_port, account, discs, snapshot_every, json } => {
+        Command::Quickstart { dir, nodes, base_port, address, account, discs, snapshot_every, json } => {
             let written = Quickstart {
                 dir: dir.clone(),
                 nodes: *nodes,
                 base_port: *base_port,
+                address: *address,
                 account: account.clone(),
                 discs: *discs,
                 snapshot_every: *snapshot_every,
@@ -307,6 +314,16 @@ fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
         CaCommand::IssueNode { name, hosts } => (Role::Node(name.clone()), hosts.clone(), name),
         CaCommand::IssueClient { account } => (Role::Client(account.clone()), Vec::new(), account),
         CaCommand::IssueAdmin { name } => (Role::Admin(name.clone()), Vec::new(), name),
+        CaCommand::Revoke { name } => {
+            let ca = CertificateAuthority::open(dir)?;
+            let serial = ca.revoke(name)?;
+            println!(
+                "Revoked {name} (serial {serial}); {} lists it. Send SIGHUP to every node (or restart it) \
+                 so that it rereads the list.",
+                ca.crl_path().display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     coffer_proto::names::validate_account_name(file).map_err(|e| anyhow!(e))?;
     let issued = CertificateAuthority::open(dir)?.issue(&role, &hosts, dir, file)?;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! DIR/ca.crt, ca.key                 a throwaway certificate authority
-//! DIR/nodeK.crt, .key, .toml          node K on 127.0.0.1:(base + K - 1)
+//! DIR/nodeK.crt, .key, .toml          node K on 127.0.0.1:(base + K - 1) (or --address)
 //! DIR/nodeK/data/                     node K's store and Raft database
 //! DIR/nodeK/disc1..3/                 its RAID pack files, with --discs 3
 //! DIR/admin.crt, .key, admin.toml     the operator
@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use coffer_client::config::ClientConfig;
 use coffer_client::keys::Keys;
+use coffer_proto::address::node_address;
 use coffer_proto::config::NodeConfig;
 use coffer_proto::tls::{Role, TlsFiles};
 use coffer_replication::Member;
@@ -32,6 +33,8 @@ pub struct Quickstart {
     pub dir: PathBuf,
     pub nodes: u16,
     pub base_port: u16,
+    /// The loopback address every node listens on (127.0.0.1 or ::1).
+    pub address: std::net::IpAddr,
     pub account: String,
     /// Disc directories per node: 1 (`nodeK/data/packs`) or 3 (`nodeK/disc1..3`).
     pub discs: u8,
@@ -49,7 +52,9 @@ pub struct Written {
     pub ports: Vec<u16>,
 }
 
-const LOOPBACK_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
+/// Names node certificates carry, so a node can be reached on any loopback
+/// address.
+const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
 impl Quickstart {
     pub fn run(&self) -> Result<Written> {
@@ -71,7 +76,8 @@ impl Quickstart {
             account: self.account.clone(),
             ports: (self.base_port..=last).collect(),
         };
-        let addrs: Vec<String> = written.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let ip = self.address.to_string();
+        let addrs: Vec<String> = written.ports.iter().map(|p| node_address(&ip, *p)).collect();
         for (k, addr) in (1..=self.nodes).zip(&addrs) {
             let name = format!("node{k}");
             ca.issue(&Role::Node(name.clone()), &hosts, &dir, &name)?;
@@ -127,6 +133,7 @@ fn tls_files(dir: &Path, file: &str) -> TlsFiles {
         cert: dir.join(format!("{file}.crt")),
         key: dir.join(format!("{file}.key")),
         ca: dir.join("ca.crt"),
+        crl: Some(dir.join("ca.crl")),
     }
 }
 
@@ -134,7 +141,7 @@ fn tls_files(dir: &Path, file: &str) -> TlsFiles {
 pub fn describe(written: &Written, dir: &Path) -> String {
     let mut out = format!("Wrote a loopback setup to {}:\n", dir.display());
     for (path, port) in written.nodes.iter().zip(&written.ports) {
-        out.push_str(&format!("  node     {} (127.0.0.1:{port})\n", path.display()));
+        out.push_str(&format!("  node     {} (port {port})\n", path.display()));
     }
     out.push_str(&format!("  admin    {}\n", written.admin.display()));
     out.push_str(&format!(

@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn a_written_config_reads_back_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let tls = TlsFiles { cert: "n.crt".into(), key: "n.key".into(), ca: "ca.crt".into() };
+        let tls = TlsFiles::new("n.crt".into(), "n.key".into(), "ca.crt".into());
         let mut written = NodeConfig::new("n1", "127.0.0.1:7101".parse().unwrap(), "d".into(), tls);
         written.grace = Duration::from_secs(6 * 3600);
         written.group.join = vec!["127.0.0.1:7102".into()];

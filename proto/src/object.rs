@@ -199,6 +199,13 @@ mod tests {
             prop_assert!(decode(&bytes[..len]).is_err());
         }
 
+        /// Whatever arrives from a node or a disc: an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = decode(&bytes);
+            let _ = crate::set::SetHeader::decode_body(&bytes);
+        }
+
         #[test]
         fn any_bit_flip_is_an_error((kind, refs, body) in arb_object(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
             let mut bytes = encode(kind, &refs, &body);

@@ -12,8 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
@@ -93,6 +94,10 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub ca: PathBuf,
+    /// The CA's revocation list (`coffer-admin ca revoke`): certificates on
+    /// it are refused at the handshake. A node rereads it on SIGHUP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -126,6 +131,11 @@ fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
 }
 
 impl TlsFiles {
+    /// These three files, with no revocation list.
+    pub fn new(cert: PathBuf, key: PathBuf, ca: PathBuf) -> TlsFiles {
+        TlsFiles { cert, key, ca, crl: None }
+    }
+
     /// From `--cert`, `--key` and `--ca` flags, which come all together or not at all.
     pub fn from_flags(
         cert: &Option<PathBuf>,
@@ -135,7 +145,7 @@ impl TlsFiles {
         match (cert, key, ca) {
             (None, None, None) => Ok(None),
             (Some(cert), Some(key), Some(ca)) => {
-                Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() }))
+                Ok(Some(TlsFiles::new(cert.clone(), key.clone(), ca.clone())))
             }
             _ => Err(TlsError::Config("--cert, --key and --ca go together".into())),
         }
@@ -143,15 +153,24 @@ impl TlsFiles {
 
     /// Makes relative paths relative to `base` (the config file's directory).
     pub fn relative_to(&mut self, base: &Path) {
-        for p in [&mut self.cert, &mut self.key, &mut self.ca] {
+        for p in [&mut self.cert, &mut self.key, &mut self.ca].into_iter().chain(self.crl.as_mut()) {
             *p = base.join(&*p);
         }
+    }
+
+    /// The revocation list's entries, none without one.
+    fn crls(&self) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+        let Some(path) = &self.crl else { return Ok(Vec::new()) };
+        CertificateRevocationListDer::pem_slice_iter(&read(path)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_error(path, format!("not a revocation list: {e}")))
     }
 
     /// A node's server side: TLS 1.3, a client certificate from our CA required.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
         install_provider();
         let verifier = WebPkiClientVerifier::builder(roots(&self.ca)?)
+            .with_crls(self.crls()?)
             .build()
             .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
         let mut config = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
@@ -165,8 +184,12 @@ impl TlsFiles {
     /// A client's side: TLS 1.3, our certificate, the node's checked against our CA.
     pub fn client_config(&self) -> Result<Arc<ClientConfig>, TlsError> {
         install_provider();
+        let verifier = WebPkiServerVerifier::builder(roots(&self.ca)?)
+            .with_crls(self.crls()?)
+            .build()
+            .map_err(|e| TlsError::Config(format!("node verifier: {e}")))?;
         let mut config = ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-            .with_root_certificates(roots(&self.ca)?)
+            .with_webpki_verifier(verifier)
             .with_client_auth_cert(certs(&self.cert)?, key(&self.key)?)
             .map_err(|e| TlsError::Config(format!("{}: {e}", self.cert.display())))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
@@ -191,7 +214,7 @@ pub fn connect_lazy(host: &str, port: u16, config: Arc<ClientConfig>) -> Result<
 }
 
 fn endpoint(host: &str, port: u16, config: Arc<ClientConfig>) -> Result<(Endpoint, TlsConnect), TlsError> {
-    let addr = format!("{host}:{port}");
+    let addr = crate::address::node_address(host, port);
     let fail = |problem: String| TlsError::Connect { addr: addr.clone(), problem };
     let server_name = ServerName::try_from(host.to_string()).map_err(|e| fail(e.to_string()))?;
     // The URI only labels the channel; the connector decides where it goes.

@@ -152,6 +152,28 @@ pub fn xor_into(into: &mut [u8], other: &[u8]) {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// A stripe header read from a disc: arbitrary bytes, or arbitrary
+        /// fields under a valid CRC, give an error or a header whose
+        /// fields are in range; never a panic.
+        #[test]
+        fn arbitrary_headers_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            fields in proptest::prelude::any::<[u8; 24]>(),
+        ) {
+            let _ = Header::decode(&bytes);
+            let mut h = [0u8; HEADER_LEN as usize];
+            h[..4].copy_from_slice(MAGIC);
+            h[4..28].copy_from_slice(&fields);
+            h[4] = VERSION;
+            let crc = crc32fast::hash(&h[..28]);
+            h[28..32].copy_from_slice(&crc.to_le_bytes());
+            if let Ok(header) = Header::decode(&h) {
+                proptest::prop_assert!(header.block_size > 0 && header.stripe < header.stripes);
+            }
+        }
+    }
+
     #[test]
     fn header_round_trip_and_damage() {
         let h = Header { stripe: 2, stripes: 3, block_size: 4096, length: 12345, write_id: 77 };

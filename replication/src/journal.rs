@@ -65,7 +65,10 @@ impl Journal {
         let mut owed = Vec::new();
         for item in self.db.iterator_cf(cf(&self.db, CF_JOURNAL), IteratorMode::Start) {
             let (k, v) = item?;
-            let (Ok(peer), Ok(account), Ok(seq)) = (k[..8].try_into(), k[8..].try_into(), (*v).try_into())
+            // A record of any other shape (a damaged database) is skipped,
+            // never a panic; anti-entropy covers what it meant.
+            let Some((peer, account)) = k.split_at_checked(8) else { continue };
+            let (Ok(peer), Ok(account), Ok(seq)) = (peer.try_into(), account.try_into(), (*v).try_into())
             else {
                 continue;
             };
@@ -119,13 +122,18 @@ mod tests {
         drop(journal);
         drop(db);
         let db = crate::logstore::open_db(&dir).unwrap();
-        let journal = Journal::open(db).unwrap();
+        let journal = Journal::open(db.clone()).unwrap();
         let left = journal.owed().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].peer, left[0].account), (1, 7));
         journal.mark(8, &[3]).unwrap();
         assert!(journal.owed().unwrap().iter().all(|o| o.seq <= left[0].seq + 1));
         journal.forget(|o| o.peer != 1).unwrap();
+        assert_eq!(journal.owed().unwrap().len(), 1);
+        // Records of other shapes are skipped, whatever their bytes.
+        for (key, value) in [(&b"\x01"[..], &b"x"[..]), (&[0; 16][..], &[1; 3][..]), (&[], &[])] {
+            db.put_cf(cf(&db, CF_JOURNAL), key, value).unwrap();
+        }
         assert_eq!(journal.owed().unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use coffer_proto::StoreUrl;
 use coffer_proto::wire::PeerMessage;
 use coffer_proto::wire::peer_client::PeerClient;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -54,9 +55,8 @@ impl Peers {
         }
         let unreachable = |problem: String| PeerError::Unreachable { addr: addr.to_string(), problem };
         let dial = self.routes.get(addr).map_or(addr, String::as_str);
-        let (host, port) = dial.rsplit_once(':').ok_or_else(|| unreachable("address has no port".into()))?;
-        let port = port.parse().map_err(|_| unreachable(format!("bad port `{port}`")))?;
-        let channel = coffer_proto::tls::connect_lazy(host, port, self.tls.clone())
+        let (host, port) = StoreUrl::node(dial).map_err(|e| unreachable(e.to_string()))?;
+        let channel = coffer_proto::tls::connect_lazy(&host, port, self.tls.clone())
             .map_err(|e| unreachable(e.to_string()))?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)

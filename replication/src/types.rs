@@ -174,3 +174,41 @@ pub enum Refusal {
 /// A snapshot in transit or at rest: the whole state as JSON bytes (the
 /// default that `declare_raft_types!` picks, which needs `Cursor` in scope).
 pub type SnapshotData = Cursor<Vec<u8>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Log entries and proposals come from the disc and from other
+        /// nodes: arbitrary bytes are an error, never a panic; whatever
+        /// decodes is still validated before it is proposed.
+        #[test]
+        fn arbitrary_entries_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024)) {
+            let _ = serde_json::from_slice::<Entry>(&bytes);
+            if let Ok(proposal) = serde_json::from_slice::<Proposal>(&bytes) {
+                let _ = proposal.validate();
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_values_are_refused_before_they_are_proposed() {
+        let register = |fingerprint: String| Proposal {
+            request_id: coffer_proto::id::new_request_id(),
+            command: Command::RegisterKeys { name: "a".into(), fingerprint },
+        };
+        register("ab".repeat(32)).validate().unwrap();
+        for bad in ["f".repeat(15 << 20), String::new(), "AB".repeat(32)] {
+            assert!(matches!(register(bad).validate(), Err(Refusal::Invalid(_))));
+        }
+        let long_name = Proposal {
+            request_id: "r".into(),
+            command: Command::DeleteAccount { name: "n".repeat(1 << 20) },
+        };
+        assert!(matches!(long_name.validate(), Err(Refusal::InvalidName(_))));
+        let long_id =
+            Proposal { request_id: "r".repeat(65), command: Command::DeleteAccount { name: "n".into() } };
+        assert!(matches!(long_id.validate(), Err(Refusal::Invalid(_))));
+    }
+}

@@ -183,3 +183,24 @@ pub fn scan_account<T: DeserializeOwned>(db: &DB, family: &str, account: u64) ->
 pub fn id_from_suffix(suffix: &[u8]) -> Result<ObjectId> {
     ObjectId::from_slice(suffix).ok_or_else(|| StoreError::CorruptIndex("bad object key".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Index values come from the disc: anything that does not decode is
+        /// a `CorruptIndex` error naming the family, never a panic.
+        #[test]
+        fn arbitrary_values_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode::<ObjectEntry>(CF_OBJECTS, &bytes);
+            let _ = decode::<PackStats>(CF_PACKS, &bytes);
+            let _ = decode::<SetRecord>(CF_SETS, &bytes);
+            let _ = decode::<AccountRecord>(CF_ACCOUNTS, &bytes);
+            let _ = decode::<u64>(CF_META, &bytes);
+            if let Err(e) = decode::<i64>(CF_TOMBSTONES, &bytes) {
+                proptest::prop_assert!(e.to_string().contains(CF_TOMBSTONES));
+            }
+        }
+    }
+}

@@ -216,6 +216,31 @@ mod tests {
         assert_eq!(discs.names().unwrap(), vec![name]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A pack file whose bytes are anything at all (a lying disc, a
+        /// foreign file): reading its trailer or scanning its entries
+        /// gives an error or entries, never a panic or a huge allocation.
+        #[test]
+        fn arbitrary_pack_files_never_panic(
+            head in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            count in proptest::prelude::any::<u32>(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let discs = discs(dir.path());
+            let name = pack_name(1, 1);
+            let mut w = discs.create(&name, Overwrite::No).unwrap();
+            w.write_all(&head).unwrap();
+            // A tail that looks like a trailer, claiming `count` entries.
+            w.write_all(&count.to_le_bytes()).unwrap();
+            w.write_all(&[0; 4]).unwrap();
+            w.write_all(TRAILER_MAGIC).unwrap();
+            w.commit().unwrap();
+            let _ = read_trailer(&discs, &name);
+            let _ = scan_entries(&discs, &name);
+        }
+    }
+
     #[test]
     fn reads_past_the_end_are_reported() {
         let dir = tempfile::tempdir().unwrap();

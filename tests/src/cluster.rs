@@ -84,6 +84,8 @@ pub fn free_ports(count: u16) -> u16 {
 /// One running `coffer-node`.
 pub struct NodeProcess {
     pub config: PathBuf,
+    /// The loopback address it listens on: 127.0.0.1, or ::1.
+    pub host: String,
     pub port: u16,
     pub log: PathBuf,
     child: Option<Child>,
@@ -107,6 +109,11 @@ impl NodeProcess {
         std::fs::write(&self.config, toml::to_string(&config).unwrap()).unwrap();
     }
 
+    /// `coffer://HOST:PORT` of this node.
+    pub fn url(&self) -> String {
+        coffer_proto::StoreUrl::Remote { host: self.host.clone(), port: self.port }.to_string()
+    }
+
     /// Starts the node (again) and waits until it accepts connections.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node already running");
@@ -121,13 +128,19 @@ impl NodeProcess {
             .expect("start coffer-node");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.host.as_str(), self.port)).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("coffer-node exited with {status}; log:\n{}", self.log_text());
             }
             assert!(Instant::now() < deadline, "coffer-node did not listen within 60s");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGHUP: the node rereads its TLS files.
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("node running").id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGHUP).unwrap();
     }
 
     /// SIGKILL: the node gets no chance to clean up.
@@ -189,11 +202,13 @@ impl Cluster {
             COMMAND_TIMEOUT,
         );
         assert!(out.status.success(), "quickstart failed: {}", String::from_utf8_lossy(&out.stderr));
+        let host = quickstart.windows(2).find(|w| w[0] == "--address").map_or("127.0.0.1", |w| w[1]);
         let nodes = (1..=nodes)
             .map(|k| {
                 let config = dir.path().join(format!("node{k}.toml"));
                 let log = dir.path().join(format!("node{k}.log"));
-                let mut node = NodeProcess { config, port: base + k - 1, log, child: None };
+                let host = host.to_string();
+                let mut node = NodeProcess { config, host, port: base + k - 1, log, child: None };
                 if k <= running {
                     node.restart();
                 }
@@ -206,7 +221,7 @@ impl Cluster {
     /// Runs `coffer-admin` against node `k` (1-based) instead of node 1.
     pub fn admin_at(&self, k: usize, args: &[&str]) -> Output {
         let mut cmd = Command::new(binary("coffer-admin"));
-        let node = format!("coffer://127.0.0.1:{}", self.nodes[k - 1].port);
+        let node = self.nodes[k - 1].url();
         cmd.arg("--config")
             .arg(self.path("admin.toml"))
             .args(["--node", &node])
@@ -243,8 +258,7 @@ impl Cluster {
     /// only, with its own cache; returns its file name.
     pub fn client_for(&self, k: usize) -> String {
         let text = std::fs::read_to_string(self.path("client.toml")).unwrap();
-        let node1 = format!("coffer://127.0.0.1:{}", self.nodes[0].port);
-        let nodek = format!("coffer://127.0.0.1:{}", self.nodes[k - 1].port);
+        let (node1, nodek) = (self.nodes[0].url(), self.nodes[k - 1].url());
         let text = text.replacen(&format!("store = \"{node1}\""), &format!("store = \"{nodek}\""), 1);
         let text = text.replace("cache = \"cache\"", &format!("cache = \"cache-node{k}\""));
         let name = format!("client-node{k}.toml");
@@ -343,9 +357,9 @@ impl Cluster {
         );
         succeeded("coffer-admin ca issue-client", &[name], out);
         let config = format!("{name}.toml");
-        let port = self.nodes[0].port;
+        let node = self.nodes[0].url();
         let text = format!(
-            "store = \"coffer://127.0.0.1:{port}\"\nkeys = \"{name}.keys\"\ncache = \"{name}-cache\"\n\n\
+            "store = \"{node}\"\nkeys = \"{name}.keys\"\ncache = \"{name}-cache\"\n\n\
              [tls]\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"ca.crt\"\n"
         );
         std::fs::write(self.path(&config), text).unwrap();

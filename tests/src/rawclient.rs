@@ -18,11 +18,11 @@ pub struct RawClient {
 impl RawClient {
     /// Connects to 127.0.0.1:`port` with `dir/NAME.crt`, `NAME.key` and `dir/ca.crt`.
     pub fn connect(dir: &Path, name: &str, port: u16) -> Result<RawClient, String> {
-        let files = TlsFiles {
-            cert: dir.join(format!("{name}.crt")),
-            key: dir.join(format!("{name}.key")),
-            ca: dir.join("ca.crt"),
-        };
+        let files = TlsFiles::new(
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+            dir.join("ca.crt"),
+        );
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let config = files.client_config().map_err(|e| e.to_string())?;
         let channel = rt.block_on(tls::connect("127.0.0.1", port, config)).map_err(|e| e.to_string())?;

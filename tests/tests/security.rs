@@ -100,3 +100,52 @@ fn fingerprint(c: &Cluster, account: &str) -> String {
     let info = c.admin_json(&["account", "info", account, "--json"]);
     info[0]["key_fingerprint"].as_str().unwrap().to_string()
 }
+
+#[test]
+fn a_group_on_the_ipv6_loopback_serves_clients_admins_and_peers() {
+    let c = Cluster::start_with(2, &["--address", "::1"]);
+    assert!(c.nodes[0].url().starts_with("coffer://[::1]:"), "{}", c.nodes[0].url());
+    // Node 2 joined node 1 over IPv6, and the admin tool asks each over it.
+    c.wait_for_group(2, 2);
+    let src = c.path("src");
+    for i in 0..10 {
+        write(&src.join(format!("f{i}")), &random_bytes(i, 20_000));
+    }
+    let report = c.backup("client.toml", &src);
+    assert_eq!(report["replicas"].as_u64(), Some(2), "fast sync reached node 2 over IPv6: {report}");
+    c.coffer_ok(
+        "client.toml",
+        &["restore", &src.display().to_string(), &c.path("out").display().to_string()],
+    );
+    coffer_tests::fstree::assert_same_tree(&src, &c.path("out"));
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_at_the_handshake_once_the_node_rereads_the_list() {
+    let c = Cluster::start(1);
+    let carol = c.add_client("carol", "1GiB", "1GiB");
+    c.coffer_ok(&carol, &["sets"]);
+    let ca = c.dir.path().display().to_string();
+    let revoked = c.admin_ok(&["ca", "--dir", &ca, "revoke", "carol"]);
+    assert!(revoked.contains("Revoked carol"), "{revoked}");
+    c.admin_ok(&["ca", "--dir", &ca, "revoke", "admin"]);
+    // Put back where the configs look for them, as a thief would keep them.
+    for ext in ["crt", "key"] {
+        for name in ["carol", "admin"] {
+            let kept = c.path(&format!("{name}.{ext}.revoked"));
+            std::fs::rename(&kept, c.path(&format!("{name}.{ext}"))).unwrap();
+        }
+    }
+    c.nodes[0].hangup();
+    wait_for(Duration::from_secs(30), "the node to reload its TLS files", || {
+        c.nodes[0].log_text().contains("TLS files reloaded").then_some(())
+    });
+    let err = c.coffer_fails(&carol, &["sets"]);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let admin = c.admin(&["status"]);
+    assert!(!admin.status.success(), "a revoked admin certificate still works");
+    // Everyone else goes on.
+    let out = c.coffer("client.toml", &["sets"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.nodes[0].log_text());
+    assert!(c.nodes[0].log_text().contains("connection refused"), "the node logs the refusal");
+}

@@ -18,7 +18,7 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 async fn admin(c: &Cluster, k: usize) -> AdminClient<Channel> {
-    let files = TlsFiles { cert: c.path("admin.crt"), key: c.path("admin.key"), ca: c.path("ca.crt") };
+    let files = TlsFiles::new(c.path("admin.crt"), c.path("admin.key"), c.path("ca.crt"));
     let channel =
         tls::connect("127.0.0.1", c.nodes[k - 1].port, files.client_config().unwrap()).await.unwrap();
     AdminClient::new(channel)
