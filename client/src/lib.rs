@@ -2,20 +2,20 @@
 //! Keys never leave it; the store sees only sealed objects.
 //!
 //! - [`keys`]: the keys file and the keys derived from it.
-//! - [`crypto`]: sealing chunks (AES-256-GCM) and metadata (Blowfish-CBC + HMAC).
-//! - [`chunker`]: content-defined chunking (FastCDC).
+//! - `crypto`: sealing chunks (AES-256-GCM) and metadata (Blowfish-CBC + HMAC).
+//! - `chunker`: content-defined chunking (FastCDC).
 //! - [`tree`]: directory entries and their sealed tree objects.
-//! - [`backupset`]: backup sets: one snapshot of the backup locations.
+//! - `backupset`: backup sets: one snapshot of the backup locations.
 //! - [`backend`]: the store behind a `--store` URL (the local store runs the
 //!   node's store engine in-process).
-//! - [`remote`]: the server group's nodes over gRPC and TLS: lazy
+//! - `remote`: the server group's nodes over gRPC and TLS: lazy
 //!   connection, login, streamed uploads.
-//! - [`failover`]: which node to use: the last that worked, back to the
+//! - `failover`: which node to use: the last that worked, back to the
 //!   primary once it has caught up.
 //! - [`config`]: the client's TOML configuration.
 //! - [`cache`]: the local cache of trees, sets and the client store marker.
-//! - [`repo`]: backend, keys and cache together; verified reads.
-//! - [`scanner`]: walks directories, detects changes, chunks and uploads.
+//! - `repo`: backend, keys and cache together; verified reads.
+//! - `scanner`: walks directories, detects changes, chunks and uploads.
 //! - [`backup`]: one backup run, ending in a committed set.
 //! - [`browse`]: finding paths, versions and deleted files in the history.
 //! - [`restore`]: recreating trees and files with their metadata.

@@ -84,6 +84,8 @@ impl Node {
 /// One authenticated connection, as every request on it sees it.
 pub struct Connection {
     pub role: Role,
+    /// The account id a client certificate was issued for.
+    pub account_id: Option<u64>,
     pub addr: SocketAddr,
     pub session: Mutex<Session>,
 }

@@ -147,7 +147,8 @@ async fn handshake(
         .map_err(|e| format!("TLS handshake failed: {e}"))?;
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
     let role = Role::of_certificate(cert).ok_or("certificate names no Coffer role")?;
-    let caller = Arc::new(Connection { role, addr, session: Mutex::new(Session::default()) });
+    let account_id = Role::account_of_certificate(cert);
+    let caller = Arc::new(Connection { role, account_id, addr, session: Mutex::new(Session::default()) });
     Ok(CallerStream { tls, caller, _place: place })
 }
 

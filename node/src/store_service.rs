@@ -92,6 +92,23 @@ fn redirect(node: &Node, account: &Account) -> Status {
     status
 }
 
+/// Refuses a certificate issued to another account of the same name (one
+/// since deleted), or to no account id at all.
+fn certified_for(caller: &Caller, account: &Account) -> Result<(), Status> {
+    let name = &account.name;
+    match caller.account_id {
+        Some(id) if id == account.id => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "this certificate was issued to an earlier account `{name}` (#{id}), since deleted; \
+             account `{name}` is now #{}: issue a new certificate with `coffer-admin ca issue-client {name}`",
+            account.id
+        ))),
+        None => Err(Status::permission_denied(format!(
+            "this certificate names no account id; issue a new one with `coffer-admin ca issue-client {name}`"
+        ))),
+    }
+}
+
 fn client_name(caller: &Caller) -> Result<String, Status> {
     match &caller.role {
         Role::Client(name) => Ok(name.clone()),
@@ -102,11 +119,17 @@ fn client_name(caller: &Caller) -> Result<String, Status> {
 impl StoreService {
     /// The group's record of the caller's account, with keys registered on
     /// first use (a change to the account database, so it needs a quorum).
-    async fn login_account(node: &Node, name: &str, req: &wire::LoginRequest) -> Result<Account, Status> {
+    async fn login_account(
+        caller: &Caller,
+        req: &wire::LoginRequest,
+        node: &Node,
+    ) -> Result<Account, Status> {
+        let name = &client_name(caller)?;
         let account = node
             .group
             .read(|s| s.account_named(name).cloned())
             .ok_or_else(|| Status::not_found(format!("no account `{name}` in the server group")))?;
+        certified_for(caller, &account)?;
         let me = node.group.id();
         if !account.replicas.contains(&me) || account.moving_from == Some(me) {
             return Err(redirect(node, &account));
@@ -227,7 +250,7 @@ impl store_server::Store for StoreService {
         }
         let node = self.node.clone();
         let req = req.into_inner();
-        let account = Self::login_account(&node, &client_name(&caller)?, &req).await?;
+        let account = Self::login_account(&caller, &req, &node).await?;
         blocking(move || Self::login_blocking(&node, &caller, req, account)).await.map(Response::new)
     }
 

@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use coffer_proto::tls::Role;
+use coffer_proto::tls::{ACCOUNT_UNIT, Role};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose,
     IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams, SerialNumber,
@@ -166,7 +166,16 @@ impl CertificateAuthority {
 
     /// Issues a certificate for `role` into `out_dir` as FILE.crt / FILE.key.
     /// `hosts` (DNS names or IP addresses) go into the certificate for nodes.
-    pub fn issue(&self, role: &Role, hosts: &[String], out_dir: &Path, file: &str) -> Result<Issued> {
+    /// A client certificate names the id of its account (`account`), so it
+    /// opens that account and no later one of the same name.
+    pub fn issue(
+        &self,
+        role: &Role,
+        account: Option<u64>,
+        hosts: &[String],
+        out_dir: &Path,
+        file: &str,
+    ) -> Result<Issued> {
         let issued =
             Issued { cert: out_dir.join(format!("{file}.crt")), key: out_dir.join(format!("{file}.key")) };
         if issued.cert.exists() || issued.key.exists() {
@@ -175,6 +184,15 @@ impl CertificateAuthority {
         let issuer = self.issuer()?;
         let mut params = CertificateParams::new(hosts.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, role.common_name());
+        match (role, account) {
+            (Role::Client(_), Some(id)) => {
+                params.distinguished_name.push(DnType::OrganizationalUnitName, format!("{ACCOUNT_UNIT}{id}"))
+            }
+            (Role::Client(name), None) => {
+                bail!("a client certificate names its account's id; account `{name}` has none")
+            }
+            _ => {}
+        }
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = match role {
             Role::Node(_) => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],

@@ -193,8 +193,14 @@ enum CaCommand {
         #[arg(long = "host", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         hosts: Vec<String>,
     },
-    /// Issue a client certificate for ACCOUNT (ACCOUNT.crt, ACCOUNT.key).
-    IssueClient { account: String },
+    /// Issue a client certificate for ACCOUNT (ACCOUNT.crt, ACCOUNT.key). It
+    /// names the account's id, which is looked up on the node given by
+    /// --node/--config unless --account-id gives it.
+    IssueClient {
+        account: String,
+        #[arg(long)]
+        account_id: Option<u64>,
+    },
     /// Issue an operator certificate (NAME.crt, NAME.key).
     IssueAdmin { name: String },
     /// Revoke the certificate issued as NAME: it joins the revocation list
@@ -269,6 +275,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
+        Command::Ca { dir, command: CaCommand::IssueClient { account, account_id: None } } => {
+            let id = account_id_on_node(&cli, account).with_context(|| {
+                format!("looking up account `{account}` (create it first, or give --account-id)")
+            })?;
+            let command = CaCommand::IssueClient { account: account.clone(), account_id: Some(id) };
+            return ca_command(dir, &command);
+        }
         Command::Ca { dir, command } => return ca_command(dir, command),
         Command::Quickstart { dir, nodes, base_port, address, account, discs, snapshot_every, json } => {
             let written = Quickstart {
@@ -304,6 +317,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
     })
 }
 
+/// The id the group gave account `name`, asked of the node in --node/--config.
+fn account_id_on_node(cli: &Cli, name: &str) -> Result<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let (mut admin, _) = connect(cli).await?;
+        let query = wire::AccountQuery { name: name.to_string(), ..Default::default() };
+        let reply = admin.accounts(query).await.map_err(|s| anyhow!("{}", s.message()))?;
+        let accounts = reply.into_inner().accounts;
+        accounts.first().map(|a| a.id).ok_or_else(|| anyhow!("no account `{name}`"))
+    })
+}
+
 fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
     let (role, hosts, file) = match command {
         CaCommand::Init => {
@@ -312,7 +337,7 @@ fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         CaCommand::IssueNode { name, hosts } => (Role::Node(name.clone()), hosts.clone(), name),
-        CaCommand::IssueClient { account } => (Role::Client(account.clone()), Vec::new(), account),
+        CaCommand::IssueClient { account, .. } => (Role::Client(account.clone()), Vec::new(), account),
         CaCommand::IssueAdmin { name } => (Role::Admin(name.clone()), Vec::new(), name),
         CaCommand::Revoke { name } => {
             let ca = CertificateAuthority::open(dir)?;
@@ -326,7 +351,11 @@ fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
         }
     };
     coffer_proto::names::validate_account_name(file).map_err(|e| anyhow!(e))?;
-    let issued = CertificateAuthority::open(dir)?.issue(&role, &hosts, dir, file)?;
+    let account = match command {
+        CaCommand::IssueClient { account_id, .. } => *account_id,
+        _ => None,
+    };
+    let issued = CertificateAuthority::open(dir)?.issue(&role, account, &hosts, dir, file)?;
     println!("Issued {role}: {} and {}", issued.cert.display(), issued.key.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -443,7 +472,10 @@ async fn account_command(admin: &mut AdminClient<Channel>, command: AccountComma
             };
             let account = admin.create_account(request).await.map_err(status)?.into_inner();
             println!("Created account {} (id {}).", account.name, account.id);
-            println!("Issue its certificate with: coffer-admin ca issue-client {}", account.name);
+            println!(
+                "Issue its certificate with: coffer-admin ca issue-client {} --account-id {}",
+                account.name, account.id
+            );
         }
         AccountCommand::Info { name, json } => {
             let list = admin

@@ -80,7 +80,7 @@ impl Quickstart {
         let addrs: Vec<String> = written.ports.iter().map(|p| node_address(&ip, *p)).collect();
         for (k, addr) in (1..=self.nodes).zip(&addrs) {
             let name = format!("node{k}");
-            ca.issue(&Role::Node(name.clone()), &hosts, &dir, &name)?;
+            ca.issue(&Role::Node(name.clone()), None, &hosts, &dir, &name)?;
             let others: Vec<&String> =
                 if k == 1 { Vec::new() } else { addrs.iter().filter(|a| *a != addr).collect() };
             let path = dir.join(format!("{name}.toml"));
@@ -91,16 +91,16 @@ impl Quickstart {
         let account = FirstAccount { name: self.account.clone(), key_fingerprint: keys.fingerprint() };
         let node1_tls = tls_files(&dir, "node1");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        runtime
+        let ids = runtime
             .block_on(bootstrap(&dir.join("node1/data/raft"), first, node1_tls.client_config()?, &[account]))
             .context("starting node 1's group")?;
-        ca.issue(&Role::Admin("admin".into()), &[], &dir, "admin")?;
+        ca.issue(&Role::Admin("admin".into()), None, &[], &dir, "admin")?;
         let admin = AdminConfig {
             node: Some(format!("coffer://{}", addrs[0])),
             tls: Some(tls_files(Path::new(""), "admin")),
         };
         write_private(&written.admin, &toml::to_string(&admin)?)?;
-        ca.issue(&Role::Client(self.account.clone()), &[], &dir, "client")?;
+        ca.issue(&Role::Client(self.account.clone()), ids.first().copied(), &[], &dir, "client")?;
         let client = ClientConfig {
             store: Some(format!("coffer://{}", addrs[0])),
             nodes: addrs.iter().map(|a| format!("coffer://{a}")).collect(),

@@ -36,6 +36,10 @@ pub enum TlsError {
     Connect { addr: String, problem: String },
 }
 
+/// How a client certificate names its account's id (see
+/// [`Role::account_of_certificate`]).
+pub const ACCOUNT_UNIT: &str = "coffer-account ";
+
 /// Who is on the other end of a connection, from its certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -61,6 +65,16 @@ impl Role {
             "node" => Some(Role::Node(name.to_string())),
             _ => None,
         }
+    }
+
+    /// The account id a (verified) client certificate was issued for: its
+    /// organisational unit `coffer-account ID`. An account re-created under
+    /// the name of a deleted one gets a new id, so certificates issued to
+    /// the old one do not open the new one.
+    pub fn account_of_certificate(der: &[u8]) -> Option<u64> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let unit = cert.subject().iter_organizational_unit().next()?.as_str().ok()?.to_string();
+        unit.strip_prefix(ACCOUNT_UNIT)?.parse().ok()
     }
 
     /// The role named by a (verified) certificate.

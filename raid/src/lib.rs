@@ -10,9 +10,9 @@
 //!   `i` of a file lives.
 //! - [`discset`]: a disc set: its directories, names, crash recovery and
 //!   degraded-read counters.
-//! - [`writer`]: writing a RAID file to temporary names, visible only once
+//! - `writer`: writing a RAID file to temporary names, visible only once
 //!   committed (fsync, rename, fsync of the directories).
-//! - [`reader`]: random-access reads, reconstructing bad blocks from parity.
+//! - `reader`: random-access reads, reconstructing bad blocks from parity.
 //! - [`repair`]: checking every stripe, and rebuilding bad ones from the rest.
 //! - [`durable`]: creating directories and small files so that they survive
 //!   a power cut (sync of the file and of its directory).

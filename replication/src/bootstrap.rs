@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::ClientConfig;
 
 use crate::group::{Group, GroupConfig, GroupError};
-use crate::types::{Command, Member};
+use crate::types::{Applied, Command, Member};
 
 /// How long the lone member may take to elect itself.
 const ELECTION: Duration = Duration::from_secs(30);
@@ -21,19 +21,21 @@ pub struct FirstAccount {
 }
 
 /// Makes `me` the only member of a new group in `raft_dir`, creates
-/// `accounts` (unlimited), and closes the database again.
+/// `accounts` (unlimited), and closes the database again. Returns the ids
+/// the accounts were given, in order.
 pub async fn bootstrap(
     raft_dir: &Path,
     me: Member,
     tls: Arc<ClientConfig>,
     accounts: &[FirstAccount],
-) -> Result<(), GroupError> {
+) -> Result<Vec<u64>, GroupError> {
     let group = Group::open(raft_dir, me, GroupConfig::default(), tls).await?;
     let created = async {
         group.initialize().await?;
         if !group.wait_for_leader(ELECTION).await {
             return Err(GroupError::Membership("the new group's only node did not become leader".into()));
         }
+        let mut ids = Vec::new();
         for account in accounts {
             let create = Command::CreateAccount {
                 name: account.name.clone(),
@@ -42,11 +44,14 @@ pub async fn bootstrap(
                 group: String::new(),
                 created_ns: coffer_proto::clock::now_ns(),
             };
-            group.write(create).await?;
+            match group.write(create).await? {
+                Applied::Account(created) => ids.push(created.id),
+                other => return Err(GroupError::Storage(format!("creating an account answered {other:?}"))),
+            }
             let name = account.name.clone();
             group.write(Command::RegisterKeys { name, fingerprint: account.key_fingerprint.clone() }).await?;
         }
-        Ok(())
+        Ok(ids)
     }
     .await;
     group.shutdown().await;

@@ -1,16 +1,16 @@
 //! Coffer's server group: the account database that every store node holds,
 //! replicated with Raft (openraft), and the placement of accounts on nodes.
 //!
-//! - [`types`]: node ids and members, the Raft type configuration, and the
+//! - `types`: node ids and members, the Raft type configuration, and the
 //!   commands and outcomes of the account database.
-//! - [`state`]: the account database itself and its deterministic apply.
-//! - [`placement`]: which nodes hold an account, and its primary.
-//! - [`logstore`]: the Raft log and vote in RocksDB, synced before
+//! - `state`: the account database itself and its deterministic apply.
+//! - `placement`: which nodes hold an account, and its primary.
+//! - `logstore`: the Raft log and vote in RocksDB, synced before
 //!   acknowledgement; the node's random, never-reused id.
-//! - [`statemachine`]: applying entries (state and last-applied id in one
+//! - `statemachine`: applying entries (state and last-applied id in one
 //!   batch), snapshots.
-//! - [`network`]: node-to-node calls over the `Peer` gRPC service.
-//! - [`group`]: what a node does with all this: write through the leader
+//! - `network`: node-to-node calls over the `Peer` gRPC service.
+//! - `group`: what a node does with all this: write through the leader
 //!   (forwarding), refuse without a quorum, join, leave, status.
 //! - [`fastsync`]: bringing two replicas of an account to the union of their
 //!   backup sets, over the [`fastsync::Replica`] trait.

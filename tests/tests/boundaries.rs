@@ -109,7 +109,7 @@ fn each_certificate_reaches_only_its_own_service() {
 fn every_private_key_the_admin_tool_writes_is_the_owners_alone() {
     let c = Cluster::start_some(2, 0, &["--discs", "3"]);
     let ca = c.dir.path().display().to_string();
-    c.admin_ok(&["ca", "--dir", &ca, "issue-client", "carol"]);
+    c.admin_ok(&["ca", "--dir", &ca, "issue-client", "carol", "--account-id", "42"]);
     c.admin_ok(&["ca", "--dir", &ca, "issue-admin", "ops2"]);
     c.admin_ok(&["ca", "--dir", &ca, "issue-node", "node9"]);
     let mut keys = 0;

@@ -149,3 +149,25 @@ fn a_revoked_certificate_is_refused_at_the_handshake_once_the_node_rereads_the_l
     assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), c.nodes[0].log_text());
     assert!(c.nodes[0].log_text().contains("connection refused"), "the node logs the refusal");
 }
+
+#[test]
+fn certificates_of_a_deleted_account_do_not_open_a_new_one_of_the_same_name() {
+    let c = Cluster::start(1);
+    let dave = c.add_client("dave", "1GiB", "1GiB");
+    let src = c.path("src");
+    write(&src.join("f"), &random_bytes(3, 10_000));
+    c.backup(&dave, &src);
+    // The old certificate is kept (say, on a machine that was given away).
+    for ext in ["crt", "key", "keys"] {
+        std::fs::rename(c.path(&format!("dave.{ext}")), c.path(&format!("old-dave.{ext}"))).unwrap();
+    }
+    c.admin_ok(&["account", "delete", "dave", "--yes"]);
+    let fresh = c.add_client("dave", "1GiB", "1GiB");
+    c.backup(&fresh, &src);
+
+    let text = std::fs::read_to_string(c.path(&dave)).unwrap();
+    let old = text.replace("\"dave.", "\"old-dave.");
+    std::fs::write(c.path("old-dave.toml"), old.replace("dave-cache", "old-dave-cache")).unwrap();
+    let err = c.coffer_fails("old-dave.toml", &["sets"]);
+    assert!(err.contains("earlier account `dave`"), "{err}");
+}
