@@ -96,6 +96,16 @@ impl Lab {
     }
 
     /// Deletes a killed node's data: it comes back as a new, empty member.
+    /// Takes wiped node `k` out of the group and lets an empty node of the
+    /// same name in, which joins by itself on start (its `[group] join`).
+    pub fn replace_node(&mut self, k: usize) -> Result<()> {
+        let name = format!("node{k}");
+        self.admin(1, &["cluster", "leave", &name])?;
+        self.admin(1, &["cluster", "allow", &name])?;
+        self.start_node(k);
+        Ok(())
+    }
+
     pub fn wipe(&self, k: usize) -> Result<()> {
         let data = self.cluster.path(&format!("node{k}/data"));
         for dir in self.cluster.pack_dirs(k).iter().chain([&data]) {

@@ -108,8 +108,7 @@ impl Scenario {
                 reports.push(report);
                 lab.kill(k);
                 lab.wipe(k)?;
-                lab.admin(1, &["cluster", "leave", &format!("node{k}")])?;
-                lab.start_node(k);
+                lab.replace_node(k)?;
             }
             Scenario::DiscLost => {
                 // One disc directory of a node vanishes (a dead disc): reads
@@ -174,6 +173,7 @@ impl Scenario {
                 lab.wipe(k)?;
                 lab.admin(1, &["cluster", "leave", &format!("node{k}")])?;
                 reports.push(lab.backup()?);
+                lab.admin(1, &["cluster", "allow", &format!("node{k}")])?;
                 lab.start_node(k);
                 Lab::pause(rng.random_range(0..1500));
                 let victim = if rng.random_bool(0.5) { lab.leader(1).unwrap_or(k) } else { k };

@@ -350,6 +350,17 @@ impl admin_server::Admin for AdminService {
         group_status_reply(&node).await
     }
 
+    async fn cluster_allow(
+        &self,
+        req: Request<wire::ClusterRequest>,
+    ) -> Result<Response<wire::GroupStatus>, Status> {
+        let node = self.authorise(&req)?;
+        let name = req.into_inner().node;
+        node.group.write(Command::AllowJoin { node: name.clone() }).await.map_err(group_status)?;
+        info!(node = %name, "node allowed to join");
+        group_status_reply(&node).await
+    }
+
     async fn cluster_status(
         &self,
         req: Request<wire::ClusterRequest>,

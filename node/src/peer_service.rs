@@ -9,6 +9,7 @@ use coffer_proto::SetsDigest;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, peer_server};
 use coffer_replication::fastsync::{Probe, Replica, Summary};
+use coffer_replication::{Group, State};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -46,22 +47,43 @@ impl PeerService {
         Ok(LocalReplica::new(store, account, &name))
     }
 
-    /// Checks the caller is a node. Hearing from it means it is reachable
-    /// (again), so syncs owed to it need not wait out their backoff.
+    /// Checks the caller is a node of this group (see [`admitted`]).
+    /// Hearing from it means it is reachable (again), so syncs owed to it
+    /// need not wait out their backoff.
     fn authorise<T>(&self, req: &Request<T>) -> Result<(), Status> {
-        match &caller(req)?.role {
-            Role::Node(name) => {
-                self.node.syncer.heard_from(name);
-                Ok(())
-            }
-            other => Err(Status::permission_denied(format!("{other} may not use the peer service"))),
+        self.authorise_joining(req, None)
+    }
+
+    /// Like [`Self::authorise`]; `joining` is the name a join request asks
+    /// to join under, which an invited node may send before it is a member.
+    fn authorise_joining<T>(&self, req: &Request<T>, joining: Option<&str>) -> Result<(), Status> {
+        let name = match &caller(req)?.role {
+            Role::Node(name) => name.clone(),
+            other => return Err(Status::permission_denied(format!("{other} may not use the peer service"))),
+        };
+        if !self.node.group.read(|s| admitted(s, &name, joining)) {
+            return Err(Status::permission_denied(format!(
+                "node `{name}` is not a member of this group; an operator lets a node in with \
+                 `coffer-admin cluster join`"
+            )));
         }
+        self.node.syncer.heard_from(&name);
+        Ok(())
     }
 
     /// The account changed here by sync: the other replicas may want it too.
     fn changed(&self, account: u64) {
         self.node.syncer.changed(account);
     }
+}
+
+/// Whether node `name` may call this node: a member of the group; any node
+/// while this one is in no group yet (so that a leader can bring it in);
+/// and, for its own join request only, a node an operator invited. A node
+/// that left the group can do nothing more here.
+fn admitted(state: &State, name: &str, joining: Option<&str>) -> bool {
+    let in_a_group = state.membership.membership().nodes().next().is_some();
+    state.is_member(name) || !in_a_group || (joining == Some(name) && state.invited.contains(name))
 }
 
 #[tonic::async_trait]
@@ -79,7 +101,8 @@ impl peer_server::Peer for PeerService {
     }
 
     async fn forward(&self, req: Request<wire::PeerMessage>) -> Result<Response<wire::PeerMessage>, Status> {
-        self.authorise(&req)?;
+        let joining = Group::join_request_name(&req.get_ref().json);
+        self.authorise_joining(&req, joining.as_deref())?;
         let message = req.into_inner();
         let json = self.node.group.handle_forward(&message.json).await;
         Ok(Response::new(wire::PeerMessage { kind: message.kind, json }))

@@ -148,7 +148,15 @@ enum ClusterCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Have the node (--node) join the group that the node at ADDRESS (HOST:PORT) belongs to.
+    /// Let the node called NAME join the group (what `join` does first).
+    Allow {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Have the node (--node) join the group that the node at ADDRESS
+    /// (HOST:PORT) belongs to: that node is asked to let it in, then it
+    /// joins.
     Join {
         address: String,
         #[arg(long)]
@@ -312,7 +320,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 report::migrate(&reply, json)?;
                 Ok(ExitCode::SUCCESS)
             }
-            command => node_command(&mut admin, command).await,
+            command => node_command(&mut admin, &tls, command).await,
         }
     })
 }
@@ -397,7 +405,11 @@ fn limit(text: &str) -> Result<u64> {
     }
 }
 
-async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Result<ExitCode> {
+async fn node_command(
+    admin: &mut AdminClient<Channel>,
+    tls: &TlsFiles,
+    command: Command,
+) -> Result<ExitCode> {
     let status = |s: tonic::Status| anyhow!("{}", s.message());
     match command {
         Command::Account { command } => return account_command(admin, command).await,
@@ -441,7 +453,16 @@ async fn node_command(admin: &mut AdminClient<Channel>, command: Command) -> Res
                 ClusterCommand::Init { json } => {
                     (admin.cluster_init(wire::ClusterRequest::default()).await, json)
                 }
+                ClusterCommand::Allow { name, json } => (
+                    admin.cluster_allow(wire::ClusterRequest { address: String::new(), node: name }).await,
+                    json,
+                ),
                 ClusterCommand::Join { address, json } => {
+                    let name = admin.status(wire::StatusRequest {}).await.map_err(status)?.into_inner().node;
+                    let (host, port) = StoreUrl::node(&address)?;
+                    let mut member = admin_client(&host, port, tls).await?;
+                    let allow = wire::ClusterRequest { address: String::new(), node: name };
+                    member.cluster_allow(allow).await.map_err(status)?;
                     (admin.cluster_join(wire::ClusterRequest { address, node: String::new() }).await, json)
                 }
                 ClusterCommand::Leave { member, json } => (

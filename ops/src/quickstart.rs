@@ -87,12 +87,19 @@ impl Quickstart {
             write_private(&path, &self.node_config(&name, addr, &others)?.to_toml())?;
             written.nodes.push(path);
         }
+        let others: Vec<String> = (2..=self.nodes).map(|k| format!("node{k}")).collect();
         let first = Member { name: "node1".into(), addr: addrs[0].clone(), site: String::new() };
         let account = FirstAccount { name: self.account.clone(), key_fingerprint: keys.fingerprint() };
         let node1_tls = tls_files(&dir, "node1");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let ids = runtime
-            .block_on(bootstrap(&dir.join("node1/data/raft"), first, node1_tls.client_config()?, &[account]))
+            .block_on(bootstrap(
+                &dir.join("node1/data/raft"),
+                first,
+                node1_tls.client_config()?,
+                &others,
+                &[account],
+            ))
             .context("starting node 1's group")?;
         ca.issue(&Role::Admin("admin".into()), None, &[], &dir, "admin")?;
         let admin = AdminConfig {

@@ -20,13 +20,14 @@ pub struct FirstAccount {
     pub key_fingerprint: String,
 }
 
-/// Makes `me` the only member of a new group in `raft_dir`, creates
-/// `accounts` (unlimited), and closes the database again. Returns the ids
-/// the accounts were given, in order.
+/// Makes `me` the only member of a new group in `raft_dir`, lets the nodes
+/// named in `invite` join it, creates `accounts` (unlimited), and closes the
+/// database again. Returns the ids the accounts were given, in order.
 pub async fn bootstrap(
     raft_dir: &Path,
     me: Member,
     tls: Arc<ClientConfig>,
+    invite: &[String],
     accounts: &[FirstAccount],
 ) -> Result<Vec<u64>, GroupError> {
     let group = Group::open(raft_dir, me, GroupConfig::default(), tls).await?;
@@ -34,6 +35,9 @@ pub async fn bootstrap(
         group.initialize().await?;
         if !group.wait_for_leader(ELECTION).await {
             return Err(GroupError::Membership("the new group's only node did not become leader".into()));
+        }
+        for node in invite {
+            group.write(Command::AllowJoin { node: node.clone() }).await?;
         }
         let mut ids = Vec::new();
         for account in accounts {

@@ -307,6 +307,15 @@ impl Group {
 
     /// Serves a request another node forwarded; the reply is a JSON
     /// `Result<ForwardReply, GroupError>`.
+    /// The name a forwarded request asks to join the group under, if it is
+    /// a join request.
+    pub fn join_request_name(json: &[u8]) -> Option<String> {
+        match serde_json::from_slice::<Forwarded>(json) {
+            Ok(Forwarded::Join { member, .. }) => Some(member.name),
+            _ => None,
+        }
+    }
+
     pub async fn handle_forward(&self, json: &[u8]) -> Vec<u8> {
         let request = serde_json::from_slice::<Forwarded>(json)
             .map_err(|e| GroupError::Peer(format!("undecodable forwarded request: {e}")));

@@ -10,7 +10,7 @@
 //! Usage and the client store marker are not here: they belong to each
 //! replica's copy of the account's data (node's store engine).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,9 @@ pub struct State {
     pub requests: BTreeMap<String, (u64, Outcome)>,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Nodes an operator allowed to join that are not members yet.
+    #[serde(default)]
+    pub invited: BTreeSet<String>,
 }
 
 impl State {
@@ -83,6 +86,11 @@ impl State {
         let membership = self.membership.membership();
         let voters: Vec<NodeId> = membership.voter_ids().collect();
         membership.nodes().map(|(id, m)| (*id, m.clone(), voters.contains(id))).collect()
+    }
+
+    /// Whether a node called `name` is a member (voter or learner).
+    pub fn is_member(&self, name: &str) -> bool {
+        self.membership.membership().nodes().any(|(_, m)| m.name == name)
     }
 
     pub fn member(&self, id: NodeId) -> Option<Member> {
@@ -104,6 +112,8 @@ impl State {
             EntryPayload::Blank => Ok(Applied::Nothing),
             EntryPayload::Membership(m) => {
                 self.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                // An invitation is used up once its node is in.
+                self.invited.retain(|name| m.nodes().all(|(_, member)| &member.name != name));
                 self.replace_replicas(&mut keys);
                 Ok(Applied::Nothing)
             }
@@ -172,6 +182,10 @@ impl State {
                 })
             }
             Command::SetFrozen { name, frozen } => self.change(name, keys, |a| a.frozen = *frozen),
+            Command::AllowJoin { node } => {
+                self.invited.insert(node.clone());
+                Ok(Applied::Nothing)
+            }
             Command::RegisterKeys { name, fingerprint } => self.change(name, keys, |a| {
                 if a.key_fingerprint.is_empty() {
                     a.key_fingerprint = fingerprint.clone();

@@ -55,6 +55,8 @@ struct Meta {
     next_account: u64,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    #[serde(default)]
+    invited: std::collections::BTreeSet<String>,
 }
 
 fn sm_key(key: &Key) -> Vec<u8> {
@@ -98,6 +100,7 @@ impl StateMachine {
                     state.next_account = meta.next_account;
                     state.last_applied = meta.last_applied;
                     state.membership = meta.membership;
+                    state.invited = meta.invited;
                 }
                 _ => return Err(decode_err(&key, serde::de::Error::custom("unknown key")).into()),
             }
@@ -122,6 +125,7 @@ impl StateMachine {
                     next_account: state.next_account,
                     last_applied: state.last_applied,
                     membership: state.membership.clone(),
+                    invited: state.invited.clone(),
                 })),
             };
             match value {

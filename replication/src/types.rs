@@ -68,6 +68,7 @@ impl Proposal {
                 name(n)?;
                 validate_fingerprint(fingerprint).map_err(Refusal::Invalid)
             }
+            Command::AllowJoin { node } => name(node),
             Command::SetLimits { name: n, .. }
             | Command::SetFrozen { name: n, .. }
             | Command::DeleteAccount { name: n }
@@ -112,6 +113,12 @@ pub enum Command {
         name: String,
         soft_limit: u64,
         hard_limit: u64,
+    },
+    /// An operator lets the node called `node` join the group: until it
+    /// is a member, the group's nodes take its join request (and nothing
+    /// else) from its certificate.
+    AllowJoin {
+        node: String,
     },
     /// Migration, step 1: `to` joins the replica set; `from` starts
     /// redirecting the account's clients.

@@ -177,3 +177,19 @@ fn expired_and_foreign_certificates_are_refused_both_ways() {
     let err = c.coffer_fails("client.toml", &["sets"]);
     assert!(err.to_lowercase().contains("expired"), "{err}");
 }
+
+#[test]
+fn a_node_that_left_the_group_can_no_longer_reach_the_peer_service() {
+    let c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (dir, port) = (c.dir.path(), c.nodes[0].port);
+    // While a member, node3's certificate is let in.
+    let status = wire::PeerMessage { kind: "forward".into(), json: b"\"Status\"".to_vec() };
+    let mut peer = PeerClient::new(channel(&rt, dir, "node3", port));
+    rt.block_on(peer.forward(status)).expect("a member may call");
+    c.admin_ok(&["cluster", "leave", "node3"]);
+    c.wait_for_group(1, 2);
+    // Gone: no account change, Raft message or sync (tombstones included).
+    every_peer_call_refused(&rt, PeerClient::new(channel(&rt, dir, "node3", port)), "departed node");
+}

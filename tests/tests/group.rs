@@ -207,6 +207,11 @@ fn a_wiped_node_rejoins_as_a_new_member() {
     assert!(status["nodes"].as_array().unwrap().iter().all(|n| n["name"] != "node3"), "{status}");
 
     c.nodes[2].restart();
+    // Its config says to join, but nobody let it in yet.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = c.wait_for_group(1, 2);
+    assert!(status["nodes"].as_array().unwrap().iter().all(|n| n["name"] != "node3"), "{status}");
+    assert!(c.nodes[2].log_text().contains("not a member of this group"), "the refusal says why");
     let join_addr = format!("127.0.0.1:{}", c.nodes[0].port);
     c.admin_at_json(3, &["cluster", "join", &join_addr, "--json"]);
     let status = c.wait_for_group(1, 3);

@@ -342,3 +342,55 @@ fn a_lost_index_is_refused_without_deleting_a_pack_and_repair_brings_every_set_b
     write(&src.join("after-repair.txt"), b"and backups go on");
     env.backup(&[&src]);
 }
+
+#[test]
+fn set_id_bits_come_back_only_with_their_owner() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: restoring as another user needs root to set up");
+        return;
+    }
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("tool"), b"#!/bin/sh\n");
+    fs::set_permissions(src.join("tool"), fs::Permissions::from_mode(0o4755)).unwrap();
+    env.backup(&[&src]);
+
+    // The restore runs as nobody, who cannot make a file owned by root.
+    let out = env.path("out");
+    fs::create_dir(&out).unwrap();
+    fs::set_permissions(env.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    let nobody = Some(nix::unistd::Uid::from_raw(65534));
+    for path in walk(&env.path("")) {
+        nix::unistd::chown(&path, nobody, Some(nix::unistd::Gid::from_raw(65534))).unwrap();
+    }
+    let mut restore = std::process::Command::new("setpriv");
+    restore.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(coffer_tests::binary("coffer"));
+    for (name, value) in env.command().get_envs() {
+        match value {
+            Some(value) => restore.env(name, value),
+            None => restore.env_remove(name),
+        };
+    }
+    let tool = src.join("tool");
+    let restored = out.join("tool");
+    let output =
+        restore.args(["restore", &tool.display().to_string(), &restored.display().to_string()]).output();
+    let output = output.expect("run setpriv");
+    let said =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() || said.contains("owner"), "{said}");
+    let meta = fs::metadata(&restored).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "a set-uid file owned by whoever restored it");
+    assert!(said.contains("set-user/group-id bits left off"), "{said}");
+}
+
+/// Every path under `root`, itself included.
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![root.to_path_buf()];
+    if root.is_dir() && !root.is_symlink() {
+        for entry in fs::read_dir(root).unwrap() {
+            out.extend(walk(&entry.unwrap().path()));
+        }
+    }
+    out
+}
