@@ -394,3 +394,18 @@ fn walk(root: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn the_client_cache_is_private_to_its_user() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src.join("a/f"), b"listed in the cache, decrypted");
+    env.backup(&[&src]);
+    let cached = walk(&env.path("cache"));
+    assert!(cached.len() > 3, "the backup filled the cache: {cached:?}");
+    for path in cached {
+        let mode = fs::symlink_metadata(&path).unwrap().permissions().mode() & 0o777;
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+}
