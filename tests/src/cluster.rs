@@ -360,6 +360,12 @@ impl Cluster {
         config
     }
 
+    /// The key fingerprint the group registered for `account`.
+    pub fn fingerprint(&self, account: &str) -> String {
+        let info = self.admin_json(&["account", "info", account, "--json"]);
+        info[0]["key_fingerprint"].as_str().expect("account info names its fingerprint").to_string()
+    }
+
     /// Node `k`'s record of `account` (`account info --json`), if node `k`
     /// answers and holds the account: marker, sets, pack bytes are its own.
     pub fn replica(&self, k: usize, account: &str) -> Option<Value> {

@@ -26,11 +26,6 @@ fn restore(c: &Cluster, config: &str, from: &Path, to: &Path) {
     c.coffer_ok(config, &["restore", &from.display().to_string(), &to.display().to_string()]);
 }
 
-fn fingerprint(c: &Cluster, account: &str) -> String {
-    let info = c.admin_json(&["account", "info", account, "--json"]);
-    info[0]["key_fingerprint"].as_str().unwrap().to_string()
-}
-
 fn set_ids(c: &Cluster, config: &str) -> Vec<String> {
     let sets = c.coffer_json(config, &["sets", "--json"]);
     sets.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect()
@@ -79,7 +74,7 @@ fn two_accounts_back_up_through_one_node_and_cannot_reach_each_other() {
     // Ids learnt from bob's account are invisible to alice's certificate.
     let bob_set = unhex(&set_ids(&c, &bob)[0]);
     let mut raw = RawClient::connect(c.dir.path(), "client", c.nodes[0].port).unwrap();
-    raw.login(&fingerprint(&c, "client"), true).unwrap();
+    raw.login(&c.fingerprint("client"), true).unwrap();
     assert_eq!(raw.have(vec![bob_set.clone()]).unwrap(), vec![false]);
     let err = raw.download(vec![bob_set.clone()]).unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
@@ -189,7 +184,7 @@ fn limits_freezing_and_a_second_writer() {
 
     // A second writer of the same account is told the account is busy.
     let mut holder = RawClient::connect(c.dir.path(), "client", c.nodes[0].port).unwrap();
-    holder.login(&fingerprint(&c, "client"), true).unwrap();
+    holder.login(&c.fingerprint("client"), true).unwrap();
     write(&src.join("newer"), b"newer file");
     let err = c.coffer_fails("client.toml", &["backup", &src.display().to_string()]);
     assert!(err.contains("busy"), "{err}");
@@ -290,7 +285,7 @@ fn malformed_requests_get_errors_and_leave_the_store_intact() {
     let mut raw = RawClient::connect(c.dir.path(), "client", c.nodes[0].port).unwrap();
     let err = raw.have(vec![vec![1; 32]]).unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unauthenticated, "requests before login: {err}");
-    raw.login(&fingerprint(&c, "client"), true).unwrap();
+    raw.login(&c.fingerprint("client"), true).unwrap();
 
     let err = raw.have(vec![vec![1; 32], vec![2; 5]]).unwrap_err();
     assert!(err.code() == tonic::Code::InvalidArgument && err.message().contains("#1"), "{err}");
@@ -314,7 +309,7 @@ fn malformed_requests_get_errors_and_leave_the_store_intact() {
     drop(raw);
 
     let mut raw = RawClient::connect(c.dir.path(), "client", c.nodes[0].port).unwrap();
-    raw.login(&fingerprint(&c, "client"), false).unwrap();
+    raw.login(&c.fingerprint("client"), false).unwrap();
     assert_eq!(raw.have(vec![vec![7; 32], vec![8; 32], vec![9; 32]]).unwrap(), vec![false; 3]);
     assert_eq!(raw.have(vec![vec![10; 32]]).unwrap(), vec![true], "the broken-off stream kept its object");
     drop(raw);

@@ -12,9 +12,8 @@ use coffer_tests::rawclient::RawClient;
 fn a_wrong_keys_login_learns_nothing_about_the_registered_keys() {
     let c = Cluster::start(1);
     let alice = c.add_client("alice", "1GiB", "1GiB");
-    let info = c.admin_json(&["account", "info", "alice", "--json"]);
-    let registered = info[0]["key_fingerprint"].as_str().unwrap().to_string();
-    assert_eq!(registered.len(), 64, "{info}");
+    let registered = c.fingerprint("alice");
+    assert_eq!(registered.len(), 64, "{registered}");
 
     // The quickstart account's keys, offered for alice's account.
     let wrong = std::fs::read_to_string(c.path(&alice)).unwrap().replace("alice.keys", "client.keys");
@@ -53,8 +52,7 @@ fn an_oversized_or_malformed_fingerprint_is_refused_and_the_group_keeps_committi
         });
     }
     c.coffer_ok(&config, &["init"]);
-    let info = c.admin_json(&["account", "info", "mallory", "--json"]);
-    assert_eq!(info[0]["key_fingerprint"].as_str().unwrap().len(), 64, "{info}");
+    assert_eq!(c.fingerprint("mallory").len(), 64);
 }
 
 #[test]
@@ -64,7 +62,7 @@ fn downloads_a_client_never_reads_do_not_stop_another_accounts_backup() {
     write(&big.join("f"), &random_bytes(7, 40 << 20));
     c.backup("client.toml", &big);
     let port = c.nodes[0].port;
-    let fp = fingerprint(&c, "client");
+    let fp = c.fingerprint("client");
     let mut reader = RawClient::connect(c.dir.path(), "client", port).unwrap();
     reader.login(&fp, false).unwrap();
     let ids = reader.reachable().unwrap();
@@ -94,11 +92,6 @@ fn downloads_a_client_never_reads_do_not_stop_another_accounts_backup() {
     assert_eq!(report["files_total"].as_u64(), Some(20), "{report}");
     drop(opened);
     drop(hog);
-}
-
-fn fingerprint(c: &Cluster, account: &str) -> String {
-    let info = c.admin_json(&["account", "info", account, "--json"]);
-    info[0]["key_fingerprint"].as_str().unwrap().to_string()
 }
 
 #[test]
