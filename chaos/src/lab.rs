@@ -127,7 +127,7 @@ impl Lab {
     /// Deletes a killed node's index, and checks that the node then refuses
     /// to start, naming the problem, with every pack file kept.
     pub fn lose_index(&self, k: usize) -> Result<()> {
-        let packs = self.cluster.pack_bytes(k);
+        let packs = self.cluster.committed_pack_bytes(k);
         if packs == 0 {
             bail!("node{k} holds no packs: there is no index to lose");
         }
@@ -152,7 +152,7 @@ impl Lab {
         if out.status.success() || !err.contains("no index") {
             bail!("node{k} without its index did not refuse to start: {err}");
         }
-        if self.cluster.pack_bytes(k) != packs {
+        if self.cluster.committed_pack_bytes(k) != packs {
             bail!("node{k} without its index changed its pack files");
         }
         Ok(())

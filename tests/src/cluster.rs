@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use coffer_raid::discset::TEMP_SUFFIX as RAID_TEMP_SUFFIX;
 use serde_json::Value;
 
 use crate::binary;
@@ -381,6 +382,19 @@ impl Cluster {
         self.pack_dirs(k)
             .iter()
             .flat_map(|dir| crate::walk_files(dir))
+            .filter_map(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Bytes in node `k`'s committed pack files: what a node must never
+    /// change on its own. Temporaries of writes a kill cut short (`.rfw`)
+    /// are left out, since opening a disc set removes them as garbage.
+    pub fn committed_pack_bytes(&self, k: usize) -> u64 {
+        self.pack_dirs(k)
+            .iter()
+            .flat_map(|dir| crate::walk_files(dir))
+            .filter(|f| !f.to_string_lossy().ends_with(RAID_TEMP_SUFFIX))
             .filter_map(|f| f.metadata().ok())
             .map(|m| m.len())
             .sum()
