@@ -69,6 +69,28 @@ pub struct LocalBackend {
     writer: Mutex<Option<AccountWriter>>,
 }
 
+/// How long opening a local store waits for another process (the daemon
+/// mid-run, a restore) to let go of it.
+const IN_USE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens a local store, waiting while another process has it open: one
+/// process at a time holds its index.
+fn open_when_free(root: &Path) -> Result<Store> {
+    let deadline = std::time::Instant::now() + IN_USE_WAIT;
+    let mut said = false;
+    loop {
+        match Store::open(root) {
+            Err(StoreError::InUse(_)) if std::time::Instant::now() < deadline => {
+                if !std::mem::replace(&mut said, true) {
+                    tracing::info!(store = %root.display(), "the store is in use by another process; waiting");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 impl LocalBackend {
     /// Creates the store if needed and its account for these keys.
     pub fn init(root: &Path, keys: &Keys) -> Result<LocalBackend> {
@@ -82,7 +104,7 @@ impl LocalBackend {
 
     /// Opens the store and checks that `keys` are this account's keys.
     pub fn open(root: &Path, keys: &Keys) -> Result<LocalBackend> {
-        let store = Store::open(root)?;
+        let store = open_when_free(root)?;
         let account = store
             .find_account(LOCAL_ACCOUNT)?
             .ok_or_else(|| Error::Invalid(format!("{} has no account; run `coffer init`", root.display())))?;

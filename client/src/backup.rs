@@ -5,31 +5,100 @@
 //! refuses a set that names a missing object). When every location's root is
 //! exactly what the newest set already records, no set is committed: there is
 //! nothing new to keep.
+//!
+//! A location whose scan looks like a mass deletion (see `deletions`), or
+//! that is missing when the caller tolerates it, keeps its previous contents
+//! in the new set; so do the locations the caller asks to carry (ones
+//! removed from the configuration, kept for a while).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use coffer_proto::SetStats;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::age::AgePolicy;
 use crate::backupset::{BackupSet, Location, SetContents};
 use crate::browse::Catalog;
+use crate::config::ClientConfig;
+use crate::deletions;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
-use crate::scanner::{self, Scanner};
+use crate::rules::Rules;
+use crate::scanner::{self, ScanOptions, Scanner};
+use crate::steering::Steering;
 
-#[derive(Debug, Clone)]
+/// One directory to back up, with its location's rules.
+pub struct Source {
+    pub path: PathBuf,
+    /// The configured location's name, if it is one.
+    pub name: Option<String>,
+    pub rules: Rules,
+    /// Take a scan that drops most of the location's files.
+    pub allow_deletions: bool,
+}
+
+impl Source {
+    /// `path` with the rules of its configured location, if it is one, and
+    /// the client's private paths (cache, keys, a local store) left out.
+    pub fn new(repo: &Repository, config: &ClientConfig, path: &Path) -> Result<Source> {
+        let (name, rules) = match config.location_of(path) {
+            Some(l) => (Some(l.name.clone()), Rules::compile(&l.name, &l.rules)?),
+            None => (None, Rules::default()),
+        };
+        let rules = rules.with_private(&repo.private_paths);
+        Ok(Source { path: path.to_path_buf(), name, rules, allow_deletions: false })
+    }
+
+    /// Every configured location.
+    pub fn configured(repo: &Repository, config: &ClientConfig) -> Result<Vec<Source>> {
+        config.locations.iter().map(|l| Source::new(repo, config, &l.path)).collect()
+    }
+
+    fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.path.display().to_string())
+    }
+}
+
+#[derive(Clone)]
 pub struct BackupOptions {
     pub compress: bool,
     pub progress: bool,
     pub tags: Vec<String>,
+    /// The share of a location's files a scan may drop before it is held.
+    pub mass_deletion: f64,
+    /// A missing location keeps its previous contents instead of failing.
+    pub tolerate_missing: bool,
+    /// Locations (absolute paths) the new set copies from the newest one.
+    pub carry: Vec<PathBuf>,
+    pub age: Option<Arc<AgePolicy>>,
+    pub max_file_size: Option<u64>,
+    pub steering: Option<Arc<Steering>>,
 }
 
 impl Default for BackupOptions {
     fn default() -> Self {
-        BackupOptions { compress: true, progress: false, tags: Vec::new() }
+        BackupOptions {
+            compress: true,
+            progress: false,
+            tags: Vec::new(),
+            mass_deletion: 0.5,
+            tolerate_missing: false,
+            carry: Vec::new(),
+            age: None,
+            max_file_size: None,
+            steering: None,
+        }
     }
+}
+
+/// A location whose previous contents the new set keeps, and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Held {
+    pub location: String,
+    pub reason: String,
 }
 
 /// What a backup did; printed for people, or as JSON with `--json`.
@@ -55,6 +124,12 @@ pub struct BackupReport {
     pub bytes_read: u64,
     pub chunks_new: u64,
     pub bytes_stored_new: u64,
+    /// Locations that kept their previous contents (mass deletion, missing).
+    pub held: Vec<Held>,
+    /// Files changed too recently to take (lazy mode), and when the first
+    /// of them is due (ns since the epoch).
+    pub waiting: u64,
+    pub next_due_ns: Option<i64>,
     pub warnings: Vec<String>,
     pub seconds: f64,
 }
@@ -69,20 +144,22 @@ const RESTARTS: u32 = 5;
 /// and the failover connector finds another, from the new node's list and
 /// with nothing the old node said: chunks that reached the new node before
 /// are not sent again.
-pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Result<BackupReport> {
-    let mut catalog = match repo.cached_sets() {
-        Some(sets) => Catalog { sets },
-        None => Catalog::load(repo)?,
-    };
+pub fn backup(repo: &Repository, sources: &[Source], opts: &BackupOptions) -> Result<BackupReport> {
+    let mut catalog = Catalog::cached_or_load(repo)?;
     let mut restarts = 0;
     loop {
-        let error = match backup_with(repo, &catalog, paths, opts) {
+        let error = match backup_with(repo, &catalog, sources, opts) {
             Ok(report) => return Ok(BackupReport { restarts, ..report }),
             Err(e)
                 if restarts < RESTARTS
                     && matches!(e, Error::StoreChanged { .. } | Error::Interrupted { .. }) =>
             {
                 e
+            }
+            Err(Error::Stopped) => {
+                // What was sent stays, durable, for the next run to skip.
+                repo.backend.flush()?;
+                return Err(Error::Stopped);
             }
             Err(e) => return Err(e),
         };
@@ -101,23 +178,39 @@ pub fn backup(repo: &Repository, paths: &[PathBuf], opts: &BackupOptions) -> Res
 fn backup_with(
     repo: &Repository,
     catalog: &Catalog,
-    paths: &[PathBuf],
+    sources: &[Source],
     opts: &BackupOptions,
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let time_ns = coffer_proto::clock::now_ns();
-    let scanner = Scanner::new(repo, opts.compress);
+    if let Some(age) = &opts.age {
+        age.begin();
+    }
+    let scanner = Scanner::new(
+        repo,
+        ScanOptions {
+            compress: opts.compress,
+            age: opts.age.as_deref(),
+            max_file_size: opts.max_file_size,
+            steering: opts.steering.as_deref(),
+        },
+    );
     let progress = progress_bar(opts.progress);
     let mut locations = Vec::new();
-    for path in paths {
-        let path = scanner::location_path(path)?;
-        let key = path.as_os_str().as_encoded_bytes().to_vec();
-        let previous = catalog.history(&key).last();
-        progress.set_message(format!("scanning {}", path.display()));
-        let root = scan_with_progress(&scanner, &progress, || {
-            scanner.scan_root(&path, previous.map(|(_, l)| &l.root))
-        })?;
-        locations.push(Location { path: key, root });
+    let mut held = Vec::new();
+    for source in sources {
+        let scanned = scan_location(repo, catalog, &scanner, &progress, source, opts)?;
+        if let Some(reason) = scanned.held {
+            tracing::warn!(location = %source.label(), "keeping the previous contents: {reason}");
+            held.push(Held { location: source.label(), reason });
+        }
+        locations.extend(scanned.location);
+    }
+    for path in &opts.carry {
+        let key = path.as_os_str().as_encoded_bytes();
+        if let Some((_, previous)) = catalog.history(key).last() {
+            locations.push(previous.clone());
+        }
     }
     repo.backend.flush()?;
     progress.finish_and_clear();
@@ -131,6 +224,9 @@ fn backup_with(
         bytes_read: c.bytes_read.load(Relaxed),
         chunks_new: c.chunks_new.load(Relaxed),
         bytes_stored_new: c.bytes_stored_new.load(Relaxed),
+        held,
+        waiting: opts.age.as_ref().map_or(0, |a| a.waiting() as u64),
+        next_due_ns: opts.age.as_ref().and_then(|a| a.next_due()),
         warnings: scanner.take_warnings(),
         ..BackupReport::default()
     };
@@ -168,6 +264,57 @@ fn backup_with(
     report.node = repo.backend.node();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What one location's scan gives the new set.
+struct Scanned {
+    /// None: the location is not in the new set at all.
+    location: Option<Location>,
+    /// Why the previous contents were kept instead of the scan.
+    held: Option<String>,
+}
+
+fn scan_location(
+    repo: &Repository,
+    catalog: &Catalog,
+    scanner: &Scanner,
+    progress: &ProgressBar,
+    source: &Source,
+    opts: &BackupOptions,
+) -> Result<Scanned> {
+    let missing = opts.tolerate_missing && std::fs::symlink_metadata(&source.path).is_err();
+    let path = if missing { source.path.clone() } else { scanner::location_path(&source.path)? };
+    let key = path.as_os_str().as_encoded_bytes().to_vec();
+    let previous = catalog.history(&key).last();
+    if missing {
+        let held = previous.map(|_| "is missing; keeping it as it was until it comes back".to_string());
+        return Ok(Scanned { location: previous.map(|(_, l)| l.clone()), held });
+    }
+    progress.set_message(format!("scanning {}", path.display()));
+    let files_before = scanner.counters.files_total.load(Relaxed);
+    let root = scan_with_progress(scanner, progress, || {
+        scanner.scan_root(&path, previous.map(|(_, l)| &l.root), &source.rules)
+    })?;
+    let files_now = scanner.counters.files_total.load(Relaxed) - files_before;
+    let location = Location { path: key, root };
+    let Some((set, previous)) = previous.filter(|_| !source.allow_deletions) else {
+        return Ok(Scanned { location: Some(location), held: None });
+    };
+    let reason = deletions::hold_reason(
+        repo,
+        previous,
+        set.header.stats.files,
+        &location.root,
+        files_now,
+        opts.mass_deletion,
+    )?;
+    Ok(match reason {
+        Some(reason) => Scanned {
+            location: Some(previous.clone()),
+            held: Some(format!("{reason}; `--allow-deletions {}` accepts it", source.label())),
+        },
+        None => Scanned { location: Some(location), held: None },
+    })
 }
 
 fn same_locations(a: &[Location], b: &[Location]) -> bool {

@@ -46,6 +46,15 @@ impl Catalog {
         Ok(Catalog { sets: repo.sets()? })
     }
 
+    /// From the cache when it holds a complete list (no store access at
+    /// all), else from the store.
+    pub fn cached_or_load(repo: &Repository) -> Result<Catalog> {
+        match repo.cached_sets() {
+            Some(sets) => Ok(Catalog { sets }),
+            None => Catalog::load(repo),
+        }
+    }
+
     /// Every location ever backed up, sorted.
     pub fn locations(&self) -> Vec<&Location> {
         let mut out: Vec<&Location> = Vec::new();

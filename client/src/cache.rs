@@ -7,6 +7,10 @@
 //! node, a connection. When the store reports another marker the list is
 //! dropped and fetched again. The cache is an optimisation only: any failure
 //! to write it is logged and ignored.
+//!
+//! One process at a time writes to the account through a cache: a backup
+//! or a daemon holds [`WriterLock`] (an `flock` on `writer.lock`, released
+//! by the kernel if the process dies), and a second one is told who has it.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,8 +19,14 @@ use std::path::{Path, PathBuf};
 use coffer_proto::ObjectId;
 use tracing::{debug, info};
 
+use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::tree;
+
+/// Proof that this process is the one writing through the cache.
+pub struct WriterLock {
+    _file: nix::fcntl::Flock<fs::File>,
+}
 
 pub struct Cache {
     dir: PathBuf,
@@ -42,6 +52,49 @@ impl Cache {
             }
         }
         Cache { dir: root.join(&name[..24]) }
+    }
+
+    /// This account's directory in the cache.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Takes the writer lock for `who` ("backup", "daemon"), or says which
+    /// process holds it.
+    pub fn lock_writer(&self, who: &str) -> Result<WriterLock> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let path = self.dir.join("writer.lock");
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(Error::io(&self.dir))?;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut locked) => {
+                let said = format!("{who} (pid {})", std::process::id());
+                let written = locked
+                    .set_len(0)
+                    .and_then(|_| locked.rewind())
+                    .and_then(|_| locked.write_all(said.as_bytes()));
+                written.map_err(Error::io(&path))?;
+                Ok(WriterLock { _file: locked })
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                Err(Error::Busy(format!(
+                    "another coffer is writing to this account through the same cache: {}; wait for it to \
+                     finish (with a daemon, use `coffer ctl sync`)",
+                    if holder.is_empty() { "a process" } else { holder.trim() }
+                )))
+            }
+            Err((_, errno)) => Err(Error::io(&path)(errno.into())),
+        }
     }
 
     fn list_path(&self) -> PathBuf {

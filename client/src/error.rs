@@ -38,6 +38,13 @@ pub enum Error {
     NoServer { tried: String },
     #[error("the store changed since this client's cache was made (marker {expected}, now {found})")]
     StoreChanged { expected: u64, found: u64 },
+    /// Asked to stop (`coffer ctl stop`, SIGTERM) at an object boundary:
+    /// what reached the store stays, and the next backup skips it.
+    #[error("the backup was stopped; the next one goes on from where it left off")]
+    Stopped,
+    /// Another coffer process is backing up with this cache.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

@@ -15,13 +15,20 @@
 //! - [`config`]: the client's TOML configuration.
 //! - [`cache`]: the local cache of trees, sets and the client store marker.
 //! - `repo`: backend, keys and cache together; verified reads.
+//! - [`rules`]: which entries of a location a backup takes.
+//! - `age`: which changed files are old enough to upload (lazy mode).
+//! - [`steering`]: pausing, stopping and watching a running backup.
 //! - `scanner`: walks directories, detects changes, chunks and uploads.
+//! - `deletions`: holding a scan that would drop most of a location.
 //! - [`backup`]: one backup run, ending in a committed set.
+//! - [`daemon`]: `coffer daemon`, which keeps the locations backed up, and
+//!   its control socket.
 //! - [`browse`]: finding paths, versions and deleted files in the history.
 //! - [`restore`]: recreating trees and files with their metadata.
 //! - [`compare`]: comparing a backup with the disk.
 //! - [`timefmt`]: reading and printing times.
 
+mod age;
 pub mod backend;
 pub mod backup;
 mod backupset;
@@ -31,16 +38,21 @@ mod chunker;
 pub mod compare;
 pub mod config;
 mod crypto;
+pub mod daemon;
+mod deletions;
 mod error;
 mod failover;
 pub mod keys;
 mod remote;
 mod repo;
 pub mod restore;
+pub mod rules;
 mod scanner;
+pub mod steering;
 pub mod timefmt;
 pub mod tree;
 
+pub use age::AgePolicy;
 pub use error::{Error, Result};
 pub use remote::Access;
 pub use repo::{Repository, StoreSpec};

@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
-use coffer_client::backup::{self, BackupOptions, human_bytes};
+use coffer_client::backup::{self, BackupOptions, Source, human_bytes};
 use coffer_client::browse::{self, Catalog, Selector};
 use coffer_client::config::ClientConfig;
 use coffer_client::tree::Kind;
-use coffer_client::{Access, Repository, StoreSpec, cache, compare, restore, timefmt};
+use coffer_client::{Access, Repository, StoreSpec, cache, compare, daemon, restore, timefmt};
 use coffer_proto::tls::TlsFiles;
 
 /// Encrypted, deduplicated, versioned backups.
@@ -76,7 +76,8 @@ impl At {
 enum Command {
     /// Create a keys file and initialise the store for it.
     Init,
-    /// Back up directories: upload what changed and commit a backup set.
+    /// Back up directories (the configured locations without PATHS): upload
+    /// what changed and commit a backup set.
     Backup {
         #[arg(long)]
         json: bool,
@@ -86,7 +87,10 @@ enum Command {
         /// A tag recorded in the set (repeatable).
         #[arg(long)]
         tag: Vec<String>,
-        #[arg(required = true)]
+        /// Accept scans that drop most of a location's files (otherwise the
+        /// set keeps the location's previous contents and says so).
+        #[arg(long)]
+        allow_deletions: bool,
         paths: Vec<PathBuf>,
     },
     /// List backup sets.
@@ -146,6 +150,50 @@ enum Command {
     /// Rebuild a local store's index from its pack files: the repair for a
     /// store whose index was lost or rolled back. Removes nothing.
     Repair,
+    /// Keep the configured locations backed up ([daemon] and [[location]]
+    /// in --config): continuously in lazy mode, on `coffer ctl sync` in
+    /// snapshot mode.
+    Daemon {
+        /// Stay in the foreground, logging to stderr (systemd, containers).
+        /// Otherwise the daemon detaches and logs to daemon.log in the cache.
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// Control the running daemon through its socket.
+    Ctl {
+        #[command(subcommand)]
+        command: Ctl,
+    },
+}
+
+#[derive(Subcommand)]
+enum Ctl {
+    /// What the daemon is doing, how far it has got, when it runs next.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Back up every location now and report the outcome.
+    Sync {
+        /// Accept the mass deletion held for this location (name or path; repeatable).
+        #[arg(long)]
+        allow_deletions: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reread the configuration (a broken one is refused, the running one kept).
+    Reload,
+    /// Stop at the next object boundary and exit; the next run goes on from there.
+    Stop,
+    /// Stop uploading at the next object boundary until `resume`.
+    Pause,
+    Resume,
+    /// Wait until no backup runs and no sync is queued.
+    Wait {
+        /// Give up after this long ("90s", "10m").
+        #[arg(long, default_value = "1h")]
+        timeout: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -167,7 +215,14 @@ fn main() -> ExitCode {
 }
 
 /// Where the store, keys and cache are: flags first, then the config file.
-fn settings(cli: &Cli) -> Result<(StoreSpec, PathBuf, PathBuf)> {
+struct Settings {
+    store: StoreSpec,
+    keys: PathBuf,
+    cache_root: PathBuf,
+    config: ClientConfig,
+}
+
+fn settings(cli: &Cli) -> Result<Settings> {
     let config = match &cli.config {
         Some(path) => ClientConfig::load(path)?,
         None => ClientConfig::default(),
@@ -182,14 +237,20 @@ fn settings(cli: &Cli) -> Result<(StoreSpec, PathBuf, PathBuf)> {
             anyhow!("no keys file given: use --keys FILE, COFFER_KEYS or `keys` in --config")
         })?;
     let cache_root = cli.cache.clone().or(config.cache.clone()).unwrap_or_else(cache::default_root);
-    let tls = TlsFiles::from_flags(&cli.cert, &cli.key, &cli.ca)?.or(config.tls);
+    let tls = TlsFiles::from_flags(&cli.cert, &cli.key, &cli.ca)?.or(config.tls.clone());
     // The configured group only fails over from the configured store.
     let others = if cli.store.is_some() { Vec::new() } else { config.nodes.clone() };
-    Ok((StoreSpec { url, others, failover: !cli.no_failover, tls }, keys, cache_root))
+    let store = StoreSpec { url, others, failover: !cli.no_failover, tls };
+    Ok(Settings { store, keys, cache_root, config })
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let (store, keys, cache_root) = settings(&cli)?;
+    match &cli.command {
+        Command::Ctl { command } => return ctl(&cli, command),
+        Command::Daemon { foreground } => return daemon(&cli, *foreground),
+        _ => {}
+    }
+    let Settings { store, keys, cache_root, config } = settings(&cli)?;
     if let Command::Init = cli.command {
         let repo = Repository::init(&store, &keys, &cache_root)?;
         println!("Created keys file {} (fingerprint {}).", keys.display(), &repo.keys.fingerprint()[..16]);
@@ -213,14 +274,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let repo = Repository::open(&store, &keys, &cache_root, access)
         .with_context(|| format!("opening store {}", store.url))?;
     match cli.command {
-        Command::Init | Command::Repair => unreachable!("handled above"),
-        Command::Backup { json, no_compress, tag, paths } => {
+        Command::Init | Command::Repair | Command::Daemon { .. } | Command::Ctl { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Backup { json, no_compress, tag, allow_deletions, paths } => {
+            let _lock = repo.cache.lock_writer("coffer backup")?;
+            let mut sources = match paths.is_empty() {
+                true if config.locations.is_empty() => {
+                    anyhow::bail!("nothing to back up: give PATHS, or [[location]] entries in --config")
+                }
+                true => Source::configured(&repo, &config)?,
+                false => paths.iter().map(|p| Source::new(&repo, &config, p)).collect::<Result<_, _>>()?,
+            };
+            sources.iter_mut().for_each(|s| s.allow_deletions = allow_deletions);
             let opts = BackupOptions {
                 compress: !no_compress,
                 progress: !json && std::io::stderr().is_terminal(),
                 tags: tag,
+                mass_deletion: config.daemon.mass_deletion,
+                ..BackupOptions::default()
             };
-            let report = backup::backup(&repo, &paths, &opts)?;
+            let report = backup::backup(&repo, &sources, &opts)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -243,8 +317,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print_versions(&versions, json)?;
         }
         Command::Restore { at, path, dest } => return restore_cmd(&repo, &at, &path, &dest),
-        Command::Compare { quick, at, json, path } => return compare_cmd(&repo, &at, &path, quick, json),
+        Command::Compare { quick, at, json, path } => {
+            return compare_cmd(&repo, &config, &at, &path, quick, json);
+        }
         Command::Forget { set_id, json } => {
+            let _lock = repo.cache.lock_writer("coffer forget")?;
             let catalog = Catalog::load(&repo)?;
             let set = catalog.find_set(&set_id)?;
             let before = repo.backend.marker()?;
@@ -275,6 +352,105 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn daemon(cli: &Cli, foreground: bool) -> Result<ExitCode> {
+    let load = || -> Result<daemon::Setup, String> {
+        let s = settings(cli).map_err(|e| format!("{e:#}"))?;
+        Ok(daemon::Setup { store: s.store, keys: s.keys, cache_root: s.cache_root, config: s.config })
+    };
+    let first = load().map_err(|e| anyhow!(e))?;
+    if first.config.locations.is_empty() {
+        anyhow::bail!("the daemon has nothing to back up: add [[location]] entries to --config");
+    }
+    if !foreground {
+        detach(&first.cache_root)?;
+    }
+    daemon::run(&load)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Leaves the terminal: logs go to daemon.log in the cache root.
+fn detach(cache_root: &Path) -> Result<()> {
+    std::fs::create_dir_all(cache_root)?;
+    let log_path = cache_root.join("daemon.log");
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    nix::unistd::daemon(true, true).context("detaching")?;
+    nix::unistd::dup2_stderr(&log).context("redirecting the log")?;
+    Ok(())
+}
+
+fn ctl(cli: &Cli, command: &Ctl) -> Result<ExitCode> {
+    let config = match &cli.config {
+        Some(path) => ClientConfig::read(path)?,
+        None => ClientConfig::default(),
+    };
+    let cache_root = cli.cache.clone().or(config.cache.clone()).unwrap_or_else(cache::default_root);
+    let socket = daemon::socket_path(&config, &cache_root);
+    let (request, json) = match command {
+        Ctl::Status { json } => (daemon::Request::Status, *json),
+        Ctl::Sync { allow_deletions, json } => {
+            (daemon::Request::Sync { allow_deletions: allow_deletions.clone() }, *json)
+        }
+        Ctl::Reload => (daemon::Request::Reload, false),
+        Ctl::Stop => (daemon::Request::Stop, false),
+        Ctl::Pause => (daemon::Request::Pause, false),
+        Ctl::Resume => (daemon::Request::Resume, false),
+        Ctl::Wait { timeout } => {
+            let timeout =
+                humantime::parse_duration(timeout).with_context(|| format!("--timeout {timeout}"))?;
+            (daemon::Request::Wait { timeout_secs: timeout.as_secs().max(1) }, false)
+        }
+    };
+    let response = daemon::call(&socket, &request)?;
+    if json {
+        println!("{}", serde_json::to_string(&response.detail)?);
+    } else if let daemon::Request::Status = request {
+        print_status(&response.detail);
+    } else {
+        println!("{}", response.message);
+        if let Some(held) = response.detail["held"].as_array() {
+            for h in held {
+                eprintln!("warning: location {} kept as it was: {}", h["location"], h["reason"]);
+            }
+        }
+    }
+    Ok(if response.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn print_status(s: &serde_json::Value) {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    println!("mode          {}", text(&s["mode"]));
+    println!("state         {}", text(&s["state"]));
+    if s["running"] == true {
+        let p = &s["progress"];
+        println!(
+            "progress      {} of ~{} files, {} of ~{} scanned, {} uploaded",
+            p["files_scanned"],
+            s["files_expected"],
+            human_bytes(p["bytes_scanned"].as_u64().unwrap_or(0)),
+            human_bytes(s["bytes_expected"].as_u64().unwrap_or(0)),
+            human_bytes(p["bytes_uploaded"].as_u64().unwrap_or(0)),
+        );
+        println!("file          {}", text(&s["file"]));
+        if let Some(left) = s["seconds_left"].as_f64() {
+            println!(
+                "time left     ~{}",
+                humantime::format_duration(std::time::Duration::from_secs(left as u64))
+            );
+        }
+    }
+    println!("last set      {} at {}", text(&s["last_set"]), text(&s["last_success"]));
+    println!("last error    {}", text(&s["last_error"]));
+    println!("node          {}", text(&s["node"]));
+    println!("next run      {}", text(&s["next_run"]));
+    println!("waiting files {}", s["waiting_files"]);
+    for h in s["held"].as_array().into_iter().flatten() {
+        println!("holding       {}: {}", text(&h["location"]), text(&h["reason"]));
+    }
+    for e in s["events"].as_array().into_iter().flatten() {
+        println!("event         {} {} {}", text(&e["time"]), text(&e["name"]), e["detail"]);
+    }
 }
 
 fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path) -> Result<ExitCode> {
@@ -311,13 +487,23 @@ fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path) -> Result<E
     Ok(ExitCode::from(2))
 }
 
-fn compare_cmd(repo: &Repository, at: &At, path: &Path, quick: bool, json: bool) -> Result<ExitCode> {
+fn compare_cmd(
+    repo: &Repository,
+    config: &ClientConfig,
+    at: &At,
+    path: &Path,
+    quick: bool,
+    json: bool,
+) -> Result<ExitCode> {
     let catalog = Catalog::load(repo)?;
     let located = catalog.locate(path)?;
+    let location_path =
+        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&located.location));
     let (_, location) = catalog.select(&located.location, &at.selector()?)?;
     let entry = browse::lookup(repo, location, &located.components)?
         .ok_or_else(|| anyhow!("{} is not in the backup", located.path.display()))?;
-    let diffs = compare::compare(repo, &entry, &located.path, quick)?;
+    let rules = Source::new(repo, config, &location_path)?.rules;
+    let diffs = compare::compare(repo, &entry, &located.path, &rules, quick)?;
     if json {
         println!("{}", serde_json::to_string(&diffs)?);
     } else {
@@ -332,6 +518,9 @@ fn compare_cmd(repo: &Repository, at: &At, path: &Path, quick: bool, json: bool)
 fn print_backup(r: &backup::BackupReport) {
     for w in &r.warnings {
         eprintln!("warning: {w}");
+    }
+    for h in &r.held {
+        eprintln!("warning: location {} kept as it was: {}", h.location, h.reason);
     }
     let set = r.set_id.as_deref().map(|s| &s[..12]).unwrap_or("-");
     if r.unchanged {

@@ -26,7 +26,7 @@ pub struct Repository {
     pub backend: Box<dyn Backend>,
     pub keys: Keys,
     pub cache: Cache,
-    /// Paths a backup must never descend into (the local store itself).
+    /// Paths a backup never takes: the local store, the cache, the keys file.
     pub private_paths: Vec<PathBuf>,
 }
 
@@ -106,7 +106,7 @@ impl Repository {
 
     pub fn open(spec: &StoreSpec, keys_path: &Path, cache_root: &Path, access: Access) -> Result<Repository> {
         let keys = Keys::load(keys_path)?;
-        Ok(match StoreUrl::parse(&spec.url)? {
+        let mut repo = match StoreUrl::parse(&spec.url)? {
             StoreUrl::Local(root) => {
                 let backend = LocalBackend::open(&root, &keys)?;
                 Self::assemble(Box::new(backend), keys, cache_root, Some(root))
@@ -116,7 +116,9 @@ impl Repository {
                     RemoteBackend::new(spec.group(&host, port, cache_root)?, keys.fingerprint(), access)?;
                 Self::assemble(Box::new(backend), keys, cache_root, None)
             }
-        })
+        };
+        repo.private_paths.extend(std::fs::canonicalize(keys_path));
+        Ok(repo)
     }
 
     /// Local stores report their marker at once; a node's is checked against

@@ -13,6 +13,10 @@
 //! "stored mtime min(mtime, start-1)" serves the same end, but Coffer keeps
 //! the true mtime for restore). A file that changes while it is read is read
 //! again, up to [`MAX_READS`] times.
+//!
+//! What is taken follows the location's [`Rules`]; in the daemon's lazy
+//! mode an [`AgePolicy`] holds back files changed too recently, and a
+//! [`Steering`] can pause or stop the scan between two objects.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -27,10 +31,13 @@ use coffer_proto::ObjectId;
 use coffer_store::PutOutcome;
 use rayon::prelude::*;
 
+use crate::age::AgePolicy;
 use crate::chunker::{self, DEFAULT_PARAMS};
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::rules::{self, Rules, Verdict};
+use crate::steering::Steering;
 use crate::tree::{Entry, Kind, Tree};
 
 pub const RACY_WINDOW_NS: i64 = 20_000_000;
@@ -50,9 +57,19 @@ pub struct Counters {
     pub bytes_stored_new: AtomicU64,
 }
 
+/// How a scan treats what it finds, beyond each location's rules.
+#[derive(Clone, Copy, Default)]
+pub struct ScanOptions<'a> {
+    pub compress: bool,
+    pub age: Option<&'a AgePolicy>,
+    /// Larger files are skipped, with a warning.
+    pub max_file_size: Option<u64>,
+    pub steering: Option<&'a Steering>,
+}
+
 pub struct Scanner<'a> {
     repo: &'a Repository,
-    compress: bool,
+    options: ScanOptions<'a>,
     pub counters: Counters,
     warnings: Mutex<Vec<String>>,
     /// Content of multiply-linked files already read, by (device, inode).
@@ -60,10 +77,10 @@ pub struct Scanner<'a> {
 }
 
 impl<'a> Scanner<'a> {
-    pub fn new(repo: &'a Repository, compress: bool) -> Self {
+    pub fn new(repo: &'a Repository, options: ScanOptions<'a>) -> Self {
         Scanner {
             repo,
-            compress,
+            options,
             counters: Counters::default(),
             warnings: Mutex::new(Vec::new()),
             links: Mutex::new(HashMap::new()),
@@ -82,7 +99,7 @@ impl<'a> Scanner<'a> {
 
     /// Scans a backup location's root directory; `previous` is its entry in
     /// the last set that had it.
-    pub fn scan_root(&self, path: &Path, previous: Option<&Entry>) -> Result<Entry> {
+    pub fn scan_root(&self, path: &Path, previous: Option<&Entry>, rules: &Rules) -> Result<Entry> {
         let meta = fs::symlink_metadata(path).map_err(Error::io(path))?;
         if !meta.is_dir() {
             return Err(Error::Invalid(format!(
@@ -96,7 +113,7 @@ impl<'a> Scanner<'a> {
             Some(p) => self.previous_tree(path, p)?,
             None => None,
         };
-        entry.content = vec![self.scan_dir(path, previous_tree.as_ref())?];
+        entry.content = vec![self.scan_dir(path, previous_tree.as_ref(), rules, false)?.0];
         Ok(entry)
     }
 
@@ -117,7 +134,17 @@ impl<'a> Scanner<'a> {
     /// Scans a directory into a tree and stores the objects of it that the
     /// store lacks, unless it is exactly the previous backup's tree, which
     /// the store already holds: an unchanged directory costs no store access.
-    fn scan_dir(&self, path: &Path, previous: Option<&(ObjectId, Tree)>) -> Result<ObjectId> {
+    /// Returns the tree's id and how many entries it has.
+    fn scan_dir(
+        &self,
+        path: &Path,
+        previous: Option<&(ObjectId, Tree)>,
+        rules: &Rules,
+        descended: bool,
+    ) -> Result<(ObjectId, usize)> {
+        if self.options.steering.is_some_and(Steering::stopping) {
+            return Err(Error::Stopped);
+        }
         self.counters.dirs_total.fetch_add(1, Relaxed);
         let mut names: Vec<OsString> = fs::read_dir(path)
             .map_err(Error::io(path))?
@@ -130,7 +157,7 @@ impl<'a> Scanner<'a> {
             .map(|name| {
                 let child = path.join(name);
                 let prev = previous.and_then(|(_, t)| t.find(name.as_bytes()));
-                match self.scan_entry(&child, name.as_bytes(), prev) {
+                match self.scan_entry(&child, name.as_bytes(), prev, rules, descended) {
                     Err(e) if e.is_about_a_file() => {
                         self.warn(&child, format_args!("not backed up: {e}"));
                         Ok(None)
@@ -140,8 +167,9 @@ impl<'a> Scanner<'a> {
             })
             .collect::<Result<_>>()?;
         let tree = Tree { entries: entries.into_iter().flatten().collect() };
+        let count = tree.entries.len();
         if let Some((id, _)) = previous.filter(|(_, t)| *t == tree) {
-            return Ok(*id);
+            return Ok((*id, count));
         }
         let (id, objects) = tree.seal(&self.repo.keys);
         let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
@@ -150,18 +178,34 @@ impl<'a> Scanner<'a> {
         for (object, present) in objects.iter().zip(present) {
             self.repo.cache.put_tree_object(&object.id, &object.plaintext);
             if !present {
+                self.before_upload(object.envelope.len())?;
                 self.repo.backend.put(object.id, &object.envelope)?;
             }
         }
-        Ok(id)
+        Ok((id, count))
     }
 
-    fn scan_entry(&self, path: &Path, name: &[u8], previous: Option<&Entry>) -> Result<Option<Entry>> {
-        if self.repo.private_paths.iter().any(|p| p == path) {
-            return Ok(None);
+    fn before_upload(&self, bytes: usize) -> Result<()> {
+        match self.options.steering {
+            Some(steering) => steering.before_upload(bytes),
+            None => Ok(()),
         }
+    }
+
+    fn scan_entry(
+        &self,
+        path: &Path,
+        name: &[u8],
+        previous: Option<&Entry>,
+        rules: &Rules,
+        descended: bool,
+    ) -> Result<Option<Entry>> {
         let meta = fs::symlink_metadata(path).map_err(Error::io(path))?;
         let Some(kind) = Kind::of(&meta.file_type()) else { return Ok(None) };
+        let verdict = rules.decide(path, kind == Kind::Dir, descended);
+        if verdict == Verdict::Exclude || (kind == Kind::Dir && rules::is_virtual_fs(path)) {
+            return Ok(None);
+        }
         let mut entry = entry_from(name.to_vec(), &meta, kind);
         entry.xattrs = read_xattrs(path);
         match kind {
@@ -170,12 +214,24 @@ impl<'a> Scanner<'a> {
                     Some(p) => self.previous_tree(path, p)?,
                     None => None,
                 };
-                entry.content = vec![self.scan_dir(path, prev_tree.as_ref())?];
+                let descend = verdict == Verdict::Descend;
+                let (tree, count) = self.scan_dir(path, prev_tree.as_ref(), rules, descend)?;
+                if descend && count == 0 {
+                    return Ok(None);
+                }
+                entry.content = vec![tree];
             }
             Kind::File => {
+                if let Some(limit) = self.options.max_file_size.filter(|&limit| entry.size > limit) {
+                    self.warn(path, format_args!("not backed up: larger than max_file_size ({limit} bytes)"));
+                    return Ok(None);
+                }
+                let previous = previous.filter(|p| p.kind == Kind::File);
+                if let Some(kept) = self.held_back(path, &entry, previous) {
+                    return Ok(kept);
+                }
                 self.file_content(path, &mut entry, previous)?;
-                self.counters.files_total.fetch_add(1, Relaxed);
-                self.counters.bytes_total.fetch_add(entry.size, Relaxed);
+                self.count_file(&entry);
             }
             Kind::Symlink => {
                 entry.target = fs::read_link(path).map_err(Error::io(path))?.as_os_str().as_bytes().to_vec();
@@ -183,6 +239,32 @@ impl<'a> Scanner<'a> {
             _ => {}
         }
         Ok(Some(entry))
+    }
+
+    fn count_file(&self, entry: &Entry) {
+        self.counters.files_total.fetch_add(1, Relaxed);
+        self.counters.bytes_total.fetch_add(entry.size, Relaxed);
+        if let Some(steering) = self.options.steering {
+            steering.scanned(entry.size);
+        }
+    }
+
+    /// A changed file the age policy holds back: its previous version stays
+    /// (`Some(Some(previous))`), or a new file stays out (`Some(None)`).
+    fn held_back(&self, path: &Path, now: &Entry, previous: Option<&Entry>) -> Option<Option<Entry>> {
+        let age = self.options.age?;
+        if previous.is_some_and(|p| unchanged(p, now)) {
+            return None;
+        }
+        let changed = now.mtime_ns.max(now.ctime_ns);
+        if age.ready(path, changed, coffer_proto::clock::now_ns()) {
+            return None;
+        }
+        let kept = previous.cloned();
+        if let Some(kept) = &kept {
+            self.count_file(kept);
+        }
+        Some(kept)
     }
 
     fn file_content(&self, path: &Path, entry: &mut Entry, previous: Option<&Entry>) -> Result<()> {
@@ -208,6 +290,9 @@ impl<'a> Scanner<'a> {
     /// Reads a file into chunks, again if it changed while being read.
     fn read_file(&self, path: &Path, entry: &mut Entry) -> Result<()> {
         self.counters.files_read.fetch_add(1, Relaxed);
+        if let Some(steering) = self.options.steering {
+            steering.reading(Some(path));
+        }
         for attempt in 1..=MAX_READS {
             let file = File::open(path).map_err(Error::io(path))?;
             let before = file.metadata().map_err(Error::io(path))?;
@@ -263,13 +348,13 @@ impl<'a> Scanner<'a> {
             .zip(&ids)
             .zip(&present)
             .map(|((chunk, id), present)| {
-                (!present).then(|| crypto::seal_chunk(keys, id, chunk, self.compress))
+                (!present).then(|| crypto::seal_chunk(keys, id, chunk, self.options.compress))
             })
             .collect();
         for (id, envelope) in ids.iter().zip(sealed) {
-            if let Some(envelope) = envelope
-                && let PutOutcome::Stored(bytes) = self.repo.backend.put(*id, &envelope)?
-            {
+            let Some(envelope) = envelope else { continue };
+            self.before_upload(envelope.len())?;
+            if let PutOutcome::Stored(bytes) = self.repo.backend.put(*id, &envelope)? {
                 self.counters.chunks_new.fetch_add(1, Relaxed);
                 self.counters.bytes_stored_new.fetch_add(bytes, Relaxed);
             }

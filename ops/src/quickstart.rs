@@ -114,6 +114,7 @@ impl Quickstart {
             keys: Some("client.keys".into()),
             cache: Some("cache".into()),
             tls: Some(tls_files(Path::new(""), "client")),
+            ..ClientConfig::default()
         };
         write_private(&written.client, &toml::to_string(&client)?)?;
         Ok(written)

@@ -152,6 +152,46 @@ pub mod human_duration {
     }
 }
 
+/// Sizes in config files are human: "10GiB", "512 KiB", "1.5MB".
+pub mod human_size {
+    use super::*;
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        parse_size::parse_size(text.trim()).map_err(|e| format!("`{text}` is not a size such as 10GiB: {e}"))
+    }
+
+    pub fn format(bytes: u64) -> String {
+        const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+        let unit = (0..UNITS.len()).rev().find(|&u| bytes.is_multiple_of(1 << (10 * u))).unwrap_or(0);
+        format!("{}{}", bytes >> (10 * unit), UNITS[unit])
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*bytes))
+    }
+}
+
+/// Optional sizes ("10GiB") and rates ("2MiB/s": a size per second).
+pub mod human_size_opt {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text = String::deserialize(d)?;
+        human_size::parse(text.trim().trim_end_matches("/s")).map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(bytes: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&human_size::format(*b)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 impl NodeConfig {
     /// A node called `name` on `listen`, keeping its data in `data`, with
     /// every other setting at its default.
