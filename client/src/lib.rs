@@ -13,6 +13,7 @@
 //! - `failover`: which node to use: the last that worked, back to the
 //!   primary once it has caught up.
 //! - [`config`]: the client's TOML configuration.
+//! - [`bbackupd`]: importing a Box Backup client configuration.
 //! - [`cache`]: the local cache of trees, sets and the client store marker.
 //! - `repo`: backend, keys and cache together; verified reads.
 //! - [`rules`]: which entries of a location a backup takes.
@@ -32,6 +33,7 @@ mod age;
 pub mod backend;
 pub mod backup;
 mod backupset;
+pub mod bbackupd;
 pub mod browse;
 pub mod cache;
 mod chunker;

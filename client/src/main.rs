@@ -159,6 +159,14 @@ enum Command {
         #[arg(long)]
         foreground: bool,
     },
+    /// Convert a Box Backup client configuration (bbackupd.conf) into a
+    /// Coffer client configuration; says what has no counterpart.
+    ImportConfig {
+        bbackupd_conf: PathBuf,
+        /// Write it here (0600) instead of to stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Control the running daemon through its socket.
     Ctl {
         #[command(subcommand)]
@@ -248,6 +256,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Ctl { command } => return ctl(&cli, command),
         Command::Daemon { foreground } => return daemon(&cli, *foreground),
+        Command::ImportConfig { bbackupd_conf, output } => {
+            return import_config(bbackupd_conf, output.as_deref());
+        }
         _ => {}
     }
     let Settings { store, keys, cache_root, config } = settings(&cli)?;
@@ -274,7 +285,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let repo = Repository::open(&store, &keys, &cache_root, access)
         .with_context(|| format!("opening store {}", store.url))?;
     match cli.command {
-        Command::Init | Command::Repair | Command::Daemon { .. } | Command::Ctl { .. } => {
+        Command::Init
+        | Command::Repair
+        | Command::Daemon { .. }
+        | Command::Ctl { .. }
+        | Command::ImportConfig { .. } => {
             unreachable!("handled above")
         }
         Command::Backup { json, no_compress, tag, allow_deletions, paths } => {
@@ -378,6 +393,25 @@ fn detach(cache_root: &Path) -> Result<()> {
     nix::unistd::daemon(true, true).context("detaching")?;
     nix::unistd::dup2_stderr(&log).context("redirecting the log")?;
     Ok(())
+}
+
+fn import_config(from: &Path, output: Option<&Path>) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
+    let imported = coffer_client::bbackupd::import(&text)?;
+    let toml = format!(
+        "# Imported from {} by `coffer import-config`; see the notes it printed.\n{}",
+        from.display(),
+        toml::to_string(&imported.config)?
+    );
+    match output {
+        Some(path) => cache::write_private(path, toml.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{toml}"),
+    }
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ctl(cli: &Cli, command: &Ctl) -> Result<ExitCode> {

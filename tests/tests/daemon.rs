@@ -174,6 +174,24 @@ fn a_lazy_daemon_takes_created_modified_and_deleted_files_by_notification_once_o
     assert!(started.elapsed() >= Duration::from_secs(4), "a changing file went before minimum_file_age");
     writing.store(false, Ordering::Relaxed);
     writer.join().unwrap();
+
+    // Once everything is taken, an idle daemon stays idle: its own reads of
+    // the tree are no changes.
+    wait_for(WAIT, "the daemon to settle", || {
+        let s = d.status();
+        (s["state"] == "idle" && !s["running"].as_bool()?).then_some(())
+    });
+    // (The writer's last lines may still plan one run, minimum_file_age on.)
+    std::thread::sleep(Duration::from_secs(6));
+    let settled = d.status();
+    assert_eq!(
+        (settled["state"].as_str(), u64_field(&settled, "waiting_files")),
+        (Some("idle"), 0),
+        "{settled}"
+    );
+    let runs = u64_field(&settled, "runs");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(u64_field(&d.status(), "runs"), runs, "an idle daemon kept scanning");
     assert!(d.log().contains("backup-ok"), "{}", d.log());
 }
 
@@ -344,7 +362,11 @@ fn a_snapshot_daemon_is_controlled_paused_stopped_resumed_and_reloaded() {
     assert!(ok, "{accepted}");
     assert_eq!(names(&env, &src, None).unwrap().len(), 0);
 
-    drop(d);
+    // SIGTERM: a clean exit, with its event.
+    let mut d = d;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d.child.id() as i32), nix::sys::signal::SIGTERM)
+        .unwrap();
+    assert!(d.exits().success(), "{}", d.log());
     let events = fs::read_to_string(&events).unwrap();
     for event in ["daemon-started", "backup-ok", "deletions-held", "daemon-stopped"] {
         assert!(events.contains(event), "no {event} event: {events}");
@@ -382,4 +404,123 @@ fn the_daemon_finishes_on_another_node_when_its_primary_dies_mid_upload() {
     let client = c.client_for(if report["node"] == "node2" { 2 } else { 3 });
     let diffs = c.coffer_json(&client, &["compare", "--json", &src.display().to_string()]);
     assert_eq!(diffs, Value::Array(vec![]), "{diffs}");
+
+    // With every node down the daemon says so, and goes on once one is back.
+    write(&src.join("later.txt"), b"written while the group is down");
+    c.nodes[1].kill();
+    c.nodes[2].kill();
+    let (ok, _) = d.sync(&[]);
+    assert!(!ok, "a sync with every node down reported success");
+    let status = d.status();
+    assert_eq!(status["state"], "store_unreachable", "{status}");
+    assert!(status["last_error"].as_str().is_some_and(|e| e.contains("node")), "{status}");
+    c.nodes[1].restart();
+    c.nodes[2].restart();
+    let (ok, report) = d.sync(&[]);
+    assert!(ok, "{report} {}", d.log());
+    assert_eq!(u64_field(&report, "files_total"), 9);
+}
+
+#[test]
+fn a_box_backup_configuration_imports_with_notes_and_its_rules_work() {
+    let env = Env::uninitialised();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bbackupd.conf");
+    let cfg = env.path("client.toml");
+    let out = env.run(&["import-config", sample.to_str().unwrap(), "--output", cfg.to_str().unwrap()]);
+    let notes = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{notes}");
+    for said in
+        ["AccountNumber", "FileTrackingSizeThreshold", "KeysFile", "Server.PidFile", "port 7101", "descend"]
+    {
+        assert!(notes.contains(said), "no note on {said}: {notes}");
+    }
+    let text = fs::read_to_string(&cfg).unwrap();
+    let config: toml::Value = toml::from_str(&text).unwrap();
+    assert_eq!(config["store"].as_str(), Some("coffer://backup1.example.org:7101"));
+    assert_eq!(config["nodes"].as_array().map(Vec::len), Some(2));
+    assert_eq!(config["daemon"]["mode"].as_str(), Some("snapshot"));
+    assert_eq!(config["daemon"]["minimum_file_age"].as_str(), Some("6h"));
+    assert_eq!(config["daemon"]["control"].as_str(), Some("/var/run/bbackupd.sock"));
+    let locations = config["location"].as_array().unwrap();
+    let location_names: Vec<&str> = locations.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(location_names, ["home", "etc", "projects"]);
+    let home = locations[0]["rules"].as_array().unwrap();
+    assert_eq!(
+        (home[0]["action"].as_str(), home[0]["glob"].as_str()),
+        (Some("include"), Some("/home/guest/important.doc"))
+    );
+    let field = |r: &toml::Value, k: &str| r.get(k).and_then(|v| v.as_str().map(str::to_string));
+    let has_rule = |action: &str, key: &str, value: &str| {
+        home.iter()
+            .any(|r| field(r, "action").as_deref() == Some(action) && field(r, key).as_deref() == Some(value))
+    };
+    assert!(has_rule("descend", "glob", "/home/guest"), "{text}");
+    assert!(has_rule("exclude", "regex", "\\.(mp3|MP3|iso)$"), "{text}");
+
+    // The imported rules at work on a tree shaped like the sample's /home.
+    let root = env.path("root");
+    for f in [
+        "guest/important.doc",
+        "guest/other.doc",
+        "alice/a.txt",
+        "alice/song.mp3",
+        "alice/music/favourite1.mp3",
+        "alice/.cache/x",
+        "alice/core",
+    ] {
+        write(&root.join("home").join(f), f.as_bytes());
+    }
+    fs::write(&cfg, text.replace("\"/home", &format!("\"{}/home", root.display()))).unwrap();
+    let config_arg = cfg.to_str().unwrap();
+    env.ok(&["--config", config_arg, "init"]);
+    let home = root.join("home");
+    env.json(&["--config", config_arg, "backup", "--json", home.to_str().unwrap()]);
+    assert_eq!(names(&env, &home, None).unwrap(), ["alice", "guest"]);
+    assert_eq!(names(&env, &home.join("guest"), None).unwrap(), ["important.doc"]);
+    assert_eq!(names(&env, &home.join("alice"), None).unwrap(), ["a.txt", "music"]);
+    assert_eq!(names(&env, &home.join("alice/music"), None).unwrap(), ["favourite1.mp3"]);
+}
+
+#[test]
+fn a_location_removed_from_the_config_stays_for_a_while_and_large_files_are_skipped() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    write(&a.join("small.txt"), b"small");
+    write(&a.join("large.bin"), &random_bytes(7, 64 * 1024));
+    write(&b.join("b.txt"), b"in b");
+    let cfg = env.path("client.toml");
+    let daemon = "mode = \"snapshot\"\nmax_file_size = \"16KiB\"\ndelete_redundant_locations_after = \"4s\"";
+    let both = format!(
+        "[[location]]\nname = \"a\"\npath = \"{}\"\n\n[[location]]\nname = \"b\"\npath = \"{}\"\n\n[daemon]\n{daemon}\n",
+        a.display(),
+        b.display()
+    );
+    fs::write(&cfg, &both).unwrap();
+    let d = Daemon::start(&cfg, &local_env(&env));
+    let (ok, report) = d.sync(&[]);
+    assert!(ok, "{report}");
+    assert_eq!(names(&env, &a, None).unwrap(), ["small.txt"]);
+    let warned = report["warnings"].to_string();
+    assert!(warned.contains("large.bin") && warned.contains("max_file_size"), "{report}");
+
+    // b leaves the configuration: new sets keep it until its time is up.
+    let first_set = report["set_id"].as_str().unwrap().to_string();
+    let newest_locations = || {
+        let sets = env.json(&["sets", "--json"]);
+        sets.as_array().unwrap().last().unwrap()["locations"].as_array().unwrap().len()
+    };
+    let only_a = both.split("[[location]]\nname = \"b\"").next().unwrap().to_string()
+        + &format!("[daemon]\n{daemon}\n");
+    fs::write(&cfg, only_a).unwrap();
+    assert!(d.ctl(&["reload"]).status.success());
+    write(&a.join("more.txt"), b"a changed");
+    let (ok, report) = d.sync(&[]);
+    assert!(ok && !report["unchanged"].as_bool().unwrap(), "{report}");
+    assert_eq!(newest_locations(), 2, "b left the newest set at once");
+    std::thread::sleep(Duration::from_secs(5));
+    write(&a.join("later.txt"), b"a changed again");
+    let (ok, report) = d.sync(&[]);
+    assert!(ok, "{report}");
+    assert_eq!(newest_locations(), 1, "b outstayed delete_redundant_locations_after");
+    assert_eq!(names(&env, &b, Some(&first_set)).unwrap(), ["b.txt"], "b left the older sets");
 }

@@ -14,7 +14,10 @@
 //! channel. In lazy mode a change plans a run once the changed file can have
 //! reached `minimum_file_age`, a run leaving files too young plans the next
 //! for when the first is due, and `update_interval` plans a full rescan as
-//! the safety net. In snapshot mode only `coffer ctl sync` runs a backup. A
+//! the safety net. Plans are kept in wall-clock time and the loop never
+//! sleeps longer than [`LONGEST_SLEEP`], so a laptop waking from suspend
+//! runs what fell due while it slept (a monotonic clock stops meanwhile).
+//! In snapshot mode only `coffer ctl sync` runs a backup. A
 //! failed run is tried again with a doubling delay (the failover connector
 //! picks the node each time). SIGTERM, SIGINT and `ctl stop` stop the
 //! running upload at an object boundary and exit cleanly; SIGHUP and
@@ -71,6 +74,9 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 const LONGEST_RETRY: Duration = Duration::from_secs(300);
 /// Changes are gathered this long before a run even with no minimum age.
 const SETTLE: Duration = Duration::from_millis(500);
+/// The loop wakes at least this often: to see plans fall due after a
+/// suspend, and to notice a client that has not backed up for too long.
+const LONGEST_SLEEP: Duration = Duration::from_secs(60);
 
 /// The control socket of a configuration: `[daemon] control`, or
 /// `daemon.sock` in the cache root.
@@ -92,7 +98,8 @@ struct Daemon<'a> {
     age: Arc<AgePolicy>,
     watcher: Watcher,
     memory: Memory,
-    next_run: Option<Instant>,
+    /// When the next run is planned (ns since the epoch).
+    next_run: Option<i64>,
     retry: Duration,
 }
 
@@ -158,7 +165,7 @@ impl<'a> Daemon<'a> {
         let mut memory = Memory::load(&cache_dir);
         memory.started_ns = coffer_proto::clock::now_ns();
         let shared = Arc::new(Shared::new(d.mode));
-        let next_run = (d.mode == Mode::Lazy).then(Instant::now);
+        let next_run = (d.mode == Mode::Lazy).then(now_ns);
         let mut daemon = Daemon {
             load,
             setup,
@@ -193,20 +200,19 @@ impl<'a> Daemon<'a> {
     fn main_loop(&mut self, woken: Receiver<Wake>) {
         loop {
             self.publish_plan();
-            let wake = match self.next_run {
-                Some(at) => match woken.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(wake) => Some(wake),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                },
-                None => match woken.recv() {
-                    Ok(wake) => Some(wake),
-                    Err(_) => return,
-                },
+            let sleep = self.next_run.map_or(LONGEST_SLEEP, |at| until(at).min(LONGEST_SLEEP));
+            let wake = match woken.recv_timeout(sleep) {
+                Ok(wake) => Some(wake),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             match wake {
-                None => self.planned_run(),
-                Some(Wake::Changed) => self.changed(),
+                None if self.next_run.is_some_and(|at| at <= now_ns()) => self.planned_run(),
+                None => {}
+                Some(Wake::Changed) => {
+                    self.watcher.take_change();
+                    self.changed();
+                }
                 Some(Wake::Sync { allow_deletions, reply }) => {
                     self.shared.update(|s| s.queued_syncs = s.queued_syncs.saturating_sub(1));
                     let response = self.sync(&allow_deletions);
@@ -229,11 +235,7 @@ impl<'a> Daemon<'a> {
     }
 
     fn publish_plan(&self) {
-        let next = self.next_run.map(|at| {
-            let ns = coffer_proto::clock::now_ns()
-                + at.saturating_duration_since(Instant::now()).as_nanos() as i64;
-            crate::timefmt::format(ns)
-        });
+        let next = self.next_run.map(crate::timefmt::format);
         self.shared.update(|s| s.next_run = next);
     }
 
@@ -242,7 +244,7 @@ impl<'a> Daemon<'a> {
         if self.setup.config.daemon.mode != Mode::Lazy {
             return;
         }
-        let at = Instant::now() + self.setup.config.daemon.minimum_file_age.max(SETTLE);
+        let at = after(self.setup.config.daemon.minimum_file_age.max(SETTLE));
         self.next_run = Some(self.next_run.map_or(at, |planned| planned.min(at)));
     }
 
@@ -250,7 +252,7 @@ impl<'a> Daemon<'a> {
         if let Some(window) = self.setup.config.daemon.backup_window.filter(|w| !w.open_now()) {
             tracing::debug!(?window, "outside the backup window");
             self.shared.update(|s| s.state = State::OutsideBackupWindow);
-            self.next_run = Some(Instant::now() + Duration::from_secs(60));
+            self.next_run = Some(after(Duration::from_secs(60)));
             return;
         }
         let _ = self.backup(&[], true);
@@ -287,6 +289,7 @@ impl<'a> Daemon<'a> {
         *self.run_started.lock().unwrap() = Some(Instant::now());
         self.shared.update(|s| {
             (s.running, s.state) = (true, State::Scanning);
+            s.runs += 1;
             (s.files_expected, s.bytes_expected) = expected;
         });
         let result = backup::backup(&repo, &sources, &opts);
@@ -395,7 +398,7 @@ impl<'a> Daemon<'a> {
         let full = message.contains("hard limit");
         self.event(if full { "store-full" } else { "backup-error" }, json!({ "error": message }));
         if self.setup.config.daemon.mode == Mode::Lazy {
-            self.next_run = Some(Instant::now() + self.retry);
+            self.next_run = Some(after(self.retry));
         }
         self.retry = (self.retry * 2).min(LONGEST_RETRY);
         self.watch();
@@ -410,11 +413,8 @@ impl<'a> Daemon<'a> {
             self.next_run = None;
             return;
         }
-        let rescan = Instant::now() + self.setup.config.daemon.update_interval;
-        let due = next_due_ns.map(|ns| {
-            let wait = (ns - coffer_proto::clock::now_ns()).max(0) as u64;
-            Instant::now() + Duration::from_nanos(wait) + SETTLE
-        });
+        let rescan = after(self.setup.config.daemon.update_interval);
+        let due = next_due_ns.map(|ns| ns.max(now_ns()) + SETTLE.as_nanos() as i64);
         self.next_run = Some(due.map_or(rescan, |d| d.min(rescan)));
     }
 
@@ -461,7 +461,7 @@ impl<'a> Daemon<'a> {
         let d = &setup.config.daemon;
         self.age = Arc::new(AgePolicy::new(d.minimum_file_age, d.max_upload_wait));
         self.steering.set_limit(d.bandwidth_limit);
-        self.next_run = (d.mode == Mode::Lazy).then(Instant::now);
+        self.next_run = (d.mode == Mode::Lazy).then(now_ns);
         let mode = d.mode;
         self.shared.update(|s| s.mode = mode);
         self.setup = setup;
@@ -469,6 +469,20 @@ impl<'a> Daemon<'a> {
         tracing::info!("reloaded the configuration");
         Response::ok("reloaded the configuration", Value::Null)
     }
+}
+
+fn now_ns() -> i64 {
+    coffer_proto::clock::now_ns()
+}
+
+/// The wall-clock time `wait` from now.
+fn after(wait: Duration) -> i64 {
+    now_ns().saturating_add(i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// How long until wall-clock time `at`.
+fn until(at: i64) -> Duration {
+    Duration::from_nanos((at - now_ns()).max(0) as u64)
 }
 
 fn path_key(path: PathBuf) -> Vec<u8> {

@@ -42,6 +42,8 @@ pub struct Status {
     pub state: State,
     /// A backup is running now.
     pub running: bool,
+    /// Backups run since the daemon started.
+    pub runs: u64,
     pub location: Option<String>,
     pub file: Option<String>,
     pub progress: Progress,
@@ -73,6 +75,7 @@ impl Shared {
             mode,
             state: State::Idle,
             running: false,
+            runs: 0,
             location: None,
             file: None,
             progress: Progress::default(),
