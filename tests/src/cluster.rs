@@ -67,14 +67,20 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::process::ExitS
 /// node started later cannot find its port taken by some process's outgoing
 /// connection; the start is spread by process id and a counter, so tests
 /// running side by side (threads or processes) do not pick the same run.
+/// Runs start on a grid of [`RUN`] ports whatever `count` is: a free-looking
+/// run may be one another test picked and has not started listening on, so
+/// two picks of one process must never overlap.
 pub fn free_ports(count: u16) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     const LOW: u32 = 20_000;
     const SPAN: u32 = 12_000;
+    const RUN: u32 = 32;
+    assert!(u32::from(count) <= RUN, "at most {RUN} ports in a run");
     for _ in 0..500 {
         let step = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
-        let base = (LOW + (std::process::id() * 97 + step * 16) % (SPAN - count as u32)) as u16;
+        let slot = (std::process::id() * 97 / RUN + step) % (SPAN / RUN);
+        let base = (LOW + slot * RUN) as u16;
         if (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }

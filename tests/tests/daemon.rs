@@ -245,6 +245,12 @@ fn rules_choose_what_a_backup_takes_and_a_newly_excluded_file_stays_in_older_set
     let full = c(&["backup"]);
     let err = env.fails(&full.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("location `src`, rule 1") && err.contains("unclosed"), "{err}");
+    // The daemon refuses to start on it.
+    let mut daemon = env.command();
+    daemon.args(["--config", cfg.to_str().unwrap(), "daemon", "--foreground"]);
+    let out = coffer_tests::cluster::run_bounded(daemon, COMMAND_TIMEOUT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("location `src`, rule 1"), "{err}");
 }
 
 #[test]
@@ -523,4 +529,14 @@ fn a_location_removed_from_the_config_stays_for_a_while_and_large_files_are_skip
     assert!(ok, "{report}");
     assert_eq!(newest_locations(), 1, "b outstayed delete_redundant_locations_after");
     assert_eq!(names(&env, &b, Some(&first_set)).unwrap(), ["b.txt"], "b left the older sets");
+
+    // A location missing for a while (a disk not mounted) keeps what it had.
+    let away = env.path("a-away");
+    fs::rename(&a, &away).unwrap();
+    let (ok, held) = d.sync(&[]);
+    assert!(!ok && held["held"][0]["reason"].as_str().unwrap().contains("missing"), "{held}");
+    assert!(has(&env, &a, "later.txt"), "a missing location left the newest set");
+    fs::rename(&away, &a).unwrap();
+    let (ok, report) = d.sync(&[]);
+    assert!(ok && report["held"] == Value::Array(vec![]), "{report}");
 }
