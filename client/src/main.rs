@@ -9,9 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use coffer_client::backup::{self, BackupOptions, Source, human_bytes};
 use coffer_client::browse::{self, Catalog, Selector};
 use coffer_client::config::ClientConfig;
-use coffer_client::tree::Kind;
 use coffer_client::{Access, Repository, StoreSpec, cache, compare, daemon, restore, timefmt};
 use coffer_proto::tls::TlsFiles;
+
+mod cli;
+
+use cli::{forget, print, service};
 
 /// Encrypted, deduplicated, versioned backups.
 ///
@@ -136,9 +139,16 @@ enum Command {
         json: bool,
         path: PathBuf,
     },
-    /// Delete a backup set; space used only by it is reclaimed.
+    /// Delete backup sets: one by id, or every set a retention policy does
+    /// not keep (--keep-*); space only they used is reclaimed.
     Forget {
-        set_id: String,
+        /// A set id or unique prefix (or give --keep-* rules instead).
+        set_id: Option<String>,
+        #[command(flatten)]
+        keep: forget::Keep,
+        /// List what would be forgotten, and forget nothing.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -170,37 +180,7 @@ enum Command {
     /// Control the running daemon through its socket.
     Ctl {
         #[command(subcommand)]
-        command: Ctl,
-    },
-}
-
-#[derive(Subcommand)]
-enum Ctl {
-    /// What the daemon is doing, how far it has got, when it runs next.
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Back up every location now and report the outcome.
-    Sync {
-        /// Accept the mass deletion held for this location (name or path; repeatable).
-        #[arg(long)]
-        allow_deletions: Vec<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Reread the configuration (a broken one is refused, the running one kept).
-    Reload,
-    /// Stop at the next object boundary and exit; the next run goes on from there.
-    Stop,
-    /// Stop uploading at the next object boundary until `resume`.
-    Pause,
-    Resume,
-    /// Wait until no backup runs and no sync is queued.
-    Wait {
-        /// Give up after this long ("90s", "10m").
-        #[arg(long, default_value = "1h")]
-        timeout: String,
+        command: service::Ctl,
     },
 }
 
@@ -254,10 +234,18 @@ fn settings(cli: &Cli) -> Result<Settings> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
-        Command::Ctl { command } => return ctl(&cli, command),
-        Command::Daemon { foreground } => return daemon(&cli, *foreground),
+        Command::Ctl { command } => {
+            return service::ctl(cli.config.as_deref(), cli.cache.as_deref(), command);
+        }
+        Command::Daemon { foreground } => {
+            let load = || -> Result<daemon::Setup, String> {
+                let s = settings(&cli).map_err(|e| format!("{e:#}"))?;
+                Ok(daemon::Setup { store: s.store, keys: s.keys, cache_root: s.cache_root, config: s.config })
+            };
+            return service::daemon(&load, *foreground);
+        }
         Command::ImportConfig { bbackupd_conf, output } => {
-            return import_config(bbackupd_conf, output.as_deref());
+            return service::import_config(bbackupd_conf, output.as_deref());
         }
         _ => {}
     }
@@ -313,47 +301,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                print_backup(&report);
+                print::backup(&report);
             }
         }
-        Command::Sets { json } => print_sets(&Catalog::load(&repo)?, json)?,
+        Command::Sets { json } => print::sets(&Catalog::load(&repo)?, json)?,
         Command::Ls { long, deleted, at, json, path } => {
             let catalog = Catalog::load(&repo)?;
             match path {
-                None => print_locations(&catalog, json)?,
+                None => print::locations(&catalog, json)?,
                 Some(path) => {
                     let listed = browse::list(&repo, &catalog, &path, &at.selector()?, deleted)?;
-                    print_listing(&listed, long, json)?;
+                    print::listing(&listed, long, json)?;
                 }
             }
         }
         Command::Versions { json, path } => {
             let versions = browse::versions(&repo, &Catalog::load(&repo)?, &path)?;
-            print_versions(&versions, json)?;
+            print::versions(&versions, json)?;
         }
         Command::Restore { at, path, dest } => return restore_cmd(&repo, &at, &path, &dest),
         Command::Compare { quick, at, json, path } => {
             return compare_cmd(&repo, &config, &at, &path, quick, json);
         }
-        Command::Forget { set_id, json } => {
-            let _lock = repo.cache.lock_writer("coffer forget")?;
-            let catalog = Catalog::load(&repo)?;
-            let set = catalog.find_set(&set_id)?;
-            let before = repo.backend.marker()?;
-            let report = repo.backend.forget(&set.id)?;
-            repo.cache.record_change(before, report.marker, None, Some(set.id));
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "Forgot backup set {}: freed {} objects ({}), rewrote {} and deleted {} pack files.",
-                    set.id.short(),
-                    report.objects_freed,
-                    human_bytes(report.bytes_freed),
-                    report.packs_rewritten,
-                    report.packs_deleted
-                );
-            }
+        Command::Forget { set_id, keep, dry_run, json } => {
+            forget::forget(&repo, set_id.as_deref(), &keep, dry_run, json)?;
         }
         Command::Usage { json } => {
             let usage = repo.backend.usage()?;
@@ -367,124 +338,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn daemon(cli: &Cli, foreground: bool) -> Result<ExitCode> {
-    let load = || -> Result<daemon::Setup, String> {
-        let s = settings(cli).map_err(|e| format!("{e:#}"))?;
-        Ok(daemon::Setup { store: s.store, keys: s.keys, cache_root: s.cache_root, config: s.config })
-    };
-    let first = load().map_err(|e| anyhow!(e))?;
-    if first.config.locations.is_empty() {
-        anyhow::bail!("the daemon has nothing to back up: add [[location]] entries to --config");
-    }
-    if !foreground {
-        detach(&first.cache_root)?;
-    }
-    daemon::run(&load)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Leaves the terminal: logs go to daemon.log in the cache root.
-fn detach(cache_root: &Path) -> Result<()> {
-    std::fs::create_dir_all(cache_root)?;
-    let log_path = cache_root.join("daemon.log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    nix::unistd::daemon(true, true).context("detaching")?;
-    nix::unistd::dup2_stderr(&log).context("redirecting the log")?;
-    Ok(())
-}
-
-fn import_config(from: &Path, output: Option<&Path>) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(from).with_context(|| format!("reading {}", from.display()))?;
-    let imported = coffer_client::bbackupd::import(&text)?;
-    let toml = format!(
-        "# Imported from {} by `coffer import-config`; see the notes it printed.\n{}",
-        from.display(),
-        toml::to_string(&imported.config)?
-    );
-    match output {
-        Some(path) => cache::write_private(path, toml.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?,
-        None => print!("{toml}"),
-    }
-    for note in &imported.notes {
-        eprintln!("note: {note}");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn ctl(cli: &Cli, command: &Ctl) -> Result<ExitCode> {
-    let config = match &cli.config {
-        Some(path) => ClientConfig::read(path)?,
-        None => ClientConfig::default(),
-    };
-    let cache_root = cli.cache.clone().or(config.cache.clone()).unwrap_or_else(cache::default_root);
-    let socket = daemon::socket_path(&config, &cache_root);
-    let (request, json) = match command {
-        Ctl::Status { json } => (daemon::Request::Status, *json),
-        Ctl::Sync { allow_deletions, json } => {
-            (daemon::Request::Sync { allow_deletions: allow_deletions.clone() }, *json)
-        }
-        Ctl::Reload => (daemon::Request::Reload, false),
-        Ctl::Stop => (daemon::Request::Stop, false),
-        Ctl::Pause => (daemon::Request::Pause, false),
-        Ctl::Resume => (daemon::Request::Resume, false),
-        Ctl::Wait { timeout } => {
-            let timeout =
-                humantime::parse_duration(timeout).with_context(|| format!("--timeout {timeout}"))?;
-            (daemon::Request::Wait { timeout_secs: timeout.as_secs().max(1) }, false)
-        }
-    };
-    let response = daemon::call(&socket, &request)?;
-    if json {
-        println!("{}", serde_json::to_string(&response.detail)?);
-    } else if let daemon::Request::Status = request {
-        print_status(&response.detail);
-    } else {
-        println!("{}", response.message);
-        if let Some(held) = response.detail["held"].as_array() {
-            for h in held {
-                eprintln!("warning: location {} kept as it was: {}", h["location"], h["reason"]);
-            }
-        }
-    }
-    Ok(if response.ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
-}
-
-fn print_status(s: &serde_json::Value) {
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
-    println!("mode          {}", text(&s["mode"]));
-    println!("state         {}", text(&s["state"]));
-    if s["running"] == true {
-        let p = &s["progress"];
-        println!(
-            "progress      {} of ~{} files, {} of ~{} scanned, {} uploaded",
-            p["files_scanned"],
-            s["files_expected"],
-            human_bytes(p["bytes_scanned"].as_u64().unwrap_or(0)),
-            human_bytes(s["bytes_expected"].as_u64().unwrap_or(0)),
-            human_bytes(p["bytes_uploaded"].as_u64().unwrap_or(0)),
-        );
-        println!("file          {}", text(&s["file"]));
-        if let Some(left) = s["seconds_left"].as_f64() {
-            println!(
-                "time left     ~{}",
-                humantime::format_duration(std::time::Duration::from_secs(left as u64))
-            );
-        }
-    }
-    println!("last set      {} at {}", text(&s["last_set"]), text(&s["last_success"]));
-    println!("last error    {}", text(&s["last_error"]));
-    println!("node          {}", text(&s["node"]));
-    println!("next run      {}", text(&s["next_run"]));
-    println!("waiting files {}", s["waiting_files"]);
-    for h in s["held"].as_array().into_iter().flatten() {
-        println!("holding       {}: {}", text(&h["location"]), text(&h["reason"]));
-    }
-    for e in s["events"].as_array().into_iter().flatten() {
-        println!("event         {} {} {}", text(&e["time"]), text(&e["name"]), e["detail"]);
-    }
 }
 
 fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path) -> Result<ExitCode> {
@@ -547,145 +400,4 @@ fn compare_cmd(
         println!("{} differences", diffs.len());
     }
     Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-fn print_backup(r: &backup::BackupReport) {
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
-    }
-    for h in &r.held {
-        eprintln!("warning: location {} kept as it was: {}", h.location, h.reason);
-    }
-    let set = r.set_id.as_deref().map(|s| &s[..12]).unwrap_or("-");
-    if r.unchanged {
-        println!("Nothing changed since backup set {set}; no new set committed.");
-    } else {
-        match &r.node {
-            Some(node) => println!("Committed backup set {set} on node {node}."),
-            None => println!("Committed backup set {set}."),
-        }
-    }
-    if r.restarts > 0 {
-        println!("The store node failed during the backup; it started again {} time(s).", r.restarts);
-    }
-    println!(
-        "{} files in {} directories ({}); read {} files ({}); stored {} new ({} chunks) in {:.1}s.",
-        r.files_total,
-        r.dirs_total,
-        human_bytes(r.bytes_total),
-        r.files_read,
-        human_bytes(r.bytes_read),
-        human_bytes(r.bytes_stored_new),
-        r.chunks_new,
-        r.seconds
-    );
-}
-
-fn print_sets(catalog: &Catalog, json: bool) -> Result<()> {
-    if json {
-        let sets: Vec<_> = catalog
-            .sets
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id.to_hex(),
-                    "time_ns": s.header.time_ns,
-                    "time": timefmt::format(s.header.time_ns),
-                    "marker": s.header.marker,
-                    "files": s.header.stats.files,
-                    "dirs": s.header.stats.dirs,
-                    "bytes": s.header.stats.bytes,
-                    "host": s.contents.host,
-                    "tags": s.contents.tags,
-                    "locations": s.contents.locations.iter().map(|l| l.path_lossy()).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string(&sets)?);
-        return Ok(());
-    }
-    println!("{:<12}  {:<19}  {:>8}  {:>10}  LOCATIONS", "SET", "TIME", "FILES", "SIZE");
-    for s in &catalog.sets {
-        let locations: Vec<_> = s.contents.locations.iter().map(|l| l.path_lossy()).collect();
-        println!(
-            "{:<12}  {:<19}  {:>8}  {:>10}  {}",
-            s.id.short(),
-            timefmt::format(s.header.time_ns),
-            s.header.stats.files,
-            human_bytes(s.header.stats.bytes),
-            locations.join(" ")
-        );
-    }
-    Ok(())
-}
-
-fn print_locations(catalog: &Catalog, json: bool) -> Result<()> {
-    let locations: Vec<String> = catalog.locations().iter().map(|l| l.path_lossy()).collect();
-    if json {
-        println!("{}", serde_json::to_string(&locations)?);
-    } else {
-        for l in locations {
-            println!("{l}/");
-        }
-    }
-    Ok(())
-}
-
-fn print_listing(listed: &[browse::Listed], long: bool, json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(listed)?);
-        return Ok(());
-    }
-    for l in listed {
-        let suffix = match (l.kind, l.deleted) {
-            (_, true) => " (deleted)",
-            (Kind::Dir, _) => "/",
-            _ => "",
-        };
-        if long {
-            println!(
-                "{}  {:>5} {:>5}  {:>12}  {}  {}{suffix}",
-                mode_string(l.kind, l.mode),
-                l.uid,
-                l.gid,
-                l.size,
-                timefmt::format(l.mtime_ns),
-                l.name
-            );
-        } else {
-            println!("{}{suffix}", l.name);
-        }
-    }
-    Ok(())
-}
-
-fn print_versions(versions: &[browse::Version], json: bool) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(versions)?);
-        return Ok(());
-    }
-    println!("{:<12}  {:<19}  {:>12}  MODIFIED", "SET", "SET TIME", "SIZE");
-    for v in versions {
-        let (size, mtime) = match (v.size, v.mtime_ns) {
-            (Some(size), Some(m)) => (size.to_string(), timefmt::format(m)),
-            _ => ("deleted".to_string(), String::new()),
-        };
-        println!("{:<12}  {:<19}  {size:>12}  {mtime}", &v.set_id[..12], timefmt::format(v.set_time_ns));
-    }
-    Ok(())
-}
-
-fn mode_string(kind: Kind, mode: u32) -> String {
-    let kind_char = match kind {
-        Kind::Dir => 'd',
-        Kind::File => '-',
-        Kind::Symlink => 'l',
-        Kind::Fifo => 'p',
-        Kind::CharDevice => 'c',
-        Kind::BlockDevice => 'b',
-    };
-    let bits = "rwxrwxrwx";
-    let perms: String =
-        bits.chars().enumerate().map(|(i, c)| if mode & (0o400 >> i) != 0 { c } else { '-' }).collect();
-    format!("{kind_char}{perms}")
 }

@@ -18,6 +18,8 @@
 //!   never-referenced uploads after a grace period, and rewriting packs whose
 //!   live fraction fell low; forgetting the oldest sets of an account over
 //!   its soft limit.
+//! - [`retention`]: which backup sets a keep-last/hourly/daily/... policy
+//!   keeps (the same engine for the client's `forget` and the node).
 //! - `recovery`: what opening a store removes after a crash (only packs
 //!   the index proves were never recorded), moves aside, or refuses (a lost
 //!   or rolled-back index, the wrong discs), and rebuilding a lost index.
@@ -35,6 +37,7 @@ mod housekeeping;
 mod index;
 mod packfile;
 mod recovery;
+pub mod retention;
 mod space;
 mod store;
 mod writer;

@@ -409,3 +409,46 @@ fn the_client_cache_is_private_to_its_user() {
         assert_eq!(mode, want, "{} is {mode:o}", path.display());
     }
 }
+
+#[test]
+fn forget_by_a_retention_policy_keeps_what_it_says_and_a_dry_run_forgets_nothing() {
+    let env = Env::new();
+    let src = env.path("src");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        write(&src.join(format!("f{i}.txt")), &random_bytes(i, 50_000));
+        ids.push(env.backup(&[&src])["set_id"].as_str().unwrap().to_string());
+    }
+    let sets = || {
+        env.json(&["sets", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+
+    let dry = env.json(&["forget", "--keep-last", "2", "--dry-run", "--json"]);
+    assert_eq!(u64_field(&dry, "forgotten"), 3, "{dry}");
+    assert_eq!(sets().len(), 5, "a dry run forgot something");
+    let keep_all = env.json(&["forget", "--keep-within", "1h", "--json"]);
+    assert_eq!(u64_field(&keep_all, "forgotten"), 0, "{keep_all}");
+
+    let done = env.json(&["forget", "--keep-last", "2", "--json"]);
+    assert_eq!(u64_field(&done, "forgotten"), 3, "{done}");
+    assert!(u64_field(&done, "bytes_freed") > 0, "{done}");
+    let newest = done["sets"][0].clone();
+    assert_eq!(
+        (newest["keep"].as_bool(), newest["reasons"][0].as_str()),
+        (Some(true), Some("newest")),
+        "{done}"
+    );
+    assert_eq!(sets(), ids[3..].to_vec());
+    env.ok(&["restore", src.to_str().unwrap(), env.path("back").to_str().unwrap()]);
+    assert_same_tree(&src, &env.path("back"));
+
+    let both = env.fails(&["forget", &ids[4], "--keep-last", "1"]);
+    assert!(both.contains("not both"), "{both}");
+    let neither = env.fails(&["forget"]);
+    assert!(neither.contains("nothing to forget"), "{neither}");
+}

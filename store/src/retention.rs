@@ -1,0 +1,187 @@
+//! Retention: which backup sets a policy keeps, in the manner restic and
+//! borg users know (`--keep-last 3 --keep-daily 7 --keep-weekly 4 ...`).
+//!
+//! Sets are taken newest first. `keep_last` keeps the N newest. Each of
+//! `keep_hourly` ... `keep_yearly` keeps the newest set of each of the N
+//! most recent hours (days, ISO weeks, months, years) that have one.
+//! `keep_within` keeps every set no older than that much before the newest
+//! set (not before now: an account that stopped backing up keeps its last
+//! sets). The newest set is always kept, and a policy that keeps nothing
+//! by any rule (all zero) keeps everything: an empty policy is "no
+//! retention", never "delete all". Periods are UTC, so that every node of a
+//! group, on whatever site, decides alike.
+//!
+//! It reads only the sets' cleartext times, so the store can apply it
+//! without the client's keys.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use coffer_proto::ObjectId;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionPolicy {
+    pub keep_last: u32,
+    pub keep_hourly: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub keep_monthly: u32,
+    pub keep_yearly: u32,
+    /// Keep every set this close to the newest.
+    #[serde(with = "duration_secs")]
+    pub keep_within: Option<Duration>,
+}
+
+mod duration_secs {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_secs()).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_secs))
+    }
+}
+
+/// What the policy says of one set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub id: ObjectId,
+    pub time_ns: i64,
+    pub keep: bool,
+    /// The rules that keep it ("last", "daily", "within", "newest", ...).
+    pub reasons: Vec<&'static str>,
+}
+
+type Period = fn(&DateTime<Utc>) -> (i32, u32);
+
+const PERIODS: [(&str, Period); 5] = [
+    ("hourly", |t| (t.year(), t.ordinal() * 24 + t.hour())),
+    ("daily", |t| (t.year(), t.ordinal())),
+    ("weekly", |t| (t.iso_week().year(), t.iso_week().week())),
+    ("monthly", |t| (t.year(), t.month())),
+    ("yearly", |t| (t.year(), 0)),
+];
+
+impl RetentionPolicy {
+    /// Whether the policy keeps everything (no rule set).
+    pub fn is_empty(&self) -> bool {
+        self.keep_within.is_none() && self.counts().iter().all(|n| *n == 0) && self.keep_last == 0
+    }
+
+    fn counts(&self) -> [u32; 5] {
+        [self.keep_hourly, self.keep_daily, self.keep_weekly, self.keep_monthly, self.keep_yearly]
+    }
+
+    /// Decides every set of `sets` (id and time), returned newest first.
+    pub fn apply(&self, sets: &[(ObjectId, i64)]) -> Vec<Decision> {
+        let mut sorted = sets.to_vec();
+        sorted.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        let mut decisions: Vec<Decision> = sorted
+            .iter()
+            .map(|&(id, time_ns)| Decision { id, time_ns, keep: false, reasons: Vec::new() })
+            .collect();
+        if self.is_empty() {
+            decisions.iter_mut().for_each(|d| d.keep = true);
+            return decisions;
+        }
+        if let Some(newest) = decisions.first_mut() {
+            newest.reasons.push("newest");
+        }
+        for d in decisions.iter_mut().take(self.keep_last as usize) {
+            d.reasons.push("last");
+        }
+        for ((name, period), count) in PERIODS.iter().zip(self.counts()) {
+            let mut last = None;
+            let mut kept = 0;
+            for d in decisions.iter_mut() {
+                if kept == count {
+                    break;
+                }
+                let key = period(&DateTime::from_timestamp_nanos(d.time_ns));
+                if last != Some(key) {
+                    last = Some(key);
+                    kept += 1;
+                    d.reasons.push(name);
+                }
+            }
+        }
+        if let (Some(within), Some(newest)) = (self.keep_within, decisions.first().map(|d| d.time_ns)) {
+            let from = newest.saturating_sub(i64::try_from(within.as_nanos()).unwrap_or(i64::MAX));
+            for d in decisions.iter_mut().filter(|d| d.time_ns >= from) {
+                d.reasons.push("within");
+            }
+        }
+        decisions.iter_mut().for_each(|d| d.keep = !d.reasons.is_empty());
+        decisions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3600 * 1_000_000_000;
+    const DAY: i64 = 24 * HOUR;
+
+    /// A set every 6 hours for 60 days, from 2026-01-01 00:00 UTC.
+    fn sets() -> Vec<(ObjectId, i64)> {
+        let start = 1_767_225_600 * 1_000_000_000; // 2026-01-01T00:00:00Z
+        (0..240).map(|i| (ObjectId([i as u8; 32]), start + i * 6 * HOUR)).collect()
+    }
+
+    fn kept(policy: RetentionPolicy) -> Vec<i64> {
+        policy.apply(&sets()).into_iter().filter(|d| d.keep).map(|d| d.time_ns).collect()
+    }
+
+    #[test]
+    fn an_empty_policy_keeps_everything() {
+        assert_eq!(kept(RetentionPolicy::default()).len(), 240);
+    }
+
+    #[test]
+    fn keep_last_and_the_newest_always() {
+        let k = kept(RetentionPolicy { keep_last: 3, ..Default::default() });
+        assert_eq!(k.len(), 3);
+        let newest = sets().iter().map(|s| s.1).max().unwrap();
+        assert_eq!(k[0], newest);
+        // A policy whose rules keep nothing recent still keeps the newest.
+        let k = kept(RetentionPolicy { keep_yearly: 1, ..Default::default() });
+        assert_eq!(k, vec![newest]);
+    }
+
+    #[test]
+    fn periods_keep_the_newest_set_of_each_period() {
+        let daily = kept(RetentionPolicy { keep_daily: 7, ..Default::default() });
+        assert_eq!(daily.len(), 7);
+        for pair in daily.windows(2) {
+            assert_eq!(pair[0] - pair[1], DAY, "one per day, each day's last (18:00)");
+        }
+        let weekly = kept(RetentionPolicy { keep_weekly: 4, ..Default::default() });
+        assert_eq!(weekly.len(), 4);
+        let monthly = kept(RetentionPolicy { keep_monthly: 12, ..Default::default() });
+        assert_eq!(monthly.len(), 3, "60 days from 1 January reach 1 March");
+        let hourly = kept(RetentionPolicy { keep_hourly: 5, ..Default::default() });
+        assert_eq!(hourly.len(), 5, "every set is in an hour of its own");
+    }
+
+    #[test]
+    fn rules_add_up_and_say_why() {
+        let policy = RetentionPolicy {
+            keep_last: 2,
+            keep_daily: 3,
+            keep_within: Some(Duration::from_secs(36 * 3600)),
+            ..Default::default()
+        };
+        let decisions = policy.apply(&sets());
+        let kept: Vec<&Decision> = decisions.iter().filter(|d| d.keep).collect();
+        // within 36 h of the newest: 7 sets (0, 6, ..., 36 h back); daily adds the third day's last.
+        assert_eq!(kept.len(), 8, "{kept:?}");
+        assert_eq!(kept[0].reasons, ["newest", "last", "daily", "within"]);
+        assert!(decisions.iter().filter(|d| !d.keep).all(|d| d.reasons.is_empty()));
+    }
+}
