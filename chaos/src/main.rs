@@ -78,6 +78,7 @@ struct Faults {
 }
 
 fn main() -> Result<ExitCode> {
+    coffer_proto::pipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let summary = run(&cli)?;
     if cli.json {

@@ -185,6 +185,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    coffer_proto::pipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let level = ["warn", "info", "debug"][cli.verbose.min(2) as usize];
     tracing_subscriber::fmt()
@@ -195,6 +196,7 @@ fn main() -> ExitCode {
         .init();
     match run(cli) {
         Ok(code) => code,
+        Err(e) if coffer_proto::pipe::is_closed_pipe(e.as_ref()) => coffer_proto::pipe::die_of_sigpipe(),
         Err(e) => {
             eprintln!("coffer: error: {e:#}");
             ExitCode::from(2)

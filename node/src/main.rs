@@ -30,6 +30,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    coffer_proto::pipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
     let config = NodeConfig::load(&cli.config)?;
     let filter = EnvFilter::try_from_default_env()

@@ -266,6 +266,7 @@ enum AccountCommand {
 }
 
 fn main() -> ExitCode {
+    coffer_proto::pipe::end_quietly_on_closed_pipe();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -274,6 +275,7 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
+        Err(e) if coffer_proto::pipe::is_closed_pipe(e.as_ref()) => coffer_proto::pipe::die_of_sigpipe(),
         Err(e) => {
             eprintln!("coffer-admin: error: {e:#}");
             ExitCode::from(2)

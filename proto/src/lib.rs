@@ -21,6 +21,7 @@
 //!   `proto/coffer.proto` (client↔node `Store`, operator `Admin`, node↔node `Peer`).
 //! - [`tls`]: TLS 1.3 configuration for nodes, clients and admins, roles read
 //!   from certificates, and opening a channel to a node.
+//! - [`pipe`]: every binary's quiet end when its output pipe closes.
 //!
 //! Nothing here knows about keys or disks: the client seals bodies, the node
 //! stores envelopes.
@@ -33,6 +34,7 @@ pub mod digest;
 pub mod id;
 pub mod names;
 pub mod object;
+pub mod pipe;
 pub mod set;
 pub mod tls;
 

@@ -452,3 +452,28 @@ fn forget_by_a_retention_policy_keeps_what_it_says_and_a_dry_run_forgets_nothing
     let neither = env.fails(&["forget"]);
     assert!(neither.contains("nothing to forget"), "{neither}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_like_a_unix_tool() {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..3000 {
+        write(
+            &src.join(format!("a-file-with-a-rather-long-name-so-the-listing-fills-the-pipe-{i:05}.txt")),
+            b"x",
+        );
+    }
+    env.backup(&[&src]);
+    for args in [vec!["ls", "-l", src.to_str().unwrap()], vec!["ls", "--json", src.to_str().unwrap()]] {
+        // Nobody reads: the listing fills the pipe, then the reader leaves (`| head`).
+        let mut child =
+            env.command().args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "coffer {args:?} said: {err}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "coffer {args:?}: {:?}", out.status);
+    }
+}
