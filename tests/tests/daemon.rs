@@ -540,3 +540,33 @@ fn a_location_removed_from_the_config_stays_for_a_while_and_large_files_are_skip
     let (ok, report) = d.sync(&[]);
     assert!(ok && report["held"] == Value::Array(vec![]), "{report}");
 }
+
+#[test]
+fn rescans_that_find_nothing_changed_never_connect_to_the_node() {
+    let c = Cluster::start(1);
+    let src = c.path("src");
+    write(&src.join("a.txt"), b"a");
+    let base = fs::read_to_string(c.path("client.toml")).unwrap();
+    let text = format!(
+        "{base}\n[[location]]\nname = \"src\"\npath = \"{}\"\n\n[daemon]\nminimum_file_age = \"0s\"\nupdate_interval = \"1s\"\n",
+        src.display()
+    );
+    let cfg = c.path("daemon.toml");
+    fs::write(&cfg, text).unwrap();
+    let d = Daemon::start(&cfg, &[]);
+    wait_for(WAIT, "the first set", || d.status()["last_set"].as_str().map(|_| ()));
+    let (runs, before) = (u64_field(&d.status(), "runs"), c.connections());
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(u64_field(&d.status(), "runs") >= runs + 2, "the daemon did not rescan");
+    assert_eq!(
+        c.connections(),
+        before + 1,
+        "a rescan that found nothing changed connected (only this query may)"
+    );
+    // A change does reach the node.
+    write(&src.join("b.txt"), b"b");
+    wait_for(WAIT, "b.txt's set", || {
+        let out = c.coffer("daemon.toml", &["ls", "--json", &src.display().to_string()]);
+        String::from_utf8_lossy(&out.stdout).contains("b.txt").then_some(())
+    });
+}
