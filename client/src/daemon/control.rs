@@ -12,7 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -69,8 +69,6 @@ pub struct Context {
     pub shared: Arc<Shared>,
     pub steering: Arc<Steering>,
     pub wake: Sender<Wake>,
-    /// When the running backup started, for the estimate.
-    pub run_started: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 /// Binds the socket, replacing one a dead daemon left; refuses while a
@@ -120,8 +118,7 @@ fn answer(stream: UnixStream, context: &Context) -> std::io::Result<()> {
 fn handle(request: Request, c: &Context) -> Response {
     match request {
         Request::Status => {
-            let elapsed = c.run_started.lock().unwrap().map(|t| t.elapsed());
-            let status = c.shared.snapshot(&c.steering, elapsed);
+            let status = c.shared.snapshot(&c.steering);
             Response::ok(
                 format!("{:?}", status.state),
                 serde_json::to_value(status).expect("status serializes"),

@@ -19,8 +19,6 @@ pub struct Memory {
     pub removed_since: BTreeMap<PathBuf, i64>,
     /// The last success time a `not-backed-up` event was sent for.
     pub silence_reported: Option<i64>,
-    #[serde(skip)]
-    pub started_ns: i64,
 }
 
 impl Memory {

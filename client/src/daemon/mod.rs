@@ -31,8 +31,8 @@ mod status;
 mod watch;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -94,10 +94,11 @@ struct Daemon<'a> {
     _lock: WriterLock,
     shared: Arc<Shared>,
     steering: Arc<Steering>,
-    run_started: Arc<Mutex<Option<Instant>>>,
     age: Arc<AgePolicy>,
     watcher: Watcher,
     memory: Memory,
+    /// When the daemon started: the start of silence if it never backed up.
+    started_ns: i64,
     /// When the next run is planned (ns since the epoch).
     next_run: Option<i64>,
     retry: Duration,
@@ -110,12 +111,8 @@ pub fn run(load: Load) -> Result<()> {
     let (wake, woken) = mpsc::channel();
     let listener = control::bind(&socket_path(&setup.config, &setup.cache_root))?;
     let mut daemon = Daemon::start(load, setup, wake.clone())?;
-    let context = Context {
-        shared: daemon.shared.clone(),
-        steering: daemon.steering.clone(),
-        wake: wake.clone(),
-        run_started: daemon.run_started.clone(),
-    };
+    let context =
+        Context { shared: daemon.shared.clone(), steering: daemon.steering.clone(), wake: wake.clone() };
     control::serve(listener, Arc::new(context));
     handle_signals(wake, daemon.steering.clone())?;
     daemon.event(
@@ -162,8 +159,7 @@ impl<'a> Daemon<'a> {
             .map_err(|e| Error::Invalid(format!("cannot watch for changes: {e}")))?;
         let cache_dir = repo.cache.dir().to_path_buf();
         drop(repo);
-        let mut memory = Memory::load(&cache_dir);
-        memory.started_ns = coffer_proto::clock::now_ns();
+        let memory = Memory::load(&cache_dir);
         let shared = Arc::new(Shared::new(d.mode));
         let next_run = (d.mode == Mode::Lazy).then(now_ns);
         let mut daemon = Daemon {
@@ -173,12 +169,12 @@ impl<'a> Daemon<'a> {
             _lock: lock,
             shared,
             steering,
-            run_started: Arc::new(Mutex::new(None)),
             age,
             watcher,
             memory,
             next_run,
             retry: FIRST_RETRY,
+            started_ns: now_ns(),
         };
         daemon.watch();
         Ok(daemon)
@@ -286,16 +282,14 @@ impl<'a> Daemon<'a> {
             Err(e) => return Err(self.failed(e)),
         };
         self.steering.begin();
-        *self.run_started.lock().unwrap() = Some(Instant::now());
         self.shared.update(|s| {
-            (s.running, s.state) = (true, State::Scanning);
+            (s.running, s.started, s.state) = (true, Some(Instant::now()), State::Scanning);
             s.runs += 1;
             (s.files_expected, s.bytes_expected) = expected;
         });
         let result = backup::backup(&repo, &sources, &opts);
         drop(repo);
-        *self.run_started.lock().unwrap() = None;
-        self.shared.update(|s| s.running = false);
+        self.shared.update(|s| (s.running, s.started) = (false, None));
         match result {
             Ok(report) => {
                 self.succeeded(&report);
@@ -422,7 +416,7 @@ impl<'a> Daemon<'a> {
     fn check_silence(&mut self) {
         let limit = self.setup.config.daemon.not_backed_up_after;
         let now = coffer_proto::clock::now_ns();
-        let since = self.memory.last_success_ns.unwrap_or(self.memory.started_ns);
+        let since = self.memory.last_success_ns.unwrap_or(self.started_ns);
         let silent = Duration::from_nanos((now - since).max(0) as u64);
         if silent > limit && self.memory.silence_reported != Some(since) {
             self.memory.silence_reported = Some(since);

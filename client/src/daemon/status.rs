@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -40,8 +40,10 @@ pub struct Status {
     pub pid: u32,
     pub mode: Mode,
     pub state: State,
-    /// A backup is running now.
+    /// A backup is running now, since `started`.
     pub running: bool,
+    #[serde(skip)]
+    pub started: Option<Instant>,
     /// Backups run since the daemon started.
     pub runs: u64,
     pub location: Option<String>,
@@ -75,6 +77,7 @@ impl Shared {
             mode,
             state: State::Idle,
             running: false,
+            started: None,
             runs: 0,
             location: None,
             file: None,
@@ -101,7 +104,7 @@ impl Shared {
     }
 
     /// The status now, with the running backup's progress and estimate.
-    pub fn snapshot(&self, steering: &Steering, elapsed: Option<Duration>) -> Status {
+    pub fn snapshot(&self, steering: &Steering) -> Status {
         let mut s = self.status.lock().unwrap().clone();
         if s.running {
             s.progress = steering.progress();
@@ -112,7 +115,7 @@ impl Shared {
             if steering.is_paused() {
                 s.state = State::Paused;
             }
-            s.seconds_left = elapsed.and_then(|e| estimate(&s.progress, s.bytes_expected, e));
+            s.seconds_left = s.started.and_then(|t| estimate(&s.progress, s.bytes_expected, t.elapsed()));
         }
         s
     }
