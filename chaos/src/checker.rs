@@ -25,6 +25,8 @@ use crate::lab::{Lab, NODES};
 const CONVERGE: Duration = Duration::from_secs(120);
 
 struct Committed {
+    /// Which of the lab's clients (so which account and directory).
+    client: usize,
     id: String,
     hash: String,
 }
@@ -48,26 +50,32 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// Records a set the client reported committed, with the hash of the
-    /// data directory as it is now (the client backed it up unchanged).
-    pub fn committed(&mut self, report: &serde_json::Value, data: &Path) -> Result<()> {
+    /// Records a set client `client` reported committed, with the hash of
+    /// its data directory as it is now (the client backed it up unchanged).
+    pub fn committed(&mut self, lab: &Lab, client: usize, report: &serde_json::Value) -> Result<()> {
         if report["unchanged"] == true {
             return Ok(());
         }
         let Some(id) = report["set_id"].as_str() else { bail!("backup report without a set id: {report}") };
-        self.committed.push(Committed { id: id.to_string(), hash: tree_hash(data)? });
+        let hash = tree_hash(&lab.clients[client].data)?;
+        self.committed.push(Committed { client, id: id.to_string(), hash });
         self.tally.sets_committed += 1;
         Ok(())
     }
 
-    /// Waits until every node reports one marker, one set count and one
-    /// sets digest; records how long that took since `since`.
+    /// Waits until, for every client's account, every node reports one
+    /// marker, one set count and one sets digest; records how long that
+    /// took since `since`.
     pub fn converge(&mut self, lab: &Lab, since: Instant) {
         let deadline = Instant::now() + CONVERGE;
         let mut last = Vec::new();
+        let agree =
+            |replicas: &[Option<_>]| replicas[0].is_some() && replicas.iter().all(|r| *r == replicas[0]);
         while Instant::now() < deadline {
-            last = (1..=NODES).map(|k| lab.replica(k)).collect::<Vec<_>>();
-            if last[0].is_some() && last.iter().all(|r| *r == last[0]) {
+            last = (0..lab.clients.len())
+                .map(|c| (1..=NODES).map(|k| lab.replica(k, c)).collect::<Vec<_>>())
+                .collect::<Vec<_>>();
+            if last.iter().all(|replicas| agree(replicas)) {
                 let took = since.elapsed().as_millis() as u64;
                 self.tally.worst_convergence_ms = self.tally.worst_convergence_ms.max(took);
                 return;
@@ -95,14 +103,17 @@ impl Checker {
                 let target = scratch.join(format!("restore-{k}-{}", &set.id[..16]));
                 let cache = scratch.join(format!("cache-{k}-{}", &set.id[..16]));
                 let outcome =
-                    lab.restore(k, &set.id, &lab.data, &target, &cache).and_then(|_| tree_hash(&target));
+                    lab.restore(k, set.client, &set.id, &target, &cache).and_then(|_| tree_hash(&target));
                 let _ = fs::remove_dir_all(&target);
                 let _ = fs::remove_dir_all(&cache);
                 self.tally.sets_checked += 1;
                 let problem = match outcome {
                     Ok(hash) if hash == set.hash => continue,
-                    Ok(_) => format!("node{k}: set {} restores different content or attributes", set.id),
-                    Err(e) => format!("set {}: {e:#}", set.id),
+                    Ok(_) => format!(
+                        "node{k}: set {} of {} restores different content or attributes",
+                        set.id, lab.clients[set.client].account
+                    ),
+                    Err(e) => format!("set {} of {}: {e:#}", set.id, lab.clients[set.client].account),
                 };
                 eprintln!("LOST: {problem}");
                 self.tally.sets_lost += 1;
@@ -143,7 +154,9 @@ pub fn tree_hash(root: &Path) -> Result<String> {
             } else if meta.is_symlink() {
                 hasher.update(b"l").update(fs::read_link(&path)?.as_os_str().as_encoded_bytes());
             } else {
-                hasher.update(b"f").update(blake3::hash(&fs::read(&path)?).as_bytes());
+                // Streamed: a file may be larger than memory.
+                let content = blake3::Hasher::new().update_reader(fs::File::open(&path)?)?.finalize();
+                hasher.update(b"f").update(content.as_bytes());
             }
         }
     }

@@ -1,8 +1,8 @@
 //! `coffer-chaos`: seeded fault rounds against a real local server group of
-//! three `coffer-node` processes and a `coffer` client, with an invariant
-//! checker that proves nothing committed was lost.
+//! three `coffer-node` processes and several `coffer` clients backing up at
+//! once, with an invariant checker that proves nothing committed was lost.
 //!
-//! - [`lab`]: the group, its proxied links, the client and its data.
+//! - [`lab`]: the group, its proxied links, the clients and their data.
 //! - [`scenario`]: the faults of one round.
 //! - [`checker`]: committed sets, marker convergence, restores from every replica.
 //!
@@ -43,6 +43,15 @@ struct Cli {
     /// Small files in each directory.
     #[arg(long, default_value_t = 20)]
     files: u64,
+    /// Clients backing up at once, each its own tree to its own account;
+    /// the first meets each round's fault, the others back up beside it.
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// The largest file an upload round adds ("12MiB", "3GiB"); each round's
+    /// is between a third of this and this, and a timed fault strikes at a
+    /// random point of its upload.
+    #[arg(long, default_value = "12MiB", value_parser = coffer_proto::config::human_size::parse)]
+    big_file: u64,
     /// Run only these scenarios (repeatable; by name, e.g. DiscLost).
     #[arg(long = "scenario", value_parser = parse_scenario)]
     scenarios: Vec<Scenario>,
@@ -105,7 +114,8 @@ fn main() -> Result<ExitCode> {
 
 fn run(cli: &Cli) -> Result<Summary> {
     let mut rng = StdRng::seed_from_u64(cli.seed);
-    let workload = Workload { dirs: cli.dirs, files: cli.files };
+    let workload =
+        Workload { dirs: cli.dirs, files: cli.files, clients: cli.clients.max(1), big_file: cli.big_file };
     let mut lab = Lab::start(workload)?;
     let scratch = lab.cluster.path("scratch");
     std::fs::create_dir_all(&scratch)?;
@@ -118,20 +128,27 @@ fn run(cli: &Cli) -> Result<Summary> {
         eprintln!("round {round}: {scenario:?}");
         let faults = scenarios.entry(format!("{scenario:?}")).or_default();
         faults.rounds += 1;
-        match scenario.run(&mut lab, &mut rng, round) {
-            Ok(outcome) => {
-                faults.landed += u64::from(outcome.landed.unwrap_or(false));
-                for report in &outcome.reports {
-                    checker.committed(report, &lab.data)?;
+        lab.start_others(&mut rng, round)?;
+        let main = scenario.run(&mut lab, &mut rng, round).map(|outcome| {
+            faults.landed += u64::from(outcome.landed.unwrap_or(false));
+            outcome.reports.into_iter().map(|report| (0, Ok(report))).collect::<Vec<_>>()
+        });
+        let outcomes = match main {
+            Ok(reports) => reports,
+            Err(e) => vec![(0, Err(e))],
+        };
+        for (client, outcome) in outcomes.into_iter().chain(lab.others_finished()) {
+            match outcome {
+                Ok(report) => checker.committed(&lab, client, &report)?,
+                Err(e) => {
+                    // Every fault here is one Coffer must ride out: a backup
+                    // that failed, or a fault that could not be set up, is a problem.
+                    let who = &lab.clients[client].account;
+                    let problem = format!("round {round} ({scenario:?}), account {who}: {e:#}");
+                    eprintln!("{problem}");
+                    checker.tally.problems.push(problem);
+                    backups_failed += 1;
                 }
-            }
-            Err(e) => {
-                // Every fault here is one Coffer must ride out: a backup
-                // that failed, or a fault that could not be set up, is a problem.
-                let problem = format!("round {round} ({scenario:?}): {e:#}");
-                eprintln!("{problem}");
-                checker.tally.problems.push(problem);
-                backups_failed += 1;
             }
         }
         let healed = Instant::now();

@@ -1,9 +1,10 @@
 //! The faults of one round, chosen by the seeded generator.
 //!
-//! Every round changes files across the tree (new, changed and removed
-//! files in several directories, sometimes a large file), then backs up
-//! under one fault: a node SIGKILLed while the client uploads (at a random
-//! point of it), or while it catches up by fast sync, or while the group's
+//! Every round changes files across the main client's tree (new, changed
+//! and removed files in several directories, sometimes a large file), then
+//! backs up under one fault while the other clients back up beside it: a
+//! node SIGKILLed while the client uploads (anywhere from the start of the
+//! upload to its end), or while it catches up by fast sync, or while the group's
 //! membership changes (a wiped node rejoining); the client cut off from its
 //! primary, or stopped (SIGSTOP) mid-upload; a node cut off from its peers,
 //! or black-holed (everything it sends or is sent vanishes, nothing closes);
@@ -19,7 +20,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 
-use crate::lab::{Lab, NODES};
+use crate::lab::{BIG, Lab, NODES, change_files};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Scenario {
@@ -54,9 +55,6 @@ pub const ALL: [Scenario; 13] = [
     Scenario::SlowLinks,
 ];
 
-/// The file that upload rounds add, big enough for a kill to land mid-upload.
-const BIG: &str = "big/upload";
-
 impl Scenario {
     /// One of `from`, at random.
     pub fn pick(rng: &mut StdRng, from: &[Scenario]) -> Scenario {
@@ -66,12 +64,12 @@ impl Scenario {
     /// Runs the round: the backup reports that claimed a commit, and
     /// whether a timed fault struck while its operation was under way.
     pub fn run(self, lab: &mut Lab, rng: &mut StdRng, round: u64) -> Result<Round> {
-        change_files(lab, rng, round)?;
+        change_files(lab.main(), &lab.workload, rng, round)?;
         let mut reports = Vec::new();
         let mut landed = None;
         match self {
             Scenario::KillPrimaryDuringUpload => {
-                let (backup, struck) = upload_under_way(lab, rng, 1, 64 << 10..4 << 20)?;
+                let (backup, struck) = upload_under_way(lab, rng, 1, 0.01..0.95)?;
                 landed = Some(struck);
                 lab.kill(1);
                 reports.push(lab.finish_backup(backup)?);
@@ -80,13 +78,13 @@ impl Scenario {
                 // A replica receives the set while the commit waits for it
                 // (a replicated commit); it dies while it receives.
                 let victim = rng.random_range(2..=NODES);
-                let (backup, struck) = upload_under_way(lab, rng, victim, 1..4 << 20)?;
+                let (backup, struck) = upload_under_way(lab, rng, victim, 0.0..0.95)?;
                 landed = Some(struck);
                 lab.kill(victim);
                 reports.push(lab.finish_backup(backup)?);
             }
             Scenario::ClientStoppedDuringUpload => {
-                let (backup, struck) = upload_under_way(lab, rng, 1, 64 << 10..4 << 20)?;
+                let (backup, struck) = upload_under_way(lab, rng, 1, 0.01..0.95)?;
                 landed = Some(struck);
                 signal(&backup, Signal::SIGSTOP);
                 Lab::pause(rng.random_range(500..15_000));
@@ -141,7 +139,7 @@ impl Scenario {
                 // once the operator rebuilt its index.
                 let k = rng.random_range(2..=NODES);
                 reports.push(lab.backup()?);
-                landed = Some(wait_until(|| lab.cluster.pack_bytes(k) > 0));
+                landed = Some(wait_until(0, || lab.cluster.pack_bytes(k) > 0));
                 lab.kill(k);
                 lab.lose_index(k)?;
                 lab.rebuild_index(k)?;
@@ -152,7 +150,8 @@ impl Scenario {
                 // it or the node sending dies.
                 let behind = rng.random_range(2..=NODES);
                 let others: Vec<usize> = (1..=NODES).filter(|k| *k != behind).collect();
-                lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
+                let len = lab.workload.big_file_len(rng);
+                lab.main().write(BIG, rng.random(), len)?;
                 lab.links.partition(&[behind], &others);
                 let report = lab.backup()?;
                 // The sender is the node that took the set.
@@ -160,7 +159,7 @@ impl Scenario {
                 reports.push(report);
                 let before = lab.cluster.pack_bytes(behind);
                 lab.links.heal();
-                landed = Some(wait_until(|| lab.cluster.pack_bytes(behind) > before));
+                landed = Some(wait_until(len, || lab.cluster.pack_bytes(behind) > before));
                 Lab::pause(rng.random_range(0..50));
                 lab.kill(if rng.random_bool(0.5) { behind } else { sender.unwrap_or(1) });
             }
@@ -214,25 +213,31 @@ pub struct Round {
 }
 
 /// Adds a large file and starts a backup; returns once node `k` has
-/// taken a random part (in `part` bytes) of it, with whether the backup was
-/// still running then: the moment a timed fault strikes.
+/// taken a random share (in `share`) of it, with whether the backup was
+/// still running then: the moment a timed fault strikes, anywhere from the
+/// start of a long upload to its end.
 fn upload_under_way(
     lab: &Lab,
     rng: &mut StdRng,
     k: usize,
-    part: std::ops::Range<u64>,
+    share: std::ops::Range<f64>,
 ) -> Result<(std::process::Child, bool)> {
-    lab.write(BIG, rng.random(), rng.random_range(4 << 20..12 << 20))?;
-    let (before, part) = (lab.cluster.pack_bytes(k), rng.random_range(part));
+    let len = lab.workload.big_file_len(rng);
+    lab.main().write(BIG, rng.random(), len)?;
+    // Three discs hold a byte of a pack and half a byte of parity.
+    let part = (len as f64 * 1.5 * rng.random_range(share)) as u64;
+    let before = lab.cluster.pack_bytes(k);
     let mut backup = lab.spawn_backup();
-    let reached = wait_until(|| lab.cluster.pack_bytes(k) >= before + part);
+    let reached = wait_until(len, || lab.cluster.pack_bytes(k) >= before + part);
     let running = still_running(&mut backup);
     Ok((backup, reached && running))
 }
 
-/// Polls `done` every 10 ms for up to 20 s; whether it came true.
-fn wait_until(done: impl Fn() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+/// Polls `done` every 10 ms, for up to 20 s and as long again as `len`
+/// bytes take at 2 MiB/s; whether it came true.
+fn wait_until(len: u64, done: impl Fn() -> bool) -> bool {
+    let patience = std::time::Duration::from_secs(20 + len / (2 << 20));
+    let deadline = std::time::Instant::now() + patience;
     while !done() {
         if std::time::Instant::now() > deadline {
             return false;
@@ -248,20 +253,4 @@ fn still_running(child: &mut std::process::Child) -> bool {
 
 fn signal(child: &std::process::Child, signal: Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
-}
-
-/// New, changed and removed files in several directories of the tree, so
-/// every round commits a new set that shares most of its trees with the last.
-fn change_files(lab: &Lab, rng: &mut StdRng, round: u64) -> Result<()> {
-    lab.remove(BIG);
-    for _ in 0..rng.random_range(1..12) {
-        let (dir, file) =
-            (rng.random_range(0..lab.workload.dirs), rng.random_range(0..lab.workload.files + 4));
-        lab.write(&lab.workload.file(dir, file), rng.random(), rng.random_range(1 << 10..64 << 10))?;
-    }
-    for _ in 0..rng.random_range(0..3) {
-        let (dir, file) = (rng.random_range(0..lab.workload.dirs), rng.random_range(0..lab.workload.files));
-        lab.remove(&lab.workload.file(dir, file));
-    }
-    lab.write(&format!("rounds/r{}", round % 7), rng.random(), rng.random_range(1 << 10..256 << 10))
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use coffer_proto::{ObjectId, StoreUrl};
+use coffer_proto::{ObjectId, SetsDigest, StoreUrl};
 use coffer_store::{
     AccountId, AccountRecord, AccountWriter, ForgetReport, Limits, PutOutcome, SetRecord, Store, StoreError,
     Usage,
@@ -32,13 +32,15 @@ pub trait Backend: Send + Sync {
     /// Committed sets, oldest first.
     fn sets(&self) -> Result<Vec<(ObjectId, SetRecord)>>;
     fn forget(&self, id: &ObjectId) -> Result<ForgetReport>;
-    fn marker(&self) -> Result<u64>;
+    /// Where the account stands, as of the last thing this backend did or
+    /// learnt (a node's login, commit or forget; a local store's index).
+    fn position(&self) -> Result<Position>;
     fn usage(&self) -> Result<Usage>;
     /// Something that names this store for the client's cache.
     fn cache_key(&self) -> String;
-    /// Tells a lazily connecting backend which marker the cache was made at,
-    /// so that its first operation can report a changed store.
-    fn expect_marker(&self, _marker: Option<u64>) {}
+    /// Tells a lazily connecting backend which position the cache was made
+    /// at, so that its first operation can report a changed store.
+    fn expect_position(&self, _position: Option<Position>) {}
     /// The caller starts its work again after [`Error::Interrupted`] or
     /// [`Error::StoreChanged`]: nothing it learnt before is relied on.
     ///
@@ -48,6 +50,36 @@ pub trait Backend: Send + Sync {
     /// The name of the node serving this client now, if it is a node.
     fn node(&self) -> Option<String> {
         None
+    }
+}
+
+/// Where an account's store stands: its client store marker and the digest
+/// of its set ids and tombstones. Two replicas that each took a backup while
+/// cut off from each other share a marker; the digest tells them apart, so
+/// a cache made on one is never taken for the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub marker: u64,
+    pub digest: SetsDigest,
+}
+
+impl Position {
+    /// The form the client's cache writes (`MARKER DIGEST-HEX`).
+    pub fn to_text(&self) -> String {
+        format!("{} {}", self.marker, hex::encode(self.digest.as_bytes()))
+    }
+
+    /// Reads [`Position::to_text`]'s form; `None` for anything else.
+    pub fn from_text(text: &str) -> Option<Position> {
+        let (marker, digest) = text.split_once(' ')?;
+        let digest = SetsDigest::from_slice(&hex::decode(digest).ok()?)?;
+        Some(Position { marker: marker.parse().ok()?, digest })
+    }
+}
+
+impl std::fmt::Display for Position {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "marker {}, sets digest {}", self.marker, hex::encode(&self.digest.as_bytes()[..6]))
     }
 }
 
@@ -187,8 +219,9 @@ impl Backend for LocalBackend {
         self.with_writer(|w| w.forget_set(id))
     }
 
-    fn marker(&self) -> Result<u64> {
-        Ok(self.store.marker(self.account)?)
+    fn position(&self) -> Result<Position> {
+        let (marker, digest) = self.store.summary(self.account)?;
+        Ok(Position { marker, digest })
     }
 
     fn usage(&self) -> Result<Usage> {

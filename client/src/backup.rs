@@ -166,7 +166,7 @@ pub fn backup(repo: &Repository, sources: &[Source], opts: &BackupOptions) -> Re
         restarts += 1;
         tracing::warn!(%error, "backup interrupted; starting again");
         if let Error::StoreChanged { found, .. } = error {
-            repo.cache.check_marker(found);
+            repo.cache.check_position(found);
         }
         // The sets to build on come from the node that serves the new
         // attempt: the backup skips what they hold without asking.
@@ -234,16 +234,16 @@ fn backup_with(
     if let Some(set) = newest.filter(|s| same_locations(&s.contents.locations, &locations)) {
         report.set_id = Some(set.id.to_hex());
         report.unchanged = true;
-        report.marker = match repo.cache.marker() {
-            Some(m) => m,
-            None => repo.backend.marker()?,
+        report.marker = match repo.cache.position() {
+            Some(p) => p.marker,
+            None => repo.backend.position()?.marker,
         };
     } else {
         let stats =
             SetStats { files: report.files_total, dirs: report.dirs_total, bytes: report.bytes_total };
         let contents = SetContents { host: hostname(), locations, tags: opts.tags.clone() };
-        let marker = repo.backend.marker()?;
-        let (set, envelope) = BackupSet::seal(&repo.keys, time_ns, marker, stats, contents);
+        let before = repo.backend.position()?;
+        let (set, envelope) = BackupSet::seal(&repo.keys, time_ns, before.marker, stats, contents);
         report.bytes_stored_new += envelope.len() as u64;
         let committed = repo.backend.commit_set(set.id, &envelope)?;
         report.marker = committed.marker;
@@ -258,7 +258,7 @@ fn backup_with(
             report.warnings.push(warning);
         }
         repo.cache.put_set(&set.id, &envelope);
-        repo.cache.record_change(marker, report.marker, Some(set.id), None);
+        repo.cache.record_change(before, repo.backend.position()?, Some(set.id), None);
         report.set_id = Some(set.id.to_hex());
     }
     report.node = repo.backend.node();

@@ -2,10 +2,10 @@
 //!
 //! Holds decrypted trees and backup-set envelopes by id (content-addressed and
 //! verified when read back, so they never go stale), and `sets.list`: the
-//! complete list of the store's sets as of one client store marker. With that
-//! list a backup in which nothing changed needs neither a download nor, for a
-//! node, a connection. When the store reports another marker the list is
-//! dropped and fetched again. The cache is an optimisation only: any failure
+//! complete list of the store's sets as of one [`Position`] (client store
+//! marker and sets digest). With that list a backup in which nothing changed
+//! needs neither a download nor, for a node, a connection. When the store
+//! reports another position the list is dropped and fetched again. The cache is an optimisation only: any failure
 //! to write it is logged and ignored.
 //!
 //! One process at a time writes to the account through a cache: a backup
@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use coffer_proto::ObjectId;
 use tracing::{debug, info};
 
+use crate::backend::Position;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::tree;
@@ -101,17 +102,18 @@ impl Cache {
         self.dir.join("sets.list")
     }
 
-    fn read_list(&self) -> Option<(u64, Vec<ObjectId>)> {
+    fn read_list(&self) -> Option<(Position, Vec<ObjectId>)> {
         let text = fs::read_to_string(self.list_path()).ok()?;
         let mut lines = text.lines();
-        let marker = lines.next()?.parse().ok()?;
+        // A list from before positions had digests has no digest: not read.
+        let position = Position::from_text(lines.next()?)?;
         let ids = lines.map(|l| l.parse::<ObjectId>().ok()).collect::<Option<Vec<_>>>()?;
-        Some((marker, ids))
+        Some((position, ids))
     }
 
-    /// The client store marker at which the cached set list was complete.
-    pub fn marker(&self) -> Option<u64> {
-        self.read_list().map(|(m, _)| m)
+    /// The store's position at which the cached set list was complete.
+    pub fn position(&self) -> Option<Position> {
+        self.read_list().map(|(p, _)| p)
     }
 
     /// The cached list of set ids, if complete.
@@ -119,17 +121,17 @@ impl Cache {
         self.read_list().map(|(_, ids)| ids)
     }
 
-    /// Drops the set list if the store is no longer at the marker it was made at.
-    pub fn check_marker(&self, marker: u64) {
-        if let Some(recorded) = self.marker().filter(|m| *m != marker) {
-            info!(recorded, marker, "store changed since this client last saw it; refreshing the cache");
-            let _ = fs::remove_file(self.list_path());
+    /// Drops the set list if the store is no longer where it was made.
+    pub fn check_position(&self, position: Position) {
+        if let Some(recorded) = self.position().filter(|p| *p != position) {
+            info!(%recorded, %position, "store changed since this client last saw it; refreshing the cache");
+            self.forget_sets();
         }
     }
 
-    /// Records the complete list of sets as of `marker`.
-    pub fn record_sets(&self, marker: u64, ids: impl IntoIterator<Item = ObjectId>) {
-        let mut text = format!("{marker}\n");
+    /// Records the complete list of sets as of `position`.
+    pub fn record_sets(&self, position: Position, ids: impl IntoIterator<Item = ObjectId>) {
+        let mut text = format!("{}\n", position.to_text());
         for id in ids {
             text.push_str(&id.to_hex());
             text.push('\n');
@@ -138,18 +140,35 @@ impl Cache {
     }
 
     /// Updates the list after this client changed the store from `before` to
-    /// `after`: kept only if nobody else changed it in between.
-    pub fn record_change(&self, before: u64, after: u64, added: Option<ObjectId>, removed: Option<ObjectId>) {
+    /// `after` by committing `added` or forgetting `removed`: kept only if
+    /// nobody else changed it in between (the digest moved by exactly that).
+    pub fn record_change(
+        &self,
+        before: Position,
+        after: Position,
+        added: Option<ObjectId>,
+        removed: Option<ObjectId>,
+    ) {
+        let mut expected = before.digest;
+        added.iter().for_each(|id| expected.toggle_set(id));
+        removed.iter().for_each(|id| {
+            expected.toggle_set(id);
+            expected.toggle_tombstone(id);
+        });
+        let ours = after.marker == before.marker + 1 && after.digest == expected;
         match self.read_list() {
-            Some((m, mut ids)) if m == before && after == before + 1 => {
+            Some((p, mut ids)) if p == before && ours => {
                 ids.retain(|id| Some(*id) != removed);
                 ids.extend(added);
                 self.record_sets(after, ids);
             }
-            _ => {
-                let _ = fs::remove_file(self.list_path());
-            }
+            _ => self.forget_sets(),
         }
+    }
+
+    /// Drops the set list: the next reader asks the store.
+    pub fn forget_sets(&self) {
+        let _ = fs::remove_file(self.list_path());
     }
 
     fn tree_path(&self, id: &ObjectId) -> PathBuf {

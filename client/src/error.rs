@@ -36,8 +36,8 @@ pub enum Error {
     Interrupted { node: String, message: String },
     #[error("no store node answered: {tried}")]
     NoServer { tried: String },
-    #[error("the store changed since this client's cache was made (marker {expected}, now {found})")]
-    StoreChanged { expected: u64, found: u64 },
+    #[error("the store changed since this client's cache was made ({expected}; now {found})")]
+    StoreChanged { expected: crate::backend::Position, found: crate::backend::Position },
     /// Asked to stop (`coffer ctl stop`, SIGTERM) at an object boundary:
     /// what reached the store stays, and the next backup skips it.
     #[error("the backup was stopped; the next one goes on from where it left off")]

@@ -12,13 +12,14 @@
 //! the caller calls [`Backend::start_over`] and begins its work again, so
 //! no thread of the old attempt can put a tree on the new node that names
 //! what only the old one had. Likewise when a new session reports another
-//! marker than the one expected ([`Error::StoreChanged`]).
+//! [`Position`] (marker and sets digest) than the one expected
+//! ([`Error::StoreChanged`]).
 //!
 //! The connection is opened lazily, on the first operation that needs the
 //! node, so a backup in which nothing changed never connects at all. Login
-//! checks the keys fingerprint and reports the client store marker; when the
-//! caller said which marker it expects (its cache was built at that marker)
-//! and the node reports another, the first operation fails with
+//! checks the keys fingerprint and reports the account's position; when the
+//! caller said which position it expects (its cache was built there) and the
+//! node reports another, the first operation fails with
 //! [`Error::StoreChanged`] so the caller can drop its cache and start again.
 //!
 //! Uploads stream: `put` adds the object to a batch and sends full batches
@@ -38,7 +39,7 @@ use coffer_proto::batch::Batcher;
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
 use coffer_proto::wire::store_client::StoreClient;
 use coffer_proto::wire::{self, ObjectBatch};
-use coffer_proto::{ObjectId, SetHeader, SetStats, StoreUrl};
+use coffer_proto::{ObjectId, SetHeader, SetStats, SetsDigest, StoreUrl};
 use coffer_store::{ForgetReport, PutOutcome, SetRecord, Usage};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
@@ -46,7 +47,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::backend::{Backend, Committed};
+use crate::backend::{Backend, Committed, Position};
 use crate::error::{Error, Result};
 use crate::failover::{self, Connection, Policy, Servers};
 
@@ -84,10 +85,10 @@ pub struct RemoteBackend {
     register_keys: bool,
     runtime: Runtime,
     session: Mutex<Option<Session>>,
-    /// The marker the next session must report: the cache's at first, then
+    /// The position the next session must report: the cache's at first, then
     /// that of the session before, so that a backup learns when a reconnect
     /// landed on a replica holding other sets.
-    expected_marker: Mutex<Option<u64>>,
+    expected_position: Mutex<Option<Position>>,
     /// The server of the newest session, for error messages.
     current: Mutex<String>,
     generations: AtomicU64,
@@ -100,8 +101,8 @@ pub struct RemoteBackend {
 enum Spoilt {
     /// A session that vouched for objects broke.
     Interrupted { node: String, message: String },
-    /// A new session reported another marker than the one expected.
-    Changed { expected: u64, found: u64 },
+    /// A new session reported another position than the one expected.
+    Changed { expected: Position, found: Position },
 }
 
 impl Spoilt {
@@ -119,7 +120,7 @@ struct Session {
     /// The node's name, as it gave it at login.
     node: String,
     client: StoreClient<Channel>,
-    marker: u64,
+    position: Position,
     upload: Option<Upload>,
     sent: HashSet<ObjectId>,
     /// Whether the node said it holds any object this session asked about.
@@ -135,7 +136,7 @@ impl Session {
 
 impl Connection for Session {
     fn marker(&self) -> u64 {
-        self.marker
+        self.position.marker
     }
 }
 
@@ -163,7 +164,7 @@ impl RemoteBackend {
             register_keys: false,
             runtime,
             session: Mutex::new(None),
-            expected_marker: Mutex::new(None),
+            expected_position: Mutex::new(None),
             generations: AtomicU64::new(0),
             spoilt: Mutex::new(None),
         })
@@ -236,12 +237,12 @@ impl RemoteBackend {
     /// Forgets a broken session. If it vouched for any object (said the
     /// node holds it, or took it), the caller's work may name objects only
     /// that node has: the backend is spoilt until [`Backend::start_over`].
-    /// A writer's next session must report the same marker, or the caller
+    /// A writer's next session must report the same position, or the caller
     /// learns that the store changed.
     fn lost(&self, session: Session, node: String, message: String) -> Result<()> {
         tracing::info!(%node, %message, "lost the session with the node; connecting again");
         if self.access == Access::Write {
-            *self.expected_marker.lock().unwrap() = Some(session.marker);
+            *self.expected_position.lock().unwrap() = Some(session.position);
         }
         if session.vouched_for_anything() {
             return Err(self.spoil(Spoilt::Interrupted { node, message }));
@@ -263,11 +264,11 @@ impl RemoteBackend {
             return Ok(());
         }
         let session = self.connect()?;
-        let expected = self.expected_marker.lock().unwrap().take();
-        let marker = session.marker;
+        let expected = self.expected_position.lock().unwrap().take();
+        let found = session.position;
         *slot = Some(session);
-        match expected.filter(|m| *m != marker) {
-            Some(expected) => Err(self.spoil(Spoilt::Changed { expected, found: marker })),
+        match expected.filter(|p| *p != found) {
+            Some(expected) => Err(self.spoil(Spoilt::Changed { expected, found })),
             None => Ok(()),
         }
     }
@@ -305,13 +306,14 @@ impl RemoteBackend {
             .block_on(async { tokio::time::timeout(timeout, attempt).await })
             .map_err(|_| unreachable(format!("no answer within {timeout:?}")))??;
         self.remember_group(&reply.nodes);
-        let marker = reply.account.map(|a| a.marker).unwrap_or(0);
+        let account = reply.account.unwrap_or_default();
+        let position = Position { marker: account.marker, digest: digest_from_wire(&account.sets_digest)? };
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         Ok(Session {
             generation,
             node: reply.node,
             client,
-            marker,
+            position,
             upload: None,
             sent: HashSet::new(),
             vouched: false,
@@ -388,6 +390,14 @@ pub fn learnt_servers(group_file: &Path) -> Vec<String> {
 fn id_from_wire(bytes: &[u8]) -> Result<ObjectId> {
     ObjectId::from_slice(bytes)
         .ok_or_else(|| Error::Invalid(format!("node sent a {}-byte object id", bytes.len())))
+}
+
+/// A sets digest as the node sends it (hex of 32 bytes).
+fn digest_from_wire(hex_text: &str) -> Result<SetsDigest> {
+    hex::decode(hex_text)
+        .ok()
+        .and_then(|bytes| SetsDigest::from_slice(&bytes))
+        .ok_or_else(|| Error::Invalid(format!("node sent a malformed sets digest `{hex_text:.80}`")))
 }
 
 fn set_record(s: wire::SetInfo) -> Result<(ObjectId, SetRecord)> {
@@ -467,13 +477,13 @@ impl Backend for RemoteBackend {
             let reply =
                 self.runtime.block_on(s.client.commit_set(request)).map_err(|e| self.node_error(e))?;
             let reply = reply.into_inner();
-            s.marker = reply.marker;
+            s.position = Position { marker: reply.marker, digest: digest_from_wire(&reply.sets_digest)? };
             // The set now names all this session vouched for: nothing built
             // on it is left to lose.
             s.sent.clear();
             s.vouched = false;
             Ok(Committed {
-                marker: s.marker,
+                marker: reply.marker,
                 replicas: reply.replicas,
                 replicas_wanted: reply.replicas_wanted,
             })
@@ -504,7 +514,7 @@ impl Backend for RemoteBackend {
                 .block_on(s.client.forget_set(request))
                 .map_err(|e| self.node_error(e))?
                 .into_inner();
-            s.marker = r.marker;
+            s.position = Position { marker: r.marker, digest: digest_from_wire(&r.sets_digest)? };
             Ok(ForgetReport {
                 objects_freed: r.objects_freed,
                 bytes_freed: r.bytes_freed,
@@ -515,8 +525,8 @@ impl Backend for RemoteBackend {
         })
     }
 
-    fn marker(&self) -> Result<u64> {
-        self.with_session(|s| Ok(s.marker))
+    fn position(&self) -> Result<Position> {
+        self.with_session(|s| Ok(s.position))
     }
 
     fn usage(&self) -> Result<Usage> {
@@ -536,8 +546,8 @@ impl Backend for RemoteBackend {
         })
     }
 
-    fn expect_marker(&self, marker: Option<u64>) {
-        *self.expected_marker.lock().unwrap() = marker;
+    fn expect_position(&self, position: Option<Position>) {
+        *self.expected_position.lock().unwrap() = position;
     }
 
     fn start_over(&self) {

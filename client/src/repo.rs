@@ -93,7 +93,7 @@ impl Repository {
                 .map(|b| Self::assemble(Box::new(b), keys, cache_root, Some(root))),
             StoreUrl::Remote { host, port } => spec.group(&host, port, cache_root).and_then(|group| {
                 let backend = RemoteBackend::new(group, keys.fingerprint(), Access::Read)?.registering_keys();
-                backend.marker()?;
+                backend.position()?;
                 Ok(Self::assemble(Box::new(backend), keys, cache_root, None))
             }),
         };
@@ -121,7 +121,7 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Local stores report their marker at once; a node's is checked against
+    /// Local stores report their position at once; a node's is checked against
     /// the cache's at login (see `remote`), so opening never connects.
     fn assemble(
         backend: Box<dyn Backend>,
@@ -131,8 +131,11 @@ impl Repository {
     ) -> Repository {
         let cache = Cache::open(cache_root, &backend.cache_key(), &keys);
         match &local {
-            Some(_) => cache.check_marker(backend.marker().unwrap_or(0)),
-            None => backend.expect_marker(cache.marker()),
+            Some(_) => match backend.position() {
+                Ok(position) => cache.check_position(position),
+                Err(_) => cache.forget_sets(),
+            },
+            None => backend.expect_position(cache.position()),
         }
         let private_paths = local
             .into_iter()
@@ -146,7 +149,7 @@ impl Repository {
     pub fn fresh<T>(&self, op: impl Fn() -> Result<T>) -> Result<T> {
         match op() {
             Err(Error::StoreChanged { found, .. }) => {
-                self.cache.check_marker(found);
+                self.cache.check_position(found);
                 self.backend.start_over();
                 op()
             }
@@ -175,9 +178,9 @@ impl Repository {
 
     /// Every committed backup set, oldest first, as the store lists them now.
     pub fn sets(&self) -> Result<Vec<BackupSet>> {
-        let (ids, marker) = self.fresh(|| Ok((self.backend.sets()?, self.backend.marker()?)))?;
+        let (ids, position) = self.fresh(|| Ok((self.backend.sets()?, self.backend.position()?)))?;
         let sets = ids.into_iter().map(|(id, _)| self.set(&id)).collect::<Result<Vec<_>>>()?;
-        self.cache.record_sets(marker, sets.iter().map(|s| s.id));
+        self.cache.record_sets(position, sets.iter().map(|s| s.id));
         Ok(sets)
     }
 

@@ -316,7 +316,13 @@ impl store_server::Store for StoreService {
         let req = req.into_inner();
         let id = parse_id(&req.id, 0)?;
         let account = logged_in(&caller)?;
-        let marker = blocking(move || with_writer(&caller, |w| w.commit_set(id, &req.envelope))).await?;
+        let store = self.node.store.clone();
+        // The digest is read while this client still holds the writer, so
+        // it is the one its commit made.
+        let (marker, digest) = blocking(move || {
+            with_writer(&caller, |w| Ok((w.commit_set(id, &req.envelope)?, store.summary(account)?.1)))
+        })
+        .await?;
         let wanted = self.node.commit_replicas;
         let replicas = self.node.syncer.replicate(account, id, wanted, self.node.commit_wait).await;
         // Whatever the pushes did not finish, the journal does.
@@ -325,6 +331,7 @@ impl store_server::Store for StoreService {
             marker,
             replicas: replicas as u32,
             replicas_wanted: wanted.min(self.held_by(account)) as u32,
+            sets_digest: hex::encode(digest.as_bytes()),
         }))
     }
 
@@ -347,7 +354,10 @@ impl store_server::Store for StoreService {
         let caller = caller(&req)?;
         let id = parse_id(&req.get_ref().id, 0)?;
         let account = logged_in(&caller)?;
-        let r = blocking(move || with_writer(&caller, |w| w.forget_set(&id))).await?;
+        let store = self.node.store.clone();
+        let (r, digest) =
+            blocking(move || with_writer(&caller, |w| Ok((w.forget_set(&id)?, store.summary(account)?.1))))
+                .await?;
         self.node.syncer.changed(account);
         Ok(Response::new(wire::ForgetSetReply {
             objects_freed: r.objects_freed,
@@ -355,6 +365,7 @@ impl store_server::Store for StoreService {
             packs_rewritten: r.packs_rewritten,
             packs_deleted: r.packs_deleted,
             marker: r.marker,
+            sets_digest: hex::encode(digest.as_bytes()),
         }))
     }
 

@@ -264,13 +264,25 @@ impl Cluster {
     /// A client config for the quickstart account that talks to node `k`
     /// only, with its own cache; returns its file name.
     pub fn client_for(&self, k: usize) -> String {
-        let text = std::fs::read_to_string(self.path("client.toml")).unwrap();
-        let (node1, nodek) = (self.nodes[0].url(), self.nodes[k - 1].url());
-        let text = text.replacen(&format!("store = \"{node1}\""), &format!("store = \"{nodek}\""), 1);
-        let text = text.replace("cache = \"cache\"", &format!("cache = \"cache-node{k}\""));
-        let name = format!("client-node{k}.toml");
-        std::fs::write(self.path(&name), text).unwrap();
-        name
+        self.account_config_for("client", k)
+    }
+
+    /// A client config for `account` (whose config is `ACCOUNT.toml`, as
+    /// quickstart and [`Cluster::add_account`] write it) that talks to node
+    /// `k` only, with its own cache; returns its file name.
+    pub fn account_config_for(&self, account: &str, k: usize) -> String {
+        let text = std::fs::read_to_string(self.path(&format!("{account}.toml"))).unwrap();
+        let name = format!("{account}-node{k}");
+        let text: Vec<String> = text
+            .lines()
+            .map(|line| match line.split_once(" = ") {
+                Some(("store", _)) => format!("store = \"{}\"", self.nodes[k - 1].url()),
+                Some(("cache", _)) => format!("cache = \"{name}-cache\""),
+                _ => line.to_string(),
+            })
+            .collect();
+        std::fs::write(self.path(&format!("{name}.toml")), text.join("\n") + "\n").unwrap();
+        format!("{name}.toml")
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

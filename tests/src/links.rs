@@ -90,6 +90,13 @@ impl Links {
         }
     }
 
+    /// Opens the links from the clients of `side` to `nodes` again.
+    pub fn open_clients(&self, side: usize, nodes: &[usize]) {
+        for node in nodes {
+            self.clients[&(side, *node)].heal();
+        }
+    }
+
     /// Holds every chunk on every link for `by` (zero: no delay).
     pub fn delay(&self, by: std::time::Duration) {
         for proxy in self.peers.values().chain(self.clients.values()) {
@@ -109,12 +116,18 @@ impl Links {
     /// primary, with its own cache; `keys` is shared so both clients back
     /// up the same account.
     pub fn client_config(&self, cluster: &Cluster, name: &str, side: usize) -> String {
+        self.account_config(cluster, name, "client", side)
+    }
+
+    /// Like [`Links::client_config`], for `account`, whose keys and
+    /// certificate are `ACCOUNT.keys`, `ACCOUNT.crt` and `ACCOUNT.key`.
+    pub fn account_config(&self, cluster: &Cluster, name: &str, account: &str, side: usize) -> String {
         let nodes: Vec<String> = (1..=cluster.nodes.len())
             .map(|k| format!("\"coffer://{}\"", self.clients[&(side, k)].address()))
             .collect();
         let text = format!(
-            "store = {}\nnodes = [{}]\nkeys = \"client.keys\"\ncache = \"{name}-cache\"\n\n\
-             [tls]\ncert = \"client.crt\"\nkey = \"client.key\"\nca = \"ca.crt\"\n",
+            "store = {}\nnodes = [{}]\nkeys = \"{account}.keys\"\ncache = \"{name}-cache\"\n\n\
+             [tls]\ncert = \"{account}.crt\"\nkey = \"{account}.key\"\nca = \"ca.crt\"\n",
             nodes[0],
             nodes.join(", ")
         );

@@ -198,6 +198,44 @@ fn both_sides_of_a_partition_keep_backing_up_and_every_set_survives_the_heal() {
     }
 }
 
+#[test]
+fn a_cache_made_on_one_side_of_a_partition_is_not_trusted_on_the_other_at_the_same_marker() {
+    let (c, links) = Links::start(3, 2);
+    c.wait_for_group(1, 3);
+    let near = links.client_config(&c, "near", 1);
+    let far = links.client_config(&c, "far", 2);
+    let (data1, data2) = (c.path("data1"), c.path("data2"));
+    tree(&data1, 1, 12);
+    tree(&data2, 2, 12);
+    c.backup(&near, &data1);
+    let marker = converged(&c, &[1, 2, 3], 1);
+
+    // Each side takes one backup: both move to the same marker, with
+    // different sets; the near client's cache lists its side's.
+    links.partition(&[1], &[2, 3]);
+    links.cut_clients(1, &[2, 3]);
+    links.cut_clients(2, &[1]);
+    tree(&data1, 3, 6);
+    assert_eq!(c.backup(&near, &data1)["node"], "node1");
+    assert_eq!(c.backup(&far, &data2)["node"], "node2");
+    assert_eq!(replica(&c, 1), Some((marker + 1, 2)));
+    assert_eq!(converged(&c, &[2, 3], 2), marker + 1);
+
+    // The near client now reaches only the other side. Its next backup
+    // builds on the sets node 2 holds, not on those its cache names (whose
+    // newest trees node 2 never received), and commits there.
+    links.cut_clients(1, &[1]);
+    links.open_clients(1, &[2, 3]);
+    tree(&data1, 4, 3);
+    let report = c.backup(&near, &data1);
+    assert_eq!(report["node"], "node2", "{report}");
+    restore_from(&c, 2, &data1, None);
+
+    links.heal();
+    converged(&c, &[1, 2, 3], 4);
+    restore_from(&c, 1, &data1, None);
+}
+
 /// The node number of a node name (`node3` → 3).
 fn number(name: &str) -> usize {
     name.trim_start_matches("node").parse().unwrap()

@@ -96,9 +96,9 @@ pub fn forget(repo: &Repository, set_id: Option<&str>, keep: &Keep, dry_run: boo
 }
 
 fn forget_one(repo: &Repository, id: &ObjectId) -> Result<ForgetReport> {
-    let before = repo.backend.marker()?;
+    let before = repo.backend.position()?;
     let report = repo.backend.forget(id)?;
-    repo.cache.record_change(before, report.marker, None, Some(*id));
+    repo.cache.record_change(before, repo.backend.position()?, None, Some(*id));
     Ok(report)
 }
 
