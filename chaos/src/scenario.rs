@@ -226,6 +226,7 @@ fn upload_under_way(
     lab.main().write(BIG, rng.random(), len)?;
     // Three discs hold a byte of a pack and half a byte of parity.
     let part = (len as f64 * 1.5 * rng.random_range(share)) as u64;
+    eprintln!("  a file of {len} bytes; the fault strikes once node{k} took {part} stripe bytes more");
     let before = lab.cluster.pack_bytes(k);
     let mut backup = lab.spawn_backup();
     let reached = wait_until(len, || lab.cluster.pack_bytes(k) >= before + part);

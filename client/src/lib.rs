@@ -14,7 +14,8 @@
 //!   primary once it has caught up.
 //! - [`config`]: the client's TOML configuration.
 //! - [`bbackupd`]: importing a Box Backup client configuration.
-//! - [`cache`]: the local cache of trees, sets and the client store marker.
+//! - [`cache`]: the local cache of trees, sets and the store's position
+//!   (client store marker and sets digest).
 //! - `repo`: backend, keys and cache together; verified reads.
 //! - [`rules`]: which entries of a location a backup takes.
 //! - `age`: which changed files are old enough to upload (lazy mode).
@@ -28,6 +29,8 @@
 //! - [`restore`]: recreating trees and files with their metadata.
 //! - [`compare`]: comparing a backup with the disk.
 //! - [`timefmt`]: reading and printing times.
+//! - [`keep`]: the `--keep-*` retention rules of `coffer forget` and
+//!   `coffer-admin account set-retention`.
 
 mod age;
 pub mod backend;
@@ -44,6 +47,7 @@ pub mod daemon;
 mod deletions;
 mod error;
 mod failover;
+pub mod keep;
 pub mod keys;
 mod remote;
 mod repo;

@@ -145,7 +145,7 @@ enum Command {
         /// A set id or unique prefix (or give --keep-* rules instead).
         set_id: Option<String>,
         #[command(flatten)]
-        keep: forget::Keep,
+        keep: coffer_client::keep::KeepArgs,
         /// List what would be forgotten, and forget nothing.
         #[arg(long)]
         dry_run: bool,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use coffer_proto::clock::now_ns;
 use coffer_proto::id::new_request_id;
+use coffer_proto::retention::RetentionPolicy;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, admin_server};
 use coffer_replication::{Account, Applied, Command, GroupError, Refusal};
@@ -62,14 +63,50 @@ pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreErr
     Ok(accounts
         .into_iter()
         .map(|a| {
-            let result =
-                node.store.writer(a.id).and_then(|mut w| w.housekeep(cutoff)).map_err(|e| e.to_string());
-            if result.as_ref().is_ok_and(|r| !r.sets_forgotten.is_empty()) {
+            let retention = retention_here(node, a.id);
+            let result = node
+                .store
+                .writer(a.id)
+                .and_then(|mut w| w.housekeep(cutoff, &retention))
+                .map_err(|e| e.to_string());
+            if result.as_ref().is_ok_and(|r| !r.sets_forgotten.is_empty() || !r.sets_expired.is_empty()) {
                 node.syncer.changed(a.id);
             }
             (a.name, result)
         })
         .collect())
+}
+
+/// The account's retention policy if this node is its primary, else none:
+/// one node decides, and its tombstones reach the other replicas by fast
+/// sync (replicas deciding apart could each forget a set the other kept).
+fn retention_here(node: &Node, account: u64) -> RetentionPolicy {
+    let me = node.group.id();
+    node.group
+        .read(|s| s.accounts.get(&account).filter(|a| a.primary == me).map(|a| a.retention))
+        .unwrap_or_default()
+}
+
+/// What each named account's retention policy would keep and forget, newest
+/// first; accounts without a policy are left out.
+fn retention_dry_run(node: &Node, name: &str) -> Result<Vec<wire::SetDecision>, StoreError> {
+    let mut out = Vec::new();
+    for a in named(node, name)? {
+        let policy = node.group.read(|s| s.accounts.get(&a.id).map(|a| a.retention)).unwrap_or_default();
+        if policy.is_empty() {
+            continue;
+        }
+        for d in node.store.retention_decisions(a.id, &policy)? {
+            out.push(wire::SetDecision {
+                account: a.name.clone(),
+                id: d.id.as_bytes().to_vec(),
+                time_ns: d.time_ns,
+                keep: d.keep,
+                reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Applies `command` through the group (under the operator's request id, so
@@ -244,16 +281,20 @@ impl admin_server::Admin for AdminService {
 
     async fn housekeep(
         &self,
-        req: Request<wire::AccountQuery>,
+        req: Request<wire::HousekeepRequest>,
     ) -> Result<Response<wire::HousekeepReply>, Status> {
         let node = self.authorise(&req)?;
-        let name = req.into_inner().name;
+        let r = req.into_inner();
         blocking(move || {
-            let results = housekeep_all(&node, &name).map_err(status)?;
+            if r.dry_run {
+                let decisions = retention_dry_run(&node, &r.name).map_err(status)?;
+                return Ok(wire::HousekeepReply { decisions, ..Default::default() });
+            }
             let mut reply = wire::HousekeepReply::default();
-            for (account, result) in results {
+            for (account, result) in housekeep_all(&node, &r.name).map_err(status)? {
                 match result {
                     Ok(r) => {
+                        reply.sets_expired += r.sets_expired.len() as u64;
                         reply.sets_forgotten += r.sets_forgotten.len() as u64;
                         reply.objects_freed += r.objects_freed;
                         reply.bytes_freed += r.bytes_freed;
@@ -265,6 +306,18 @@ impl admin_server::Admin for AdminService {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn set_retention(
+        &self,
+        req: Request<wire::SetRetentionRequest>,
+    ) -> Result<Response<wire::Account>, Status> {
+        let node = self.authorise(&req)?;
+        let r = req.into_inner();
+        let policy = RetentionPolicy::from_wire(&r.retention.unwrap_or_default())
+            .map_err(|e| Status::invalid_argument(format!("retention policy: {e}")))?;
+        info!(account = %r.name, %policy, "changing the account's retention policy");
+        write_account(node, r.request_id, Command::SetRetention { name: r.name, policy }).await
     }
 
     async fn status(&self, req: Request<wire::StatusRequest>) -> Result<Response<wire::NodeStatus>, Status> {

@@ -142,6 +142,7 @@ pub fn account_message(node: &Node, a: &Account) -> Result<wire::Account, StoreE
         primary: node.group.read(|s| s.member_name(a.primary)),
         held_here,
         sets_digest,
+        retention: Some(a.retention.to_wire()),
     })
 }
 

@@ -104,9 +104,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run housekeeping now: soft-limit deletions and collection of stale uploads.
+    /// Run housekeeping now: retention (on accounts this node is primary
+    /// of), soft-limit deletions and collection of stale uploads.
     Housekeep {
         account: Option<String>,
+        /// Only list what the accounts' retention policies would keep and forget.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -241,6 +245,13 @@ enum AccountCommand {
         soft: String,
         #[arg(long)]
         hard: String,
+    },
+    /// Set which backup sets housekeeping keeps on the account's primary
+    /// (`--keep-daily 7 --keep-weekly 4 ...`); no rules keeps every set.
+    SetRetention {
+        name: String,
+        #[command(flatten)]
+        keep: coffer_client::keep::KeepArgs,
     },
     /// Refuse writes to an account; reads go on.
     Freeze { name: String },
@@ -422,15 +433,12 @@ async fn node_command(
                 .map_err(status)?;
             report::usage(&r.into_inner(), json)?;
         }
-        Command::Housekeep { account, json } => {
+        Command::Housekeep { account, dry_run, json } => {
             let r = admin
-                .housekeep(wire::AccountQuery {
-                    name: account.unwrap_or_default(),
-                    request_id: String::new(),
-                })
+                .housekeep(wire::HousekeepRequest { name: account.unwrap_or_default(), dry_run })
                 .await
                 .map_err(status)?;
-            report::housekeep(&r.into_inner(), json)?;
+            report::housekeep(&r.into_inner(), dry_run, json)?;
         }
         Command::Raid { command } => {
             let (reply, json) = match command {
@@ -515,6 +523,15 @@ async fn account_command(admin: &mut AdminClient<Channel>, command: AccountComma
                 request_id: new_request_id(),
             };
             let account = admin.set_limits(request).await.map_err(status)?.into_inner();
+            report::accounts(&[account], false)?;
+        }
+        AccountCommand::SetRetention { name, keep } => {
+            let request = wire::SetRetentionRequest {
+                name,
+                retention: Some(keep.policy()?.to_wire()),
+                request_id: new_request_id(),
+            };
+            let account = admin.set_retention(request).await.map_err(status)?.into_inner();
             report::accounts(&[account], false)?;
         }
         AccountCommand::Freeze { name } => {

@@ -2,6 +2,8 @@
 
 use anyhow::Result;
 use coffer_client::backup::human_bytes;
+use coffer_client::timefmt;
+use coffer_proto::retention::RetentionPolicy;
 use coffer_proto::wire;
 use serde_json::json;
 
@@ -26,6 +28,7 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
                     "live_bytes": u.live_bytes, "pack_bytes": u.pack_bytes, "objects": u.objects,
                     "packs": u.packs, "sets": u.sets, "replicas": a.replicas, "primary": a.primary,
                     "held_here": a.held_here, "sets_digest": a.sets_digest,
+                    "retention": retention_json(a),
                 })
             })
             .collect();
@@ -56,6 +59,9 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
             a.marker,
             replicas.join(", ")
         );
+    }
+    for a in accounts.iter().filter(|a| !retention(a).is_empty()) {
+        println!("{}: retention {}", a.name, retention(a));
     }
     Ok(())
 }
@@ -165,17 +171,56 @@ pub fn check(reply: &wire::CheckReply, as_json: bool) -> Result<bool> {
     Ok(clean)
 }
 
-pub fn housekeep(reply: &wire::HousekeepReply, as_json: bool) -> Result<()> {
+/// An account's retention policy as the node sent it (an invalid one reads as none).
+fn retention(a: &wire::Account) -> RetentionPolicy {
+    a.retention.as_ref().and_then(|r| RetentionPolicy::from_wire(r).ok()).unwrap_or_default()
+}
+
+fn retention_json(a: &wire::Account) -> serde_json::Value {
+    let r = retention(a);
+    json!({
+        "keep_last": r.keep_last, "keep_hourly": r.keep_hourly, "keep_daily": r.keep_daily,
+        "keep_weekly": r.keep_weekly, "keep_monthly": r.keep_monthly, "keep_yearly": r.keep_yearly,
+        "keep_within_secs": r.keep_within.map(|d| d.as_secs()),
+    })
+}
+
+pub fn housekeep(reply: &wire::HousekeepReply, dry_run: bool, as_json: bool) -> Result<()> {
     if as_json {
+        let decisions: Vec<_> = reply
+            .decisions
+            .iter()
+            .map(|d| {
+                json!({
+                    "account": d.account, "id": hex::encode(&d.id), "time": timefmt::format(d.time_ns),
+                    "time_ns": d.time_ns, "keep": d.keep, "reasons": d.reasons,
+                })
+            })
+            .collect();
         let value = json!({
-            "sets_forgotten": reply.sets_forgotten, "objects_freed": reply.objects_freed,
-            "bytes_freed": reply.bytes_freed, "skipped": reply.skipped,
+            "sets_expired": reply.sets_expired, "sets_forgotten": reply.sets_forgotten,
+            "objects_freed": reply.objects_freed, "bytes_freed": reply.bytes_freed,
+            "skipped": reply.skipped, "dry_run": dry_run, "decisions": decisions,
         });
         println!("{value}");
         return Ok(());
     }
+    if dry_run {
+        for d in &reply.decisions {
+            let what = if d.keep { format!("keep    ({})", d.reasons.join(", ")) } else { "forget".into() };
+            let id = hex::encode(&d.id);
+            println!("{:<20} {}  {}  {what}", d.account, &id[..id.len().min(16)], timefmt::format(d.time_ns));
+        }
+        let going = reply.decisions.iter().filter(|d| !d.keep).count();
+        match reply.decisions.len() {
+            0 => println!("No account here has a retention policy: nothing would be forgotten."),
+            sets => println!("Would forget {going} of {sets} sets (dry run: nothing changed)."),
+        }
+        return Ok(());
+    }
     println!(
-        "Forgot {} sets over soft limits; freed {} objects ({}).",
+        "Forgot {} sets by retention and {} over soft limits; freed {} objects ({}).",
+        reply.sets_expired,
         reply.sets_forgotten,
         reply.objects_freed,
         human_bytes(reply.bytes_freed)

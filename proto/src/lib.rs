@@ -14,6 +14,9 @@
 //!   `coffer-admin quickstart` writes.
 //! - [`batch`]: cutting streams of objects into messages under the
 //!   transport's limit.
+//! - [`retention`]: which backup sets a keep-last/hourly/daily/... policy
+//!   keeps: one engine for the client's `forget` and a node's housekeeping,
+//!   and the policy an account carries in the replicated account database.
 //! - [`set`]: the cleartext header of a backup set object, which a node reads to
 //!   list sets and their roots.
 //!
@@ -35,6 +38,7 @@ pub mod id;
 pub mod names;
 pub mod object;
 pub mod pipe;
+pub mod retention;
 pub mod set;
 pub mod tls;
 

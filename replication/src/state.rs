@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use coffer_proto::retention::RetentionPolicy;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,9 @@ pub struct Account {
     /// other replicas.
     #[serde(default)]
     pub moving_from: Option<NodeId>,
+    /// Which sets housekeeping on the primary keeps (empty: all).
+    #[serde(default)]
+    pub retention: RetentionPolicy,
 }
 
 /// A group of accounts with a shared quota.
@@ -169,6 +173,7 @@ impl State {
                     replicas,
                     primary,
                     moving_from: None,
+                    retention: RetentionPolicy::default(),
                 };
                 self.accounts.insert(id, account.clone());
                 keys.push(Key::Account(id));
@@ -182,6 +187,10 @@ impl State {
                 })
             }
             Command::SetFrozen { name, frozen } => self.change(name, keys, |a| a.frozen = *frozen),
+            Command::SetRetention { name, policy } => {
+                policy.validate().map_err(Refusal::Invalid)?;
+                self.change(name, keys, |a| a.retention = *policy)
+            }
             Command::AllowJoin { node } => {
                 self.invited.insert(node.clone());
                 Ok(Applied::Nothing)

@@ -7,6 +7,7 @@
 
 use std::io::Cursor;
 
+use coffer_proto::retention::RetentionPolicy;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Account, AccountGroup};
@@ -69,6 +70,10 @@ impl Proposal {
                 validate_fingerprint(fingerprint).map_err(Refusal::Invalid)
             }
             Command::AllowJoin { node } => name(node),
+            Command::SetRetention { name: n, policy } => {
+                name(n)?;
+                policy.validate().map_err(Refusal::Invalid)
+            }
             Command::SetLimits { name: n, .. }
             | Command::SetFrozen { name: n, .. }
             | Command::DeleteAccount { name: n }
@@ -100,6 +105,11 @@ pub enum Command {
     SetFrozen {
         name: String,
         frozen: bool,
+    },
+    /// Which sets the account's primary keeps at housekeeping.
+    SetRetention {
+        name: String,
+        policy: RetentionPolicy,
     },
     /// Records the key fingerprint of an account that has none yet.
     RegisterKeys {
@@ -197,6 +207,22 @@ mod tests {
                 let _ = proposal.validate();
             }
         }
+    }
+
+    #[test]
+    fn a_retention_policy_beyond_a_century_is_refused_before_it_is_proposed() {
+        let set = |secs: u64| Proposal {
+            request_id: "r".into(),
+            command: Command::SetRetention {
+                name: "a".into(),
+                policy: RetentionPolicy {
+                    keep_within: Some(std::time::Duration::from_secs(secs)),
+                    ..Default::default()
+                },
+            },
+        };
+        set(86_400).validate().unwrap();
+        assert!(matches!(set(u64::MAX / 2).validate(), Err(Refusal::Invalid(_))));
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! kept for a grace period so the next run can reuse them, then collected.
 //! Packs whose live fraction falls under half are rewritten, keeping only live
 //! objects; a pack holding an object that fails its CRC is left alone rather
-//! than risk losing anything else in it.
+//! than risk losing anything else in it. A pass first forgets the sets the
+//! account's retention policy does not keep, then applies the soft limit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
+use coffer_proto::retention::{Decision, RetentionPolicy};
 use coffer_proto::{ObjectId, ObjectKind, object};
 use tracing::warn;
 
@@ -41,6 +43,8 @@ pub struct GcReport {
 /// What one housekeeping pass over an account did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HousekeepReport {
+    /// Sets forgotten because the retention policy did not keep them, oldest first.
+    pub sets_expired: Vec<ObjectId>,
     /// Sets forgotten because the account was over its soft limit, oldest first.
     pub sets_forgotten: Vec<ObjectId>,
     pub objects_freed: u64,
@@ -52,6 +56,19 @@ struct Freed {
     objects: u64,
     bytes: u64,
     packs: BTreeSet<u64>,
+}
+
+/// The account's sets and their times, oldest first.
+fn set_times(store: &crate::Store, account: u64) -> Result<Vec<(ObjectId, i64)>> {
+    Ok(store.sets(account)?.into_iter().map(|(id, r)| (id, r.header.time_ns)).collect())
+}
+
+impl crate::Store {
+    /// What `retention` would keep and forget of the account's sets, newest
+    /// first (a dry run of housekeeping's first step).
+    pub fn retention_decisions(&self, account: u64, retention: &RetentionPolicy) -> Result<Vec<Decision>> {
+        Ok(retention.apply(&set_times(self, account)?))
+    }
 }
 
 impl AccountWriter {
@@ -77,18 +94,29 @@ impl AccountWriter {
         })
     }
 
-    /// The periodic pass: while the account is over its soft limit, forget
-    /// its oldest set (never the newest); then collect uploads that stayed
-    /// unreferenced since before `cutoff_ns`.
-    pub fn housekeep(&mut self, cutoff_ns: i64) -> Result<HousekeepReport> {
+    /// The periodic pass: forget the sets `retention` does not keep; then,
+    /// while the account is over its soft limit, its oldest set (never the
+    /// newest); then collect uploads that stayed unreferenced since before
+    /// `cutoff_ns`. The sets are listed once: beyond that, the pass costs
+    /// what it frees.
+    pub fn housekeep(&mut self, cutoff_ns: i64, retention: &RetentionPolicy) -> Result<HousekeepReport> {
         let soft = self.store.account(self.account)?.limits.soft;
         let mut report = HousekeepReport::default();
-        loop {
-            let sets = self.store.sets(self.account)?;
-            if sets.len() < 2 || self.store.usage(self.account)?.live_bytes <= soft {
-                break;
-            }
-            let (oldest, _) = sets[0];
+        let listed = set_times(&self.store, self.account)?;
+        let expired: HashSet<ObjectId> =
+            retention.apply(&listed).into_iter().filter(|d| !d.keep).map(|d| d.id).collect();
+        let mut sets = VecDeque::from(listed);
+        // Oldest first, so a kill part way leaves the newest sets.
+        for (id, _) in sets.iter().filter(|(id, _)| expired.contains(id)) {
+            let forgot = self.forget_set(id)?;
+            tracing::info!(account = self.account, set = %id, "not kept by the retention policy: forgot it");
+            report.sets_expired.push(*id);
+            report.objects_freed += forgot.objects_freed;
+            report.bytes_freed += forgot.bytes_freed;
+        }
+        sets.retain(|(id, _)| !expired.contains(id));
+        while sets.len() >= 2 && self.used > soft {
+            let (oldest, _) = sets.pop_front().expect("two or more");
             let forgot = self.forget_set(&oldest)?;
             tracing::info!(account = self.account, set = %oldest, "over the soft limit: forgot the oldest set");
             report.sets_forgotten.push(oldest);

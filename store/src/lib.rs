@@ -17,9 +17,8 @@
 //!   reference count (cost proportional to what is freed), collecting
 //!   never-referenced uploads after a grace period, and rewriting packs whose
 //!   live fraction fell low; forgetting the oldest sets of an account over
-//!   its soft limit.
-//! - [`retention`]: which backup sets a keep-last/hourly/daily/... policy
-//!   keeps (the same engine for the client's `forget` and the node).
+//!   its soft limit, and those the account's retention policy
+//!   (`coffer_proto::retention`) does not keep.
 //! - `recovery`: what opening a store removes after a crash (only packs
 //!   the index proves were never recorded), moves aside, or refuses (a lost
 //!   or rolled-back index, the wrong discs), and rebuilding a lost index.
@@ -37,7 +36,6 @@ mod housekeeping;
 mod index;
 mod packfile;
 mod recovery;
-pub mod retention;
 mod space;
 mod store;
 mod writer;

@@ -69,7 +69,7 @@ pub struct AccountWriter {
     pack_target: u64,
     pub(crate) pending: Pending,
     /// Live bytes of the account including unflushed puts, against `hard_limit`.
-    used: u64,
+    pub(crate) used: u64,
     hard_limit: u64,
     /// Whether the account's being frozen stops this writer (a client's; fast
     /// sync keeps replicas of a frozen account in step).

@@ -1,9 +1,10 @@
-//! Accounts in the store engine: limits, soft-limit housekeeping, checks and
-//! repairs from the packs, deletion.
+//! Accounts in the store engine: limits, retention and soft-limit
+//! housekeeping, checks and repairs from the packs, deletion.
 
 mod common;
 
 use coffer_proto::ObjectId;
+use coffer_proto::retention::RetentionPolicy;
 use coffer_store::{AccountRecord, Limits, Store, StoreError};
 use common::{chunk, file_offset, pack_file, set, tree};
 
@@ -48,14 +49,44 @@ fn housekeeping_forgets_oldest_sets_over_the_soft_limit_but_never_the_newest() {
     let store = Store::create(dir.path()).unwrap();
     let id = store.create_account("a", "fp", Limits { soft: 150_000, hard: u64::MAX }).unwrap().id;
     let sets: Vec<_> = (1..=3).map(|n| backup(&store, id, n, 100_000)).collect();
-    let report = store.writer(id).unwrap().housekeep(0).unwrap();
+    let report = store.writer(id).unwrap().housekeep(0, &RetentionPolicy::default()).unwrap();
     assert_eq!(report.sets_forgotten, vec![sets[0], sets[1]]);
     assert_eq!(set_ids(&store, id), vec![sets[2]]);
     // One set alone above the soft limit is kept.
     let record = store.account(id).unwrap();
     store.adopt_account(&AccountRecord { limits: Limits { soft: 1, hard: u64::MAX }, ..record }).unwrap();
-    assert!(store.writer(id).unwrap().housekeep(0).unwrap().sets_forgotten.is_empty());
+    assert!(
+        store
+            .writer(id)
+            .unwrap()
+            .housekeep(0, &RetentionPolicy::default())
+            .unwrap()
+            .sets_forgotten
+            .is_empty()
+    );
     assert_eq!(set_ids(&store, id), vec![sets[2]]);
+}
+
+#[test]
+fn housekeeping_forgets_what_retention_does_not_keep_then_applies_the_soft_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    let id = store.create_account("a", "fp", Limits { soft: 150_000, hard: u64::MAX }).unwrap().id;
+    let sets: Vec<_> = (1..=5).map(|n| backup(&store, id, n, 100_000)).collect();
+    let keep_three = RetentionPolicy { keep_last: 3, ..Default::default() };
+    let decisions = store.retention_decisions(id, &keep_three).unwrap();
+    let would_go: Vec<ObjectId> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+    assert_eq!(would_go, vec![sets[1], sets[0]], "newest first");
+    assert_eq!(set_ids(&store, id).len(), 5, "deciding forgets nothing");
+
+    let report = store.writer(id).unwrap().housekeep(0, &keep_three).unwrap();
+    assert_eq!(report.sets_expired, vec![sets[0], sets[1]], "oldest first");
+    // Three sets of 100 kB each are over the 150 kB soft limit: the oldest
+    // of what retention kept goes next, then the next, never the newest.
+    assert_eq!(report.sets_forgotten, vec![sets[2], sets[3]]);
+    assert_eq!(set_ids(&store, id), vec![sets[4]]);
+    assert_eq!(report.objects_freed, 4 * 3, "each set's set, tree and chunk");
+    assert!(store.usage(id).unwrap().live_bytes <= 150_000);
 }
 
 #[test]

@@ -45,7 +45,8 @@ fn every_admin_call_refused(rt: &Runtime, mut admin: AdminClient<Channel>, who: 
     call!(delete_account, wire::AccountQuery { name: "client".into(), ..Default::default() });
     call!(check, wire::CheckRequest { all: true, ..Default::default() });
     call!(usage, wire::AccountQuery::default());
-    call!(housekeep, wire::AccountQuery::default());
+    call!(housekeep, wire::HousekeepRequest::default());
+    call!(set_retention, wire::SetRetentionRequest { name: "client".into(), ..Default::default() });
     call!(status, wire::StatusRequest::default());
     call!(raid_check, wire::RaidRequest::default());
     call!(raid_rebuild, wire::RaidRequest::default());

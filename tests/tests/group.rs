@@ -239,3 +239,58 @@ fn a_group_started_by_hand_with_cluster_init() {
     let again = c.admin_at(1, &["cluster", "init"]);
     assert!(!again.status.success(), "a second init must be refused");
 }
+
+#[test]
+fn a_retention_policy_is_replicated_applied_by_the_primary_alone_and_reaches_every_replica() {
+    let c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let data = c.path("data");
+    let sets: Vec<String> = (1..=4)
+        .map(|round| {
+            tree(&data, round);
+            c.backup("client.toml", &data)["set_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    c.admin_ok(&["account", "set-retention", "client", "--keep-last", "2", "--keep-daily", "1"]);
+    for k in 1..=3 {
+        wait_for(CONVERGE, &format!("node {k} to hold the policy"), || {
+            account_on(&c, k, "client").filter(|a| a["retention"]["keep_last"] == 2)
+        });
+    }
+    let account = account_on(&c, 1, "client").unwrap();
+    assert_eq!(account["retention"]["keep_daily"], 1, "{account}");
+    let number = |name: &Value| name.as_str().unwrap().trim_start_matches("node").parse::<usize>().unwrap();
+    let primary = number(&account["primary"]);
+    let replica = (1..=3).find(|k| *k != primary).unwrap();
+
+    // A dry run lists what would go, newest first, and forgets nothing.
+    let dry = c.admin_at_json(primary, &["housekeep", "client", "--dry-run", "--json"]);
+    let going: Vec<&str> = dry["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"] == false)
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(going, [&sets[1], &sets[0]], "{dry}");
+    let sets_on = |k: usize| c.replica(k, "client").map(|a| a["sets"].as_u64().unwrap());
+    assert_eq!(sets_on(primary), Some(4));
+
+    // Only the primary applies the policy; its tombstones reach the others.
+    let elsewhere = c.admin_at_json(replica, &["housekeep", "client", "--json"]);
+    assert_eq!(elsewhere["sets_expired"], 0, "{elsewhere}");
+    let applied = c.admin_at_json(primary, &["housekeep", "client", "--json"]);
+    assert_eq!(applied["sets_expired"], 2, "{applied}");
+    for k in 1..=3 {
+        wait_for(CONVERGE, &format!("node {k} to hold the two newest sets"), || {
+            (sets_on(k) == Some(2)).then_some(())
+        });
+    }
+    let listed = c.coffer_json(&c.client_for(replica), &["--no-failover", "sets", "--json"]);
+    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [&sets[2], &sets[3]]);
+    let target = c.path("restored");
+    let args = ["--no-failover", "restore", data.to_str().unwrap(), target.to_str().unwrap()];
+    c.coffer_ok(&c.client_for(replica), &args);
+    assert_same_tree(&data, &target);
+}

@@ -1,65 +1,27 @@
 //! `coffer forget`: one backup set by id, or every set a retention policy
-//! does not keep (`--keep-last 3 --keep-daily 7 ...`, the store engine's
-//! `retention` rules), for a local store or the account's own sets on a
-//! node. `--dry-run` lists what would go and forgets nothing.
+//! does not keep (`--keep-last 3 --keep-daily 7 ...`, the rules of
+//! `coffer_proto::retention` that nodes apply too), for a local store or the
+//! account's own sets on a node. `--dry-run` lists what would go and forgets
+//! nothing.
 
-use anyhow::{Context, Result, bail};
-use clap::Args;
+use anyhow::{Result, bail};
 use coffer_client::Repository;
 use coffer_client::backup::human_bytes;
 use coffer_client::browse::Catalog;
+use coffer_client::keep::KeepArgs;
 use coffer_client::timefmt;
 use coffer_proto::ObjectId;
+use coffer_proto::retention::{Decision, RetentionPolicy};
 use coffer_store::ForgetReport;
-use coffer_store::retention::{Decision, RetentionPolicy};
 use serde_json::json;
 
-/// The retention rules, as restic and borg users write them.
-#[derive(Args, Clone, Default)]
-pub struct Keep {
-    /// Keep the N newest sets.
-    #[arg(long, default_value_t = 0)]
-    keep_last: u32,
-    /// Keep the newest set of each of the N most recent hours that have one.
-    #[arg(long, default_value_t = 0)]
-    keep_hourly: u32,
-    /// ... of days (UTC).
-    #[arg(long, default_value_t = 0)]
-    keep_daily: u32,
-    /// ... of ISO weeks.
-    #[arg(long, default_value_t = 0)]
-    keep_weekly: u32,
-    #[arg(long, default_value_t = 0)]
-    keep_monthly: u32,
-    #[arg(long, default_value_t = 0)]
-    keep_yearly: u32,
-    /// Keep every set this close to the newest ("30d", "12h").
-    #[arg(long)]
-    keep_within: Option<String>,
-}
-
-impl Keep {
-    fn policy(&self) -> Result<RetentionPolicy> {
-        let keep_within = match &self.keep_within {
-            Some(text) => Some(
-                humantime::parse_duration(text)
-                    .with_context(|| format!("--keep-within {text}: not a duration"))?,
-            ),
-            None => None,
-        };
-        Ok(RetentionPolicy {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-            keep_within,
-        })
-    }
-}
-
-pub fn forget(repo: &Repository, set_id: Option<&str>, keep: &Keep, dry_run: bool, json: bool) -> Result<()> {
+pub fn forget(
+    repo: &Repository,
+    set_id: Option<&str>,
+    keep: &KeepArgs,
+    dry_run: bool,
+    json: bool,
+) -> Result<()> {
     let policy = keep.policy()?;
     let _lock = repo.cache.lock_writer("coffer forget")?;
     let catalog = Catalog::load(repo)?;

@@ -12,13 +12,17 @@
 //! group, on whatever site, decides alike.
 //!
 //! It reads only the sets' cleartext times, so the store can apply it
-//! without the client's keys.
+//! without the client's keys. An account's policy lives in the replicated
+//! account database (wire form [`wire::Retention`]); the account's primary
+//! applies it at housekeeping.
 
 use std::time::Duration;
 
+use crate::ObjectId;
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use coffer_proto::ObjectId;
 use serde::{Deserialize, Serialize};
+
+use crate::wire;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -121,6 +125,66 @@ impl RetentionPolicy {
     }
 }
 
+/// The longest `keep_within` a policy may hold: a century. A larger value
+/// from the network is refused, not carried into time arithmetic.
+pub const MAX_KEEP_WITHIN: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+impl RetentionPolicy {
+    /// The wire form; `keep_within_secs` 0 means no such rule.
+    pub fn to_wire(&self) -> wire::Retention {
+        wire::Retention {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within_secs: self.keep_within.map_or(0, |d| d.as_secs()),
+        }
+    }
+
+    /// A policy from the wire, refused when `keep_within` passes [`MAX_KEEP_WITHIN`].
+    pub fn from_wire(w: &wire::Retention) -> Result<RetentionPolicy, String> {
+        let policy = RetentionPolicy {
+            keep_last: w.keep_last,
+            keep_hourly: w.keep_hourly,
+            keep_daily: w.keep_daily,
+            keep_weekly: w.keep_weekly,
+            keep_monthly: w.keep_monthly,
+            keep_yearly: w.keep_yearly,
+            keep_within: (w.keep_within_secs > 0).then(|| Duration::from_secs(w.keep_within_secs)),
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// `keep_within` is kept in whole seconds, from one to a century.
+    pub fn validate(&self) -> Result<(), String> {
+        match self.keep_within {
+            Some(d) if d > MAX_KEEP_WITHIN => {
+                Err(format!("keep_within of {} s is longer than a century", d.as_secs()))
+            }
+            Some(d) if d.as_secs() == 0 => Err("keep_within must be at least a second".into()),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Display for RetentionPolicy {
+    /// "keep last 3, daily 7, within 30days", or "none (every set is kept)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none (every set is kept)");
+        }
+        let counts =
+            [("last", self.keep_last)].into_iter().chain(PERIODS.iter().map(|p| p.0).zip(self.counts()));
+        let mut rules: Vec<String> =
+            counts.filter(|(_, n)| *n > 0).map(|(name, n)| format!("{name} {n}")).collect();
+        rules.extend(self.keep_within.map(|d| format!("within {}", humantime::format_duration(d))));
+        write!(f, "keep {}", rules.join(", "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +247,20 @@ mod tests {
         assert_eq!(kept.len(), 8, "{kept:?}");
         assert_eq!(kept[0].reasons, ["newest", "last", "daily", "within"]);
         assert!(decisions.iter().filter(|d| !d.keep).all(|d| d.reasons.is_empty()));
+    }
+
+    #[test]
+    fn the_wire_form_round_trips_and_an_absurd_duration_is_refused() {
+        let policy = RetentionPolicy {
+            keep_last: 3,
+            keep_daily: 7,
+            keep_within: Some(Duration::from_secs(30 * 86_400)),
+            ..Default::default()
+        };
+        assert_eq!(RetentionPolicy::from_wire(&policy.to_wire()), Ok(policy));
+        assert_eq!(policy.to_string(), "keep last 3, daily 7, within 30days");
+        assert_eq!(RetentionPolicy::default().to_string(), "none (every set is kept)");
+        let absurd = wire::Retention { keep_within_secs: u64::MAX, ..Default::default() };
+        assert!(RetentionPolicy::from_wire(&absurd).unwrap_err().contains("century"));
     }
 }
