@@ -60,6 +60,7 @@ pub type Housekept = (String, Result<HousekeepReport, String>);
 pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreError> {
     let accounts = named(node, name)?;
     let cutoff = now_ns() - node.grace.as_nanos() as i64;
+    node.metrics.housekeeping_runs.inc();
     Ok(accounts
         .into_iter()
         .map(|a| {
@@ -69,8 +70,13 @@ pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreErr
                 .writer(a.id)
                 .and_then(|mut w| w.housekeep(cutoff, &retention))
                 .map_err(|e| e.to_string());
-            if result.as_ref().is_ok_and(|r| !r.sets_forgotten.is_empty() || !r.sets_expired.is_empty()) {
-                node.syncer.changed(a.id);
+            if let Ok(r) = &result {
+                node.metrics.housekeeping_bytes_freed.inc_by(r.bytes_freed);
+                node.metrics.forgot_sets("retention", r.sets_expired.len());
+                node.metrics.forgot_sets("soft_limit", r.sets_forgotten.len());
+                if !r.sets_forgotten.is_empty() || !r.sets_expired.is_empty() {
+                    node.syncer.changed(a.id);
+                }
             }
             (a.name, result)
         })

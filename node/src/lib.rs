@@ -23,11 +23,14 @@
 //! - `throttle`: slowing down repeated failed logins.
 //! - `transfer`: objects streamed out, and how many uploads and downloads
 //!   one account may run at once.
+//! - `metrics`: Prometheus `/metrics` and `/health` on `metrics_listen`,
+//!   and the layer counting every gRPC request.
 //!
 //! The public surface is [`run`], which serves a node with a
 //! [`NodeConfig`](coffer_proto::config::NodeConfig) until it is stopped.
 
 mod admin_service;
+mod metrics;
 mod migrate;
 mod mirror;
 mod node;

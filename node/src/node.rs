@@ -18,6 +18,7 @@ use coffer_replication::Group;
 use coffer_store::{AccountId, AccountWriter, Store};
 use tracing::{debug, info};
 
+use crate::metrics::Metrics;
 use crate::syncer::Syncer;
 use crate::throttle::LoginThrottle;
 use crate::transfer::Transfers;
@@ -46,6 +47,8 @@ pub struct Node {
     pub writers: Mutex<HashMap<AccountId, Weak<Connection>>>,
     /// Uploads and downloads running, per account.
     pub transfers: Transfers,
+    /// What requests move, for `/metrics`.
+    pub metrics: Metrics,
 }
 
 /// What one connection has established.

@@ -32,6 +32,7 @@ use coffer_proto::config::NodeConfig;
 use coffer_store::Store;
 
 use crate::admin_service::AdminService;
+use crate::metrics::{CountRequests, Metrics};
 use crate::node::{Caller, Connection, Node, Session};
 use crate::peer_service::PeerService;
 use crate::store_service::StoreService;
@@ -55,6 +56,13 @@ struct CallerStream {
     tls: TlsStream<TcpStream>,
     caller: Caller,
     _place: OwnedSemaphorePermit,
+    metrics: Metrics,
+}
+
+impl Drop for CallerStream {
+    fn drop(&mut self) {
+        self.metrics.connections_open.dec();
+    }
 }
 
 impl Connected for CallerStream {
@@ -71,13 +79,22 @@ impl AsyncRead for CallerStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tls).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.tls).poll_read(cx, buf);
+        this.metrics.received_bytes.inc_by((buf.filled().len() - before) as u64);
+        read
     }
 }
 
 impl AsyncWrite for CallerStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tls).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.tls).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &written {
+            this.metrics.sent_bytes.inc_by(*n as u64);
+        }
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -116,7 +133,7 @@ fn accept_loop(
             let acceptor = acceptor.read().unwrap().clone();
             let (node, tx) = (node.clone(), tx.clone());
             tokio::spawn(async move {
-                match handshake(&acceptor, tcp, addr, place).await {
+                match handshake(&acceptor, tcp, addr, place, &node.metrics).await {
                     Ok(stream) => {
                         node.connections.fetch_add(1, Ordering::Relaxed);
                         info!(caller = %stream.caller.role, %addr, "connection");
@@ -138,6 +155,7 @@ async fn handshake(
     tcp: TcpStream,
     addr: SocketAddr,
     place: OwnedSemaphorePermit,
+    metrics: &Metrics,
 ) -> Result<CallerStream, String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     tls::set_keepalive(&tcp, tls::KEEPALIVE).map_err(|e| e.to_string())?;
@@ -149,7 +167,8 @@ async fn handshake(
     let role = Role::of_certificate(cert).ok_or("certificate names no Coffer role")?;
     let account_id = Role::account_of_certificate(cert);
     let caller = Arc::new(Connection { role, account_id, addr, session: Mutex::new(Session::default()) });
-    Ok(CallerStream { tls, caller, _place: place })
+    metrics.connections_open.inc();
+    Ok(CallerStream { tls, caller, _place: place, metrics: metrics.clone() })
 }
 
 /// Runs a node until SIGTERM or SIGINT.
@@ -185,6 +204,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         commit_wait: config.group.commit_wait,
         writers: Mutex::new(HashMap::new()),
         transfers: Transfers::default(),
+        metrics: Metrics::default(),
     });
     let acceptor = Arc::new(RwLock::new(TlsAcceptor::from(config.tls.server_config()?)));
     tokio::spawn(reload_on_sighup(acceptor.clone(), config.tls.clone()));
@@ -192,6 +212,9 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     info!(node = %config.name, listen = %listener.local_addr()?, data = %config.data.display(), "node started");
+    if let Some(addr) = config.metrics_listen {
+        crate::metrics::serve(addr, node.clone()).await?;
+    }
     tokio::spawn(housekeeping_loop(node.clone(), config.housekeeping_interval));
     tokio::spawn(crate::mirror::run(node.clone()));
     tokio::spawn(crate::syncer::run(node.syncer.clone()));
@@ -208,6 +231,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         .http2_keepalive_interval(Some(tls::KEEPALIVE / 2))
         .http2_keepalive_timeout(Some(tls::KEEPALIVE))
         .max_concurrent_streams(MAX_STREAMS)
+        .layer(CountRequests(node.metrics.clone()))
         .add_service(store_service)
         .add_service(admin_service)
         .add_service(peer_service)

@@ -165,6 +165,7 @@ impl StoreService {
         let same = account.key_fingerprint.as_bytes().ct_eq(req.key_fingerprint.as_bytes());
         if !bool::from(same) {
             node.throttle.failed(name);
+            node.metrics.login_failures.inc();
             return Err(Status::permission_denied(format!(
                 "wrong keys file for account `{name}`: these keys are not the ones the account was set up with"
             )));

@@ -67,6 +67,10 @@ pub struct NodeConfig {
     /// Where pack files live: one directory, or three for RAID with parity.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub discs: Vec<PathBuf>,
+    /// Where to serve Prometheus `/metrics` and `/health` over plain HTTP
+    /// (off when absent; keep it on a private address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: TlsFiles,
     #[serde(default)]
     pub group: GroupSection,
@@ -205,6 +209,7 @@ impl NodeConfig {
             grace: default_grace(),
             idle_writer: default_idle_writer(),
             discs: Vec::new(),
+            metrics_listen: None,
             tls,
             group: GroupSection::default(),
         }

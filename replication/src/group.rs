@@ -458,6 +458,11 @@ impl Group {
         Ok(())
     }
 
+    /// This node's own view of the group, without asking the leader.
+    pub fn local_status(&self) -> GroupStatus {
+        self.own_status()
+    }
+
     fn own_status(&self) -> GroupStatus {
         let m = self.metrics();
         let membership = m.membership_config.membership();
