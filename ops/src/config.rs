@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! node = "coffer://127.0.0.1:7101"   # the node to talk to
+//! nodes = ["coffer://127.0.0.1:7102"] # tried in order when it does not answer
 //!
 //! [tls]                              # relative paths are relative to this file
 //! cert = "admin.crt"
@@ -20,6 +21,9 @@ use serde::{Deserialize, Serialize};
 pub struct AdminConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// Other nodes of the group, tried in order when `node` does not answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
 }

@@ -7,10 +7,13 @@
 //!   node's admin service over TLS with an admin certificate. Account
 //!   changes go through the server group from whichever node is named.
 //! - `migrate`: moving an account between nodes, run on its source node.
+//! - `nodes`: the first configured node that answers, and asking every
+//!   member of the group for group-wide `usage` and `status`.
 
 mod ca;
 mod config;
 mod migrate;
+mod nodes;
 mod quickstart;
 mod report;
 
@@ -21,7 +24,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use coffer_proto::StoreUrl;
 use coffer_proto::id::new_request_id;
-use coffer_proto::tls::{self, MAX_MESSAGE, Role, TlsFiles};
+use coffer_proto::tls::{Role, TlsFiles};
 use coffer_proto::wire::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
 
@@ -35,10 +38,11 @@ use crate::quickstart::Quickstart;
 #[derive(Parser)]
 #[command(name = "coffer-admin", version)]
 struct Cli {
-    /// A TOML configuration file (node address and [tls]); flags override it.
+    /// A TOML configuration file (node addresses and [tls]); flags override it.
     #[arg(long, env = "COFFER_ADMIN_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// The node to manage: coffer://HOST:PORT.
+    /// The node to talk to: coffer://HOST:PORT (default: the first of the
+    /// config's `node` and `nodes` that answers).
     #[arg(long, global = true)]
     node: Option<String>,
     /// The admin certificate.
@@ -97,7 +101,8 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
-    /// Current, old-version and deleted bytes per account.
+    /// Current, old-version and deleted bytes per account, on every node of
+    /// the group (marking those that did not answer).
     Usage {
         /// One account (all when left out).
         account: Option<String>,
@@ -133,7 +138,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The node's name, version, connection counts.
+    /// Each node's name, version, connection and sync counts, for every
+    /// node of the group (marking those that did not answer).
     Status {
         #[arg(long)]
         json: bool,
@@ -381,30 +387,25 @@ fn ca_command(dir: &std::path::Path, command: &CaCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects to the node named by flags or the config file; returns the
-/// client and the TLS files it used.
+/// Connects to the node named by `--node`, or else to the first of the
+/// config file's `node` and `nodes` that answers; returns the client and
+/// the TLS files it used.
 async fn connect(cli: &Cli) -> Result<(AdminClient<Channel>, TlsFiles)> {
     let config = match &cli.config {
         Some(path) => AdminConfig::load(path)?,
         None => AdminConfig::default(),
     };
-    let url = cli
-        .node
-        .clone()
-        .or(config.node.clone())
-        .ok_or_else(|| anyhow!("no node given: use --node coffer://HOST:PORT or `node` in --config"))?;
+    let urls: Vec<String> = match &cli.node {
+        Some(node) => vec![node.clone()],
+        None => config.node.iter().chain(&config.nodes).cloned().collect(),
+    };
+    if urls.is_empty() {
+        bail!("no node given: use --node coffer://HOST:PORT, or `node` and `nodes` in --config");
+    }
     let tls = TlsFiles::from_flags(&cli.cert, &cli.key, &cli.ca)?
         .or(config.tls)
         .ok_or_else(|| anyhow!("no admin certificate: give --cert, --key and --ca, or [tls] in --config"))?;
-    let StoreUrl::Remote { host, port } = StoreUrl::parse(&url)? else {
-        bail!("`{url}` is not a node address (coffer://HOST:PORT)");
-    };
-    Ok((admin_client(&host, port, &tls).await?, tls))
-}
-
-pub async fn admin_client(host: &str, port: u16, tls: &TlsFiles) -> Result<AdminClient<Channel>> {
-    let channel = tls::connect(host, port, tls.client_config()?).await?;
-    Ok(AdminClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
+    Ok((nodes::first_answering(&urls, &tls).await?, tls))
 }
 
 /// A byte limit from the command line: "10GiB", "500MB", "unlimited".
@@ -427,11 +428,13 @@ async fn node_command(
     match command {
         Command::Account { command } => return account_command(admin, command).await,
         Command::Usage { account, json } => {
-            let r = admin
-                .usage(wire::AccountQuery { name: account.unwrap_or_default(), request_id: String::new() })
-                .await
-                .map_err(status)?;
-            report::usage(&r.into_inner(), json)?;
+            let query = wire::AccountQuery { name: account.unwrap_or_default(), request_id: String::new() };
+            let answers = nodes::ask_every_node(admin, tls, |mut node| {
+                let query = query.clone();
+                async move { node.usage(query).await.map(tonic::Response::into_inner) }
+            })
+            .await?;
+            report::usage(&answers, json)?;
         }
         Command::Housekeep { account, dry_run, json } => {
             let r = admin
@@ -455,8 +458,11 @@ async fn node_command(
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         Command::Status { json } => {
-            let r = admin.status(wire::StatusRequest {}).await.map_err(status)?;
-            report::status(&r.into_inner(), json)?;
+            let answers = nodes::ask_every_node(admin, tls, |mut node| async move {
+                node.status(wire::StatusRequest {}).await.map(tonic::Response::into_inner)
+            })
+            .await?;
+            report::status(&answers, json)?;
         }
         Command::Cluster { command } => {
             let (reply, json) = match command {
@@ -470,7 +476,7 @@ async fn node_command(
                 ClusterCommand::Join { address, json } => {
                     let name = admin.status(wire::StatusRequest {}).await.map_err(status)?.into_inner().node;
                     let (host, port) = StoreUrl::node(&address)?;
-                    let mut member = admin_client(&host, port, tls).await?;
+                    let mut member = nodes::admin_client(&host, port, tls).await?;
                     let allow = wire::ClusterRequest { address: String::new(), node: name };
                     member.cluster_allow(allow).await.map_err(status)?;
                     (admin.cluster_join(wire::ClusterRequest { address, node: String::new() }).await, json)

@@ -31,7 +31,7 @@ pub async fn migrate(
         .map(|n| n.address.clone())
         .ok_or_else(|| anyhow!("no node {from} in the server group"))?;
     let (host, port) = StoreUrl::node(&address).with_context(|| format!("node {from}"))?;
-    let mut source = crate::admin_client(&host, port, tls).await?;
+    let mut source = crate::nodes::admin_client(&host, port, tls).await?;
     let request = wire::MigrateRequest { account: account.to_string(), to: to.to_string() };
     Ok(source.migrate(request).await.map_err(status)?.into_inner())
 }

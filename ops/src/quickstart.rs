@@ -104,6 +104,7 @@ impl Quickstart {
         ca.issue(&Role::Admin("admin".into()), None, &[], &dir, "admin")?;
         let admin = AdminConfig {
             node: Some(format!("coffer://{}", addrs[0])),
+            nodes: addrs[1..].iter().map(|a| format!("coffer://{a}")).collect(),
             tls: Some(tls_files(Path::new(""), "admin")),
         };
         write_private(&written.admin, &toml::to_string(&admin)?)?;

@@ -7,6 +7,8 @@ use coffer_proto::retention::RetentionPolicy;
 use coffer_proto::wire;
 use serde_json::json;
 
+use crate::nodes::Answer;
+
 fn limit(bytes: u64) -> String {
     if bytes == u64::MAX { "unlimited".into() } else { human_bytes(bytes) }
 }
@@ -66,42 +68,63 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn usage(report: &wire::UsageReport, as_json: bool) -> Result<()> {
+/// A node that did not answer, as JSON.
+fn unanswered(node: &str, error: &str) -> serde_json::Value {
+    json!({ "node": node, "answered": false, "error": error })
+}
+
+pub fn usage(answers: &[Answer<wire::UsageReport>], as_json: bool) -> Result<()> {
     if as_json {
-        let list: Vec<_> = report
-            .accounts
+        let list: Vec<_> = answers
             .iter()
-            .map(|a| {
-                json!({
+            .map(|a| match &a.reply {
+                Ok(report) => {
+                    let accounts: Vec<_> = report.accounts.iter().map(|a| json!({
                     "account": a.account, "current_bytes": a.current_bytes, "old_bytes": a.old_bytes,
                     "deleted_bytes": a.deleted_bytes, "sets": a.sets,
                     "soft_limit": limit_json(a.soft_limit), "hard_limit": limit_json(a.hard_limit),
-                })
+                })).collect();
+                    let discs: Vec<_> =
+                        report.discs.iter().map(|d| json!({"path": d.path, "bytes": d.bytes})).collect();
+                    json!({ "node": a.node, "answered": true, "accounts": accounts, "discs": discs })
+                }
+                Err(e) => unanswered(&a.node, e),
             })
             .collect();
-        let discs: Vec<_> = report.discs.iter().map(|d| json!({"path": d.path, "bytes": d.bytes})).collect();
-        println!("{}", json!({"accounts": list, "discs": discs}));
+        println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
     println!(
-        "{:<20} {:>10} {:>10} {:>10} {:>5} {:>10} {:>10}",
-        "ACCOUNT", "CURRENT", "OLD", "DELETED", "SETS", "SOFT", "HARD"
+        "{:<12} {:<20} {:>10} {:>10} {:>10} {:>5} {:>10} {:>10}",
+        "NODE", "ACCOUNT", "CURRENT", "OLD", "DELETED", "SETS", "SOFT", "HARD"
     );
-    for a in &report.accounts {
-        println!(
-            "{:<20} {:>10} {:>10} {:>10} {:>5} {:>10} {:>10}",
-            a.account,
-            human_bytes(a.current_bytes),
-            human_bytes(a.old_bytes),
-            human_bytes(a.deleted_bytes),
-            a.sets,
-            limit(a.soft_limit),
-            limit(a.hard_limit)
-        );
+    for answer in answers {
+        let report = match &answer.reply {
+            Ok(report) => report,
+            Err(e) => {
+                println!("{:<12} did not answer: {e}", answer.node);
+                continue;
+            }
+        };
+        for a in &report.accounts {
+            println!(
+                "{:<12} {:<20} {:>10} {:>10} {:>10} {:>5} {:>10} {:>10}",
+                answer.node,
+                a.account,
+                human_bytes(a.current_bytes),
+                human_bytes(a.old_bytes),
+                human_bytes(a.deleted_bytes),
+                a.sets,
+                limit(a.soft_limit),
+                limit(a.hard_limit)
+            );
+        }
     }
     println!();
-    for d in &report.discs {
-        println!("disc {:<50} {:>10}", d.path, human_bytes(d.bytes));
+    for answer in answers {
+        for d in answer.reply.iter().flat_map(|r| &r.discs) {
+            println!("{:<12} disc {:<50} {:>10}", answer.node, d.path, human_bytes(d.bytes));
+        }
     }
     Ok(())
 }
@@ -231,32 +254,47 @@ pub fn housekeep(reply: &wire::HousekeepReply, dry_run: bool, as_json: bool) -> 
     Ok(())
 }
 
-pub fn status(s: &wire::NodeStatus, as_json: bool) -> Result<()> {
+pub fn status(answers: &[Answer<wire::NodeStatus>], as_json: bool) -> Result<()> {
     if as_json {
-        let value = json!({
-            "node": s.node, "version": s.version, "connections": s.connections,
-            "handshakes_failed": s.handshakes_failed, "accounts": s.accounts, "started_ns": s.started_ns,
-            "degraded_reads": s.degraded_reads,
-            "sync": {
-                "syncs": s.syncs, "in_sync": s.syncs_in_sync, "failures": s.sync_failures,
-                "round_trips": s.sync_round_trips, "sets_copied": s.sets_synced,
-                "bytes_copied": s.bytes_synced, "owed": s.syncs_owed,
-            },
-        });
-        println!("{value}");
+        let list: Vec<_> = answers.iter().map(|a| match &a.reply {
+            Ok(s) => json!({
+                "node": s.node, "answered": true, "version": s.version, "connections": s.connections,
+                "handshakes_failed": s.handshakes_failed, "accounts": s.accounts, "started_ns": s.started_ns,
+                "degraded_reads": s.degraded_reads,
+                "sync": {
+                    "syncs": s.syncs, "in_sync": s.syncs_in_sync, "failures": s.sync_failures,
+                    "round_trips": s.sync_round_trips, "sets_copied": s.sets_synced,
+                    "bytes_copied": s.bytes_synced, "owed": s.syncs_owed,
+                },
+            }),
+            Err(e) => unanswered(&a.node, e),
+        }).collect();
+        println!("{}", serde_json::Value::Array(list));
         return Ok(());
     }
-    println!("node {} (coffer {})", s.node, s.version);
-    println!("accounts           {}", s.accounts);
-    println!("connections        {}", s.connections);
-    println!("refused handshakes {}", s.handshakes_failed);
-    println!("degraded reads     {}", s.degraded_reads);
-    println!(
-        "fast syncs         {} ({} already in sync, {} failed), {} round trips",
-        s.syncs, s.syncs_in_sync, s.sync_failures, s.sync_round_trips
-    );
-    println!("synced             {} sets, {}", s.sets_synced, human_bytes(s.bytes_synced));
-    println!("syncs owed         {}", s.syncs_owed);
+    for (i, answer) in answers.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let s = match &answer.reply {
+            Ok(s) => s,
+            Err(e) => {
+                println!("node {} did not answer: {e}", answer.node);
+                continue;
+            }
+        };
+        println!("node {} (coffer {})", s.node, s.version);
+        println!("accounts           {}", s.accounts);
+        println!("connections        {}", s.connections);
+        println!("refused handshakes {}", s.handshakes_failed);
+        println!("degraded reads     {}", s.degraded_reads);
+        println!(
+            "fast syncs         {} ({} already in sync, {} failed), {} round trips",
+            s.syncs, s.syncs_in_sync, s.sync_failures, s.sync_round_trips
+        );
+        println!("synced             {} sets, {}", s.sets_synced, human_bytes(s.bytes_synced));
+        println!("syncs owed         {}", s.syncs_owed);
+    }
     Ok(())
 }
 

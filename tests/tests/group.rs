@@ -294,3 +294,43 @@ fn a_retention_policy_is_replicated_applied_by_the_primary_alone_and_reaches_eve
     c.coffer_ok(&c.client_for(replica), &args);
     assert_same_tree(&data, &target);
 }
+
+#[test]
+fn usage_and_status_ask_every_node_and_the_admin_tool_fails_over() {
+    let mut c = Cluster::start(3);
+    c.wait_for_group(1, 3);
+    let data = c.path("data");
+    tree(&data, 1);
+    c.backup("client.toml", &data);
+    for k in 1..=3 {
+        wait_for(CONVERGE, &format!("node {k} to hold the set"), || {
+            c.replica(k, "client").filter(|a| a["sets"] == 1).map(|_| ())
+        });
+    }
+    let usage = c.admin_json(&["usage", "--json"]);
+    let nodes = usage.as_array().unwrap();
+    let mut names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["node1", "node2", "node3"], "{usage}");
+    for node in nodes {
+        assert_eq!(node["answered"], true, "{usage}");
+        assert_eq!(node["accounts"][0]["sets"], 1, "{usage}");
+    }
+
+    c.nodes[2].kill();
+    let status = c.admin_json(&["status", "--json"]);
+    let node = |name: &str| status.as_array().unwrap().iter().find(|n| n["node"] == name).cloned().unwrap();
+    assert_eq!(node("node3")["answered"], false, "{status}");
+    assert!(!node("node3")["error"].as_str().unwrap().is_empty(), "{status}");
+    assert_eq!(node("node1")["answered"], true, "{status}");
+    assert_eq!(node("node2")["answered"], true, "{status}");
+
+    // With node 1 down too, the admin tool goes on through the next node
+    // its config lists.
+    c.nodes[0].kill();
+    let status = c.admin_json(&["status", "--json"]);
+    let node2 = status.as_array().unwrap().iter().find(|n| n["node"] == "node2").unwrap();
+    assert_eq!(node2["answered"], true, "{status}");
+    let info = c.admin_json(&["account", "info", "client", "--json"]);
+    assert_eq!(info[0]["sets"], 1, "{info}");
+}
