@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use coffer_client::backup::{self, BackupOptions, Source, human_bytes};
 use coffer_client::browse::{self, Catalog, Selector};
 use coffer_client::config::ClientConfig;
@@ -182,6 +182,10 @@ enum Command {
         #[command(subcommand)]
         command: service::Ctl,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `coffer man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -249,6 +253,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::ImportConfig { bbackupd_conf, output } => {
             return service::import_config(bbackupd_conf, output.as_deref());
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "coffer", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let Settings { store, keys, cache_root, config } = settings(&cli)?;
@@ -279,7 +291,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Repair
         | Command::Daemon { .. }
         | Command::Ctl { .. }
-        | Command::ImportConfig { .. } => {
+        | Command::ImportConfig { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled above")
         }
         Command::Backup { json, no_compress, tag, allow_deletions, paths } => {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use coffer_proto::config::NodeConfig;
 use tracing_subscriber::EnvFilter;
 
@@ -13,9 +13,9 @@ use tracing_subscriber::EnvFilter;
 #[derive(Parser)]
 #[command(name = "coffer-node", version)]
 struct Cli {
-    /// The node's TOML configuration.
+    /// The node's TOML configuration (needed to serve or to rebuild).
     #[arg(long, short, env = "COFFER_NODE_CONFIG")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -27,15 +27,30 @@ enum Command {
     /// rolled-back or replaced index). Removes nothing; account records
     /// come back from the group when the node starts.
     RebuildIndex,
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `coffer-node man | man -l -`.
+    Man,
 }
 
 fn main() -> anyhow::Result<()> {
     coffer_proto::pipe::end_quietly_on_closed_pipe();
     let cli = Cli::parse();
-    let config = NodeConfig::load(&cli.config)?;
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(shell, &mut Cli::command(), "coffer-node", &mut std::io::stdout());
+            return Ok(());
+        }
+        Some(Command::Man) => {
+            return Ok(clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?);
+        }
+        _ => {}
+    }
+    let path = cli.config.context("give the node's configuration: --config FILE or COFFER_NODE_CONFIG")?;
+    let config = NodeConfig::load(&path)?;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log))
-        .with_context(|| format!("bad log level `{}` in {}", config.log, cli.config.display()))?;
+        .with_context(|| format!("bad log level `{}` in {}", config.log, path.display()))?;
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Some(Command::RebuildIndex) = cli.command {
         return rebuild_index(&config);

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use coffer_proto::StoreUrl;
 use coffer_proto::id::new_request_id;
 use coffer_proto::tls::{Role, TlsFiles};
@@ -149,6 +149,10 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `coffer-admin man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -310,6 +314,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return ca_command(dir, &command);
         }
         Command::Ca { dir, command } => return ca_command(dir, command),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "coffer-admin", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Quickstart { dir, nodes, base_port, address, account, discs, snapshot_every, json } => {
             let written = Quickstart {
                 dir: dir.clone(),
@@ -491,7 +503,9 @@ async fn node_command(
             };
             report::cluster(&reply.map_err(status)?.into_inner(), json)?;
         }
-        Command::Ca { .. } | Command::Quickstart { .. } => unreachable!("handled without a node"),
+        Command::Ca { .. } | Command::Quickstart { .. } | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled without a node")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
