@@ -28,6 +28,13 @@ pub const PACK_HEADER_LEN: u64 = 24;
 const TRAILER_ENTRY_LEN: usize = 44;
 const TRAILER_TAIL_LEN: usize = 12;
 
+/// The bytes of a pack of `objects` objects that are not their envelopes:
+/// the header, each object's id before it and entry in the trailer, and the
+/// trailer's tail.
+pub fn framing(objects: u64) -> u64 {
+    PACK_HEADER_LEN + objects * (32 + TRAILER_ENTRY_LEN as u64) + TRAILER_TAIL_LEN as u64
+}
+
 /// One object as listed in a pack's trailer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PackEntry {

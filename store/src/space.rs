@@ -5,14 +5,16 @@
 //! *old* bytes are reached only from older sets (old versions of files and
 //! files since deleted, which need names to tell apart); *deleted* bytes are
 //! pack space held by objects that no set reaches: freed objects awaiting a
-//! pack rewrite and uploads waiting out their grace period.
+//! pack rewrite and uploads waiting out their grace period. Only envelopes
+//! count: a pack's header, id prefixes and trailer are nobody's deleted data.
 
 use std::collections::{HashMap, HashSet};
 
 use coffer_proto::{ObjectId, ObjectKind, object};
 
 use crate::error::Result;
-use crate::index::ObjectEntry;
+use crate::index::{self, ObjectEntry, PackStats};
+use crate::packfile;
 use crate::store::{AccountId, Store};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -34,11 +36,13 @@ impl Store {
             None => 0,
         };
         let old = self.reach(account, &objects, sets.iter().map(|(id, _)| *id), &mut seen)?;
-        let pack_bytes = self.usage(account)?.pack_bytes;
+        let packs = index::scan_account::<PackStats>(self.db(), index::CF_PACKS, account)?;
+        let envelope_bytes: u64 =
+            packs.iter().map(|(_, p)| p.bytes.saturating_sub(packfile::framing(p.objects))).sum();
         Ok(Space {
             current_bytes: current,
             old_bytes: old,
-            deleted_bytes: pack_bytes.saturating_sub(current + old),
+            deleted_bytes: envelope_bytes.saturating_sub(current + old),
             sets: sets.len() as u64,
         })
     }

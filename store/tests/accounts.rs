@@ -90,6 +90,26 @@ fn housekeeping_forgets_what_retention_does_not_keep_then_applies_the_soft_limit
 }
 
 #[test]
+fn space_counts_as_deleted_only_what_no_set_reaches_not_the_packs_framing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::create(dir.path()).unwrap();
+    let id = store.create_account("a", "fp", Limits::UNLIMITED).unwrap().id;
+    backup(&store, id, 1, 50_000);
+    backup(&store, id, 2, 60_000);
+    let space = store.space(id).unwrap();
+    assert_eq!(space.deleted_bytes, 0, "two packs of live objects hold nothing deleted: {space:?}");
+    assert!(space.current_bytes > 60_000 && space.current_bytes < 61_000, "{space:?}");
+    assert!(space.old_bytes > 50_000 && space.old_bytes < 51_000, "{space:?}");
+
+    // An upload no set reaches is deleted space, byte for byte.
+    let (c, envelope) = chunk(9, 30_000);
+    let mut w = store.writer(id).unwrap();
+    w.put(c, &envelope).unwrap();
+    w.flush().unwrap();
+    assert_eq!(store.space(id).unwrap().deleted_bytes, envelope.len() as u64);
+}
+
+#[test]
 fn check_finds_damage_and_fix_rebuilds_the_index_from_the_packs() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::create(dir.path()).unwrap();

@@ -2,7 +2,7 @@
 //! between them: three real `coffer-node` processes, the real `coffer` and
 //! `coffer-admin` binaries.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, finish_backup, wait_for};
@@ -166,8 +166,24 @@ fn a_first_backup_of_a_source_tree_finishes_on_the_next_node_when_its_primary_di
     }
 }
 
-#[test]
-fn both_sides_of_a_partition_keep_backing_up_and_every_set_survives_the_heal() {
+/// A group cut in two with a client on each side, after the near side's
+/// backup during the partition.
+struct Partitioned {
+    c: Cluster,
+    links: Links,
+    near: String,
+    far: String,
+    data1: PathBuf,
+    data2: PathBuf,
+    /// The marker every node held before the partition.
+    marker: u64,
+}
+
+/// Three nodes, a near client (side 1) and a far client (side 2), both with
+/// node 1 as their primary; a first set of the near one reaches every node.
+/// Then node 1 and the near client are cut off from nodes 2 and 3 and the
+/// far client, and the near client backs up changed files on node 1.
+fn partitioned() -> Partitioned {
     let (c, links) = Links::start(3, 2);
     c.wait_for_group(1, 3);
     let near = links.client_config(&c, "near", 1);
@@ -176,15 +192,18 @@ fn both_sides_of_a_partition_keep_backing_up_and_every_set_survives_the_heal() {
     tree(&data1, 1, 12);
     tree(&data2, 2, 12);
     assert_eq!(c.backup(&near, &data1)["node"], "node1");
-    converged(&c, &[1, 2, 3], 1);
-
-    // Node 1 and the near client on one side; nodes 2 and 3 and the far
-    // client (whose primary is node 1 too) on the other.
+    let marker = converged(&c, &[1, 2, 3], 1);
     links.partition(&[1], &[2, 3]);
     links.cut_clients(1, &[2, 3]);
     links.cut_clients(2, &[1]);
     tree(&data1, 3, 6);
     assert_eq!(c.backup(&near, &data1)["node"], "node1");
+    Partitioned { c, links, near, far, data1, data2, marker }
+}
+
+#[test]
+fn both_sides_of_a_partition_keep_backing_up_and_every_set_survives_the_heal() {
+    let Partitioned { c, links, far, data1, data2, .. } = partitioned();
     let far_report = c.backup(&far, &data2);
     assert_eq!(far_report["node"], "node2", "{far_report}");
     converged(&c, &[2, 3], 2);
@@ -200,23 +219,9 @@ fn both_sides_of_a_partition_keep_backing_up_and_every_set_survives_the_heal() {
 
 #[test]
 fn a_cache_made_on_one_side_of_a_partition_is_not_trusted_on_the_other_at_the_same_marker() {
-    let (c, links) = Links::start(3, 2);
-    c.wait_for_group(1, 3);
-    let near = links.client_config(&c, "near", 1);
-    let far = links.client_config(&c, "far", 2);
-    let (data1, data2) = (c.path("data1"), c.path("data2"));
-    tree(&data1, 1, 12);
-    tree(&data2, 2, 12);
-    c.backup(&near, &data1);
-    let marker = converged(&c, &[1, 2, 3], 1);
-
     // Each side takes one backup: both move to the same marker, with
     // different sets; the near client's cache lists its side's.
-    links.partition(&[1], &[2, 3]);
-    links.cut_clients(1, &[2, 3]);
-    links.cut_clients(2, &[1]);
-    tree(&data1, 3, 6);
-    assert_eq!(c.backup(&near, &data1)["node"], "node1");
+    let Partitioned { c, links, near, far, data1, data2, marker } = partitioned();
     assert_eq!(c.backup(&far, &data2)["node"], "node2");
     assert_eq!(replica(&c, 1), Some((marker + 1, 2)));
     assert_eq!(converged(&c, &[2, 3], 2), marker + 1);
