@@ -454,4 +454,11 @@ impl admin_server::Admin for AdminService {
         let r = req.into_inner();
         Ok(Response::new(crate::migrate::migrate(&node, &r.account, &r.to).await?))
     }
+
+    async fn purge(&self, req: Request<wire::AccountQuery>) -> Result<Response<wire::PurgeReply>, Status> {
+        let node = self.authorise(&req)?;
+        let mut syncs = Vec::new();
+        let bytes = crate::migrate::purge(&node, &req.into_inner().name, &mut syncs).await?;
+        Ok(Response::new(wire::PurgeReply { bytes, syncs }))
+    }
 }

@@ -10,8 +10,10 @@
 //!    `FinishMigration` takes this node out of the replica set.
 //!
 //! A migration cut short (a crash, no quorum) is resumed by running it
-//! again: each step accepts the state the one before left. This node keeps
-//! its copy of the data; the group no longer sends it anything.
+//! again: each step accepts the state the one before left. Then [`purge`]
+//! deletes this node's copy, once a last fast sync with the target (which
+//! copies anything it lacks) ends in agreement; a purge that cannot prove
+//! that keeps the copy and says why, and `coffer-admin purge ACCOUNT --from NODE` runs it again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tonic::Status;
 use tracing::info;
 
 use crate::node::Node;
-use crate::rpc::{group_status, sync_message};
+use crate::rpc::{group_status, status, sync_message};
 
 /// Fast-sync passes allowed for the target to catch up, at each step.
 const PASSES: u32 = 20;
@@ -56,6 +58,10 @@ pub async fn migrate(node: &Arc<Node>, name: &str, to: &str) -> Result<wire::Mig
     catch_up(node, account.id, target, &mut syncs).await?;
     write(Command::FinishMigration { name: name.into(), from: me }).await?;
     info!(account = %name, to = %to, "migration finished");
+    let (purged_bytes, purge_error) = match purge(node, name, &mut syncs).await {
+        Ok(bytes) => (bytes, String::new()),
+        Err(e) => (0, e.message().to_string()),
+    };
     let now = node.group.read(|s| s.account_named(name).cloned()).unwrap_or(account);
     Ok(wire::MigrateReply {
         account: name.into(),
@@ -64,7 +70,49 @@ pub async fn migrate(node: &Arc<Node>, name: &str, to: &str) -> Result<wire::Mig
         syncs,
         replicas: node.group.read(|s| now.replicas.iter().map(|id| s.member_name(*id)).collect()),
         primary: node.group.read(|s| s.member_name(now.primary)),
+        purged_bytes,
+        purge_error,
     })
+}
+
+/// Deletes this node's copy of account `name`, which the group no longer
+/// places here, once a fast sync with one of its replicas ends with the
+/// two in agreement: that replica then holds every set this copy holds.
+/// Returns the bytes freed (0 when there was no copy).
+pub async fn purge(
+    node: &Arc<Node>,
+    name: &str,
+    syncs: &mut Vec<wire::SyncPeerReport>,
+) -> Result<u64, Status> {
+    let me = node.group.id();
+    let account = node
+        .group
+        .read(|s| s.account_named(name).cloned())
+        .ok_or_else(|| Status::not_found(format!("no account `{name}` in the server group")))?;
+    if account.replicas.contains(&me) {
+        return Err(Status::failed_precondition(format!(
+            "account `{name}` is placed on node {}: migrate it away before purging",
+            node.name
+        )));
+    }
+    if node.store.account(account.id).is_err() {
+        return Ok(0);
+    }
+    let mut last = Status::failed_precondition(format!("account `{name}` has no replica to hold it"));
+    let replicas = std::iter::once(account.primary).chain(account.replicas.iter().copied());
+    for replica in replicas.filter(|r| account.replicas.contains(r)) {
+        match catch_up(node, account.id, replica, syncs).await {
+            Ok(()) => {
+                let store = node.store.clone();
+                let bytes =
+                    crate::rpc::blocking(move || store.delete_account(account.id).map_err(status)).await?;
+                info!(account = %name, bytes, "purged this node's copy after the move");
+                return Ok(bytes);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// Fast-syncs with the target until a pass finds the two in agreement.

@@ -119,6 +119,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Delete a node's copy of an account the group no longer places there
+    /// (left by a move), once a replica holds everything in it.
+    Purge {
+        account: String,
+        /// The node whose copy goes (`--node` names the node to talk to).
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Fast-sync an account with each of its other replicas now, from this node.
     Sync {
         account: String,
@@ -351,6 +361,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 report::migrate(&reply, json)?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Purge { account, from, json } => {
+                let reply = migrate::purge(&mut admin, &tls, &account, &from).await?;
+                report::purge(&account, &from, &reply, json)?;
+                Ok(ExitCode::SUCCESS)
+            }
             command => node_command(&mut admin, &tls, command).await,
         }
     })
@@ -463,7 +478,7 @@ async fn node_command(
             let clean = report::raid(&reply.map_err(status)?.into_inner(), json)?;
             return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
-        Command::Migrate { .. } => unreachable!("handled in run"),
+        Command::Migrate { .. } | Command::Purge { .. } => unreachable!("handled in run"),
         Command::Sync { account, json } => {
             let r = admin.sync(wire::AccountQuery { name: account, request_id: String::new() });
             let clean = report::sync(&r.await.map_err(status)?.into_inner(), json)?;

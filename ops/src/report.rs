@@ -305,6 +305,8 @@ pub fn migrate(reply: &wire::MigrateReply, as_json: bool) -> Result<()> {
         let value = json!({
             "account": reply.account, "from": reply.from, "to": reply.to,
             "replicas": reply.replicas, "primary": reply.primary, "syncs": syncs,
+            "purged_bytes": reply.purged_bytes,
+            "purge_error": (!reply.purge_error.is_empty()).then_some(&reply.purge_error),
         });
         println!("{value}");
         return Ok(());
@@ -319,6 +321,27 @@ pub fn migrate(reply: &wire::MigrateReply, as_json: bool) -> Result<()> {
         human_bytes(copied),
         reply.replicas.join(", "),
         reply.primary
+    );
+    match reply.purge_error.as_str() {
+        "" => println!("Purged the copy on {}: freed {}.", reply.from, human_bytes(reply.purged_bytes)),
+        why => println!(
+            "The copy on {} was kept ({why}); run `coffer-admin purge {} --from {}` later.",
+            reply.from, reply.account, reply.from
+        ),
+    }
+    Ok(())
+}
+
+pub fn purge(account: &str, node: &str, reply: &wire::PurgeReply, as_json: bool) -> Result<()> {
+    if as_json {
+        let syncs: Vec<_> = reply.syncs.iter().map(sync_json).collect();
+        println!("{}", json!({ "account": account, "node": node, "bytes": reply.bytes, "syncs": syncs }));
+        return Ok(());
+    }
+    println!(
+        "Purged account {account} from {node}: freed {} after {} fast syncs.",
+        human_bytes(reply.bytes),
+        reply.syncs.len()
     );
     Ok(())
 }

@@ -56,6 +56,7 @@ fn every_admin_call_refused(rt: &Runtime, mut admin: AdminClient<Channel>, who: 
     call!(cluster_status, wire::ClusterRequest::default());
     call!(sync, wire::AccountQuery { name: "client".into(), ..Default::default() });
     call!(migrate, wire::MigrateRequest { account: "client".into(), to: "node1".into() });
+    call!(purge, wire::AccountQuery { name: "client".into(), ..Default::default() });
 }
 
 /// Calls every Peer method; each must be refused.

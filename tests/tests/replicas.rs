@@ -8,7 +8,7 @@ use std::time::Duration;
 use coffer_tests::cluster::{COMMAND_TIMEOUT, Cluster, finish_backup, wait_for};
 use coffer_tests::fstree::{assert_same_tree, random_bytes, write};
 use coffer_tests::links::Links;
-use coffer_tests::u64_field;
+use coffer_tests::{u64_field, walk_files};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -274,7 +274,20 @@ fn an_account_migrates_to_another_node_and_the_old_one_redirects_its_client() {
     let now: Vec<&str> = moved["replicas"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
     assert!(now.contains(&target.as_str()) && !now.contains(&source.as_str()), "{moved}");
     assert_eq!(now.len(), 3, "{moved}");
+    // The source's copy went once the target held it all: the move frees space.
+    assert!(u64_field(&moved, "purged_bytes") > 0 && moved["purge_error"].is_null(), "{moved}");
+    let packs = c
+        .pack_dirs(number(&source))
+        .iter()
+        .flat_map(|d| walk_files(d))
+        .filter(|f| f.extension().is_some_and(|e| e == "pack"))
+        .count();
+    assert_eq!(packs, 0, "the source keeps no pack file");
     restore_from(&c, number(&target), &data, None);
+    // A node that holds the account for the group is never purged.
+    let out = c.admin(&["purge", "client", "--from", &target]);
+    assert!(!out.status.success(), "purging a replica must be refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migrate it away"), "{out:?}");
 
     // The client still names the source first; the source sends it to the target.
     tree(&data, 2, 6);
