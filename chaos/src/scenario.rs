@@ -111,9 +111,14 @@ impl Scenario {
             Scenario::DiscLost => {
                 // One disc directory of a node vanishes (a dead disc): reads
                 // come from parity, then the operator rebuilds the stripes.
+                // It vanishes at once, as a dead disc does: removed in place,
+                // it would lose its label and some stripes while the node
+                // (writing for the other clients) adds new ones.
                 let k = rng.random_range(1..=NODES);
                 let disc = lab.cluster.pack_dirs(k)[rng.random_range(0..3)].clone();
-                std::fs::remove_dir_all(&disc).with_context(|| format!("removing {}", disc.display()))?;
+                let dead = disc.with_extension("dead");
+                std::fs::rename(&disc, &dead).with_context(|| format!("removing {}", disc.display()))?;
+                std::fs::remove_dir_all(&dead).with_context(|| format!("removing {}", dead.display()))?;
                 reports.push(lab.backup()?);
                 lab.raid(k, &["rebuild"])?;
                 lab.raid(k, &["check"])?;

@@ -235,7 +235,10 @@ pub(crate) fn check_labels(dirs: &[PathBuf]) -> Result<u64> {
         if !held.is_empty() {
             return Err(RaidError::Label {
                 dir: dir.clone(),
-                problem: "it holds files but no disc-set label; refusing to adopt it".into(),
+                problem: "it holds files but no disc-set label; refusing to adopt it (if it is this \
+                          set's disc that lost its label, move its contents aside: the node then \
+                          labels it afresh and `coffer-admin raid rebuild` refills it from the others)"
+                    .into(),
             });
         }
         write_label(dir, id, k, n)?;
