@@ -133,7 +133,11 @@ impl Scenario {
                 // The new set shares most of its data with older ones: reading
                 // it from that node alone reads the damaged stripe, through parity.
                 let set = report["set_id"].as_str().context("backup report without a set")?.to_string();
+                let marker = report["marker"].as_u64().unwrap_or(0);
                 reports.push(report);
+                // The commit waited for two replicas; node k may be the third,
+                // which fast sync reaches a moment later.
+                wait_until(0, || lab.replica(k, 0).is_some_and(|(m, _, _)| m >= marker));
                 lab.restore_checked(k, &set)?;
                 lab.raid(k, &["rebuild"])?;
                 lab.raid(k, &["check"])?;

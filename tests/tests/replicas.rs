@@ -300,9 +300,13 @@ fn an_account_migrates_to_another_node_and_the_old_one_redirects_its_client() {
 }
 
 #[test]
-fn a_directory_of_200k_files_backs_up_restores_and_reaches_every_replica() {
-    let c = Cluster::start(3);
-    c.wait_for_group(1, 3);
+fn a_directory_of_200k_files_backs_up_restores_reaches_every_replica_and_migrates() {
+    let c = Cluster::start(4);
+    c.wait_for_group(1, 4);
+    let account = c.admin_json(&["account", "info", "client", "--json"])[0].clone();
+    let holders: Vec<usize> =
+        account["replicas"].as_array().unwrap().iter().map(|r| number(r.as_str().unwrap())).collect();
+    let spare = (1..=4).find(|k| !holders.contains(k)).unwrap();
     let data = c.path("huge");
     let many = data.join("many");
     std::fs::create_dir_all(&many).unwrap();
@@ -313,13 +317,18 @@ fn a_directory_of_200k_files_backs_up_restores_and_reaches_every_replica() {
     write(&data.join("many/some-content"), &random_bytes(7, 100_000));
     let first = c.backup("client.toml", &data);
     assert_eq!(u64_field(&first, "files_total"), 200_001, "{first}");
-    converged(&c, &[1, 2, 3], 1);
-    restore_from(&c, 3, &data, None);
+    converged(&c, &holders, 1);
+    restore_from(&c, holders[2], &data, None);
 
     // One more file rewrites one part of the directory, not all 200,000 entries.
     write(&data.join("many/entry-100000-with-a-longish-name-too"), b"x");
     let second = c.backup("client.toml", &data);
     assert!(u64_field(&second, "bytes_stored_new") < 1 << 20, "{second}");
-    converged(&c, &[1, 2, 3], 2);
-    restore_from(&c, 2, &data, None);
+    converged(&c, &holders, 2);
+    restore_from(&c, holders[1], &data, None);
+
+    // The whole account moves to the fourth node, and restores from it alone.
+    let moved = c.admin_json(&["migrate", "client", "--to", &format!("node{spare}"), "--json"]);
+    assert!(moved["purge_error"].is_null(), "{moved}");
+    restore_from(&c, spare, &data, None);
 }
