@@ -6,10 +6,12 @@
 //! - `account`, `usage`, `housekeep`, `status`, `raid`, `cluster`: talk to a
 //!   node's admin service over TLS with an admin certificate. Account
 //!   changes go through the server group from whichever node is named.
+//! - `account`: creating, showing and changing accounts (`coffer-admin account ...`).
 //! - `migrate`: moving an account between nodes, run on its source node.
 //! - `nodes`: the first configured node that answers, and asking every
 //!   member of the group for group-wide `usage` and `status`.
 
+mod account;
 mod ca;
 mod config;
 mod migrate;
@@ -23,11 +25,11 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use coffer_proto::StoreUrl;
-use coffer_proto::id::new_request_id;
 use coffer_proto::tls::{Role, TlsFiles};
 use coffer_proto::wire::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
 
+use crate::account::{AccountCommand, account_command};
 use crate::ca::CertificateAuthority;
 use crate::config::AdminConfig;
 use crate::quickstart::Quickstart;
@@ -240,62 +242,6 @@ enum CaCommand {
     Revoke { name: String },
 }
 
-#[derive(Subcommand)]
-enum AccountCommand {
-    /// Create an account with limits such as "10GiB" (or "unlimited").
-    Create {
-        name: String,
-        /// Above this, housekeeping deletes the oldest backup sets (default: the hard limit).
-        #[arg(long)]
-        soft: Option<String>,
-        /// Uploads past this are refused.
-        #[arg(long, default_value = "unlimited")]
-        hard: String,
-    },
-    /// Show one account, or all.
-    Info {
-        name: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Change an account's limits.
-    SetLimit {
-        name: String,
-        #[arg(long)]
-        soft: String,
-        #[arg(long)]
-        hard: String,
-    },
-    /// Set which backup sets housekeeping keeps on the account's primary
-    /// (`--keep-daily 7 --keep-weekly 4 ...`); no rules keeps every set.
-    SetRetention {
-        name: String,
-        #[command(flatten)]
-        keep: coffer_client::keep::KeepArgs,
-    },
-    /// Refuse writes to an account; reads go on.
-    Freeze { name: String },
-    /// Allow writes again.
-    Thaw { name: String },
-    /// Delete an account and everything it stored.
-    Delete {
-        name: String,
-        /// Required: deleting cannot be undone.
-        #[arg(long)]
-        yes: bool,
-    },
-    /// Verify every object's CRC and every reference; --fix rebuilds the index from the packs.
-    Check {
-        name: Option<String>,
-        #[arg(long)]
-        all: bool,
-        #[arg(long)]
-        fix: bool,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 fn main() -> ExitCode {
     coffer_proto::pipe::end_quietly_on_closed_pipe();
     tracing_subscriber::fmt()
@@ -435,17 +381,6 @@ async fn connect(cli: &Cli) -> Result<(AdminClient<Channel>, TlsFiles)> {
     Ok((nodes::first_answering(&urls, &tls).await?, tls))
 }
 
-/// A byte limit from the command line: "10GiB", "500MB", "unlimited".
-fn limit(text: &str) -> Result<u64> {
-    if text.eq_ignore_ascii_case("unlimited") {
-        return Ok(0);
-    }
-    match parse_size::parse_size(text).with_context(|| format!("`{text}` is not a size such as 10GiB"))? {
-        0 => bail!("a limit of 0 bytes would refuse every upload; say `unlimited` for no limit"),
-        n => Ok(n),
-    }
-}
-
 async fn node_command(
     admin: &mut AdminClient<Channel>,
     tls: &TlsFiles,
@@ -520,93 +455,6 @@ async fn node_command(
         }
         Command::Ca { .. } | Command::Quickstart { .. } | Command::Completions { .. } | Command::Man => {
             unreachable!("handled without a node")
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn account_command(admin: &mut AdminClient<Channel>, command: AccountCommand) -> Result<ExitCode> {
-    let status = |s: tonic::Status| anyhow!("{}", s.message());
-    match command {
-        AccountCommand::Create { name, soft, hard } => {
-            let soft = soft.as_deref().unwrap_or(&hard);
-            let request = wire::CreateAccountRequest {
-                name,
-                soft_limit: limit(soft)?,
-                hard_limit: limit(&hard)?,
-                request_id: new_request_id(),
-            };
-            let account = admin.create_account(request).await.map_err(status)?.into_inner();
-            println!("Created account {} (id {}).", account.name, account.id);
-            println!(
-                "Issue its certificate with: coffer-admin ca issue-client {} --account-id {}",
-                account.name, account.id
-            );
-        }
-        AccountCommand::Info { name, json } => {
-            let list = admin
-                .accounts(wire::AccountQuery { name: name.unwrap_or_default(), request_id: String::new() })
-                .await
-                .map_err(status)?;
-            report::accounts(&list.into_inner().accounts, json)?;
-        }
-        AccountCommand::SetLimit { name, soft, hard } => {
-            let request = wire::SetLimitsRequest {
-                name,
-                soft_limit: limit(&soft)?,
-                hard_limit: limit(&hard)?,
-                request_id: new_request_id(),
-            };
-            let account = admin.set_limits(request).await.map_err(status)?.into_inner();
-            report::accounts(&[account], false)?;
-        }
-        AccountCommand::SetRetention { name, keep } => {
-            let request = wire::SetRetentionRequest {
-                name,
-                retention: Some(keep.policy()?.to_wire()),
-                request_id: new_request_id(),
-            };
-            let account = admin.set_retention(request).await.map_err(status)?.into_inner();
-            report::accounts(&[account], false)?;
-        }
-        AccountCommand::Freeze { name } => {
-            admin
-                .set_frozen(wire::SetFrozenRequest {
-                    name: name.clone(),
-                    frozen: true,
-                    request_id: new_request_id(),
-                })
-                .await
-                .map_err(status)?;
-            println!("Account {name} is frozen: clients can restore but not back up.");
-        }
-        AccountCommand::Thaw { name } => {
-            admin
-                .set_frozen(wire::SetFrozenRequest {
-                    name: name.clone(),
-                    frozen: false,
-                    request_id: new_request_id(),
-                })
-                .await
-                .map_err(status)?;
-            println!("Account {name} accepts backups again.");
-        }
-        AccountCommand::Delete { name, yes } => {
-            if !yes {
-                bail!("deleting account {name} destroys all its backups; add --yes to confirm");
-            }
-            let r = admin
-                .delete_account(wire::AccountQuery { name: name.clone(), request_id: new_request_id() })
-                .await
-                .map_err(status)?;
-            let r = r.into_inner();
-            println!("Deleted account {name}: {} objects, {} bytes of packs.", r.objects, r.bytes);
-        }
-        AccountCommand::Check { name, all, fix, json } => {
-            let request = wire::CheckRequest { name: name.unwrap_or_default(), all, fix };
-            let reply = admin.check(request).await.map_err(status)?.into_inner();
-            let clean = report::check(&reply, json)?;
-            return Ok(if clean { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
     }
     Ok(ExitCode::SUCCESS)
