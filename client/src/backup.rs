@@ -145,6 +145,22 @@ const RESTARTS: u32 = 5;
 /// with nothing the old node said: chunks that reached the new node before
 /// are not sent again.
 pub fn backup(repo: &Repository, sources: &[Source], opts: &BackupOptions) -> Result<BackupReport> {
+    let result = backup_again_if_interrupted(repo, sources, opts);
+    match &result {
+        Ok(_) => crate::failure::clear(&repo.failure_file),
+        Err(Error::Stopped) => {}
+        Err(e) => crate::failure::record(&repo.failure_file, &e.to_string()),
+    }
+    result
+}
+
+/// Backs up, starting over (a bounded number of times) when the store
+/// changed under the backup or its session broke.
+fn backup_again_if_interrupted(
+    repo: &Repository,
+    sources: &[Source],
+    opts: &BackupOptions,
+) -> Result<BackupReport> {
     let mut catalog = Catalog::cached_or_load(repo)?;
     let mut restarts = 0;
     loop {

@@ -10,6 +10,7 @@
 //!   node's store engine in-process).
 //! - `remote`: the server group's nodes over gRPC and TLS: lazy
 //!   connection, login, streamed uploads.
+//! - `failure`: the last failure, kept until the group hears of it.
 //! - `failover`: which node to use: the last that worked, back to the
 //!   primary once it has caught up.
 //! - [`config`]: the client's TOML configuration.
@@ -47,6 +48,7 @@ pub mod daemon;
 mod deletions;
 mod error;
 mod failover;
+mod failure;
 pub mod keep;
 pub mod keys;
 mod remote;

@@ -65,6 +65,8 @@ pub struct Group {
     pub tls: TlsFiles,
     /// Where to keep the group's node list that each login brings.
     pub group_file: Option<PathBuf>,
+    /// The client's last failure, reported at each login (see `failure`).
+    pub failure_file: Option<PathBuf>,
     pub policy: Policy,
 }
 
@@ -79,6 +81,7 @@ pub struct RemoteBackend {
     servers: Mutex<Servers>,
     tls: TlsFiles,
     group_file: Option<PathBuf>,
+    failure_file: Option<PathBuf>,
     policy: Policy,
     fingerprint: String,
     access: Access,
@@ -158,6 +161,7 @@ impl RemoteBackend {
             servers: Mutex::new(group.servers),
             tls: group.tls,
             group_file: group.group_file,
+            failure_file: group.failure_file,
             policy: group.policy,
             fingerprint,
             access,
@@ -287,12 +291,17 @@ impl RemoteBackend {
         let unreachable = |message: String| Error::Unreachable { node: address.to_string(), message };
         let (host, port) = StoreUrl::node(address)?;
         let config = self.tls.client_config().map_err(|e| Error::Invalid(e.to_string()))?;
-        let request = wire::LoginRequest {
+        let mut request = wire::LoginRequest {
             key_fingerprint: self.fingerprint.clone(),
             write: self.access == Access::Write,
             register_keys: self.register_keys,
             client_version: env!("CARGO_PKG_VERSION").into(),
+            host: crate::failure::host_name(),
+            ..Default::default()
         };
+        if let Some(failure) = self.failure_file.as_deref().and_then(crate::failure::load) {
+            (request.last_error, request.last_error_ns) = (failure.message, failure.time_ns);
+        }
         let attempt = async {
             let channel = tls::connect(&host, port, config).await.map_err(|e| unreachable(e.to_string()))?;
             let mut client = StoreClient::new(channel)

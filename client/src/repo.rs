@@ -14,6 +14,7 @@ use crate::cache::Cache;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::failover::{Policy, Servers};
+use crate::failure::FAILURE_FILE;
 use crate::keys::Keys;
 use crate::remote::{Access, Group, RemoteBackend, learnt_servers};
 use crate::tree::{self, Tree};
@@ -28,6 +29,8 @@ pub struct Repository {
     pub cache: Cache,
     /// Paths a backup never takes: the local store, the cache, the keys file.
     pub private_paths: Vec<PathBuf>,
+    /// Where the last failed backup is kept until one succeeds.
+    pub failure_file: PathBuf,
 }
 
 /// Where S, the last node that worked, is kept in the cache directory.
@@ -73,7 +76,8 @@ impl StoreSpec {
                 Policy { rounds: 1, redirects: false, ..Policy::default() },
             ),
         };
-        Ok(Group { servers, tls, group_file: Some(group_file), policy })
+        let failure_file = Some(cache_root.join(FAILURE_FILE));
+        Ok(Group { servers, tls, group_file: Some(group_file), failure_file, policy })
     }
 }
 
@@ -142,7 +146,7 @@ impl Repository {
             .chain([cache_root.to_path_buf()])
             .filter_map(|p| std::fs::canonicalize(p).ok())
             .collect();
-        Repository { backend, keys, cache, private_paths }
+        Repository { backend, keys, cache, private_paths, failure_file: cache_root.join(FAILURE_FILE) }
     }
 
     /// Runs `op`; if the store changed under the cache, refreshes the cache and runs it again.

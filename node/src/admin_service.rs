@@ -5,7 +5,6 @@
 //! that leaves a limit out never locks an account out by accident.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use coffer_proto::clock::now_ns;
@@ -18,6 +17,7 @@ use coffer_store::{AccountRecord, HousekeepReport, Limits, StoreError};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
+use crate::groups;
 use crate::mirror::{sync_account, sync_all};
 use crate::node::Node;
 use crate::rpc::{
@@ -57,7 +57,7 @@ pub type Housekept = (String, Result<HousekeepReport, String>);
 
 /// Runs housekeeping on the named account (all when `name` is empty); an
 /// account with a client writing to it is skipped until the next pass.
-pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreError> {
+pub fn housekeep_all(node: &Arc<Node>, name: &str) -> Result<Vec<Housekept>, StoreError> {
     let accounts = named(node, name)?;
     let cutoff = now_ns() - node.grace.as_nanos() as i64;
     node.metrics.housekeeping_runs.inc();
@@ -76,6 +76,7 @@ pub fn housekeep_all(node: &Node, name: &str) -> Result<Vec<Housekept>, StoreErr
                 node.metrics.forgot_sets("soft_limit", r.sets_forgotten.len());
                 if !r.sets_forgotten.is_empty() || !r.sets_expired.is_empty() {
                     node.syncer.changed(a.id);
+                    crate::heartbeat::usage_changed(node, a.id);
                 }
             }
             (a.name, result)
@@ -154,7 +155,7 @@ impl admin_server::Admin for AdminService {
             name: r.name.clone(),
             soft_limit: l.soft,
             hard_limit: l.hard,
-            group: String::new(),
+            group: r.group,
             created_ns: now_ns(),
         };
         let reply = write_account(node, r.request_id, command).await?;
@@ -328,24 +329,7 @@ impl admin_server::Admin for AdminService {
 
     async fn status(&self, req: Request<wire::StatusRequest>) -> Result<Response<wire::NodeStatus>, Status> {
         let node = self.authorise(&req)?;
-        let accounts = node.store.accounts().map_err(status)?.len() as u64;
-        let c = &node.syncer.counters;
-        Ok(Response::new(wire::NodeStatus {
-            node: node.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            connections: node.connections.load(Ordering::Relaxed),
-            handshakes_failed: node.handshakes_failed.load(Ordering::Relaxed),
-            accounts,
-            started_ns: node.started_ns,
-            degraded_reads: node.store.discs().degraded_reads(),
-            syncs: c.syncs.load(Ordering::Relaxed),
-            syncs_in_sync: c.in_sync.load(Ordering::Relaxed),
-            sync_failures: c.failures.load(Ordering::Relaxed),
-            sync_round_trips: c.round_trips.load(Ordering::Relaxed),
-            sets_synced: c.sets_copied.load(Ordering::Relaxed),
-            bytes_synced: c.bytes_copied.load(Ordering::Relaxed),
-            syncs_owed: node.group.journal().owed().map_or(0, |o| o.len() as u64),
-        }))
+        blocking(move || crate::status::node_status(&node)).await.map(Response::new)
     }
 
     async fn raid_check(
@@ -453,6 +437,54 @@ impl admin_server::Admin for AdminService {
         let node = self.authorise(&req)?;
         let r = req.into_inner();
         Ok(Response::new(crate::migrate::migrate(&node, &r.account, &r.to).await?))
+    }
+
+    async fn create_group(
+        &self,
+        req: Request<wire::GroupRequest>,
+    ) -> Result<Response<wire::AccountGroup>, Status> {
+        let node = self.authorise(&req)?;
+        groups::create(node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn set_group_limits(
+        &self,
+        req: Request<wire::GroupRequest>,
+    ) -> Result<Response<wire::AccountGroup>, Status> {
+        let node = self.authorise(&req)?;
+        groups::set_limits(node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn delete_group(
+        &self,
+        req: Request<wire::GroupRequest>,
+    ) -> Result<Response<wire::AccountGroup>, Status> {
+        let node = self.authorise(&req)?;
+        groups::delete(node, req.into_inner()).await.map(Response::new)
+    }
+
+    async fn groups(&self, req: Request<wire::GroupRequest>) -> Result<Response<wire::GroupList>, Status> {
+        let node = self.authorise(&req)?;
+        groups::list(&node, &req.into_inner().name).map(Response::new)
+    }
+
+    async fn set_account_group(
+        &self,
+        req: Request<wire::SetAccountGroupRequest>,
+    ) -> Result<Response<wire::Account>, Status> {
+        let node = self.authorise(&req)?;
+        let r = req.into_inner();
+        info!(account = %r.name, group = %r.group, "moving the account to another account group");
+        write_account(node, r.request_id, Command::SetAccountGroup { name: r.name, group: r.group }).await
+    }
+
+    async fn set_silent_after(
+        &self,
+        req: Request<wire::SilentAfterRequest>,
+    ) -> Result<Response<wire::SilentAfterReply>, Status> {
+        let node = self.authorise(&req)?;
+        groups::set_silent_after(node, req.into_inner()).await?;
+        Ok(Response::new(wire::SilentAfterReply {}))
     }
 
     async fn purge(&self, req: Request<wire::AccountQuery>) -> Result<Response<wire::PurgeReply>, Status> {

@@ -23,6 +23,11 @@
 //! - `throttle`: slowing down repeated failed logins.
 //! - `transfer`: objects streamed out, and how many uploads and downloads
 //!   one account may run at once.
+//! - `heartbeat`: telling the group of clients' logins and backups.
+//! - `alerts`: the operator's alerts (logged, and run through the
+//!   `notify` program): discs, syncs, limits, silent clients, members.
+//! - `groups`: the operator's account groups.
+//! - `status`: the node's status: counters, discs, syncs owed, writers.
 //! - `metrics`: Prometheus `/metrics` and `/health` on `metrics_listen`,
 //!   and the layer counting every gRPC request.
 //!
@@ -30,6 +35,9 @@
 //! [`NodeConfig`](coffer_proto::config::NodeConfig) until it is stopped.
 
 mod admin_service;
+mod alerts;
+mod groups;
+mod heartbeat;
 mod metrics;
 mod migrate;
 mod mirror;
@@ -38,6 +46,7 @@ mod peer_service;
 mod replica;
 mod rpc;
 mod server;
+mod status;
 mod store_service;
 mod syncer;
 mod throttle;

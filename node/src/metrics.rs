@@ -268,16 +268,27 @@ fn gather(node: &Node) -> Result<Snapshot, coffer_store::StoreError> {
     }
 
     let owed = node.group.journal().owed()?;
-    let mut per_peer: BTreeMap<String, u64> = BTreeMap::new();
-    for o in owed {
-        *per_peer.entry(node.group.read(|st| st.member_name(o.peer))).or_default() += 1;
-    }
-    for (peer, count) in per_peer {
+    s.gauge(
+        "coffer_sync_journal_entries",
+        "(account, peer) syncs the journal holds",
+        vec![],
+        owed.len() as u64,
+    );
+    let now = coffer_proto::clock::now_ns();
+    for lag in crate::status::sync_lag(node, &owed) {
+        let peer = || vec![("peer", lag.peer.clone())];
         s.gauge(
             "coffer_sync_owed",
             "Account syncs owed to a peer (the fast-sync queue)",
-            vec![("peer", peer)],
-            count,
+            peer(),
+            lag.accounts,
+        );
+        let behind = if lag.oldest_ns == 0 { 0 } else { (now - lag.oldest_ns).max(0) as u64 / 1_000_000_000 };
+        s.gauge(
+            "coffer_sync_lag_seconds",
+            "How long the oldest sync owed to a peer has waited",
+            peer(),
+            behind,
         );
     }
     let c = &node.syncer.counters;

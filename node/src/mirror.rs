@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_replication::Account;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use coffer_store::{AccountRecord, Limits, StoreError};
 
@@ -26,13 +26,17 @@ use crate::node::Node;
 /// How often the mirror runs even when nothing changed.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// The engine's record of a group account.
-pub fn record(account: &Account) -> AccountRecord {
+/// The engine's record of a group account. Its hard limit is the one in
+/// force now: the account's, or less when its group's leaves less room
+/// (from the usage the group's heartbeats reported, so uploads of two
+/// accounts at once can pass the group's limit by what they store before
+/// the next commit reports it).
+pub fn record(account: &Account, hard_limit: u64) -> AccountRecord {
     AccountRecord {
         id: account.id,
         name: account.name.clone(),
         key_fingerprint: account.key_fingerprint.clone(),
-        limits: Limits { soft: account.soft_limit, hard: account.hard_limit },
+        limits: Limits { soft: account.soft_limit, hard: hard_limit },
         frozen: account.frozen,
         created_ns: account.created_ns,
     }
@@ -40,8 +44,11 @@ pub fn record(account: &Account) -> AccountRecord {
 
 /// Copies one account into the engine if this node holds it.
 pub fn sync_account(node: &Node, account: &Account) -> Result<(), StoreError> {
-    if account.replicas.contains(&node.group.id()) && node.store.adopt_account(&record(account))? {
-        info!(account = %account.name, id = account.id, "account record updated from the group");
+    let hard_limit = node.group.read(|s| s.hard_limit(account));
+    if account.replicas.contains(&node.group.id())
+        && node.store.adopt_account(&record(account, hard_limit))?
+    {
+        debug!(account = %account.name, id = account.id, hard_limit, "account record updated from the group");
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ use coffer_replication::Group;
 use coffer_store::{AccountId, AccountWriter, Store};
 use tracing::{debug, info};
 
+use crate::alerts::Alerts;
 use crate::metrics::Metrics;
 use crate::syncer::Syncer;
 use crate::throttle::LoginThrottle;
@@ -49,6 +50,7 @@ pub struct Node {
     pub transfers: Transfers,
     /// What requests move, for `/metrics`.
     pub metrics: Metrics,
+    pub alerts: Alerts,
 }
 
 /// What one connection has established.

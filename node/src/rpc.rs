@@ -7,8 +7,9 @@ use coffer_proto::ObjectId;
 use coffer_proto::wire;
 use coffer_raid::repair::RebuildReport;
 use coffer_raid::{DiscSet, StripeDamage};
+use coffer_replication::activity::Activity;
 use coffer_replication::fastsync::{SyncError, SyncReport};
-use coffer_replication::{Account, GroupError, GroupStatus, Refusal};
+use coffer_replication::{Account, AccountGroup, GroupError, GroupStatus, Refusal};
 use coffer_store::{SetRecord, StoreError, Usage};
 use tonic::{Request, Status};
 
@@ -111,7 +112,7 @@ pub fn group_status(e: GroupError) -> Status {
         GroupError::Refused(
             Refusal::InvalidName(_) | Refusal::Invalid(_) | Refusal::InvalidLimits { .. },
         ) => Status::invalid_argument(message),
-        GroupError::Refused(Refusal::NoNodes | Refusal::Migration { .. })
+        GroupError::Refused(Refusal::NoNodes | Refusal::Migration { .. } | Refusal::GroupInUse { .. })
         | GroupError::NotInGroup
         | GroupError::Membership(_) => Status::failed_precondition(message),
         GroupError::Storage(_) => Status::internal(message),
@@ -143,6 +144,35 @@ pub fn account_message(node: &Node, a: &Account) -> Result<wire::Account, StoreE
         held_here,
         sets_digest,
         retention: Some(a.retention.to_wire()),
+        group: a.group.clone(),
+        silent_after_secs: node.group.read(|s| node.alerts.silent_after_secs(s, a)),
+        activity: Some(activity_message(node, &a.activity)),
+        hard_limit_now: node.group.read(|s| s.hard_limit(a)),
+    })
+}
+
+fn activity_message(node: &Node, a: &Activity) -> wire::ClientActivity {
+    wire::ClientActivity {
+        login_ns: a.login_ns,
+        client_version: a.client_version.clone(),
+        host: a.host.clone(),
+        node: if a.login_ns == 0 { String::new() } else { node.group.read(|s| s.member_name(a.node)) },
+        commit_ns: a.commit_ns,
+        error: a.error.clone(),
+        error_ns: a.error_ns,
+        live_bytes: a.live_bytes,
+    }
+}
+
+/// The wire form of an account group, with its accounts and their usage.
+pub fn group_message(node: &Node, g: &AccountGroup) -> wire::AccountGroup {
+    node.group.read(|s| wire::AccountGroup {
+        name: g.name.clone(),
+        soft_limit: g.soft_limit,
+        hard_limit: g.hard_limit,
+        silent_after_secs: g.silent_after_secs,
+        accounts: s.group_accounts(&g.name).map(|a| a.name.clone()).collect(),
+        used_bytes: s.group_usage(&g.name),
     })
 }
 

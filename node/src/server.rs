@@ -205,6 +205,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         writers: Mutex::new(HashMap::new()),
         transfers: Transfers::default(),
         metrics: Metrics::default(),
+        alerts: crate::alerts::Alerts::new(config.alerts.clone()),
     });
     let acceptor = Arc::new(RwLock::new(TlsAcceptor::from(config.tls.server_config()?)));
     tokio::spawn(reload_on_sighup(acceptor.clone(), config.tls.clone()));
@@ -217,6 +218,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(housekeeping_loop(node.clone(), config.housekeeping_interval));
     tokio::spawn(crate::mirror::run(node.clone()));
+    tokio::spawn(crate::alerts::run(node.clone()));
     tokio::spawn(crate::syncer::run(node.syncer.clone()));
 
     let store_service = StoreServer::new(StoreService::new(node.clone()))

@@ -27,6 +27,7 @@ use crate::rpc::{
     status, usage_message,
 };
 use crate::transfer::stream_objects;
+use crate::{alerts, heartbeat};
 
 /// How long a request that needs the account's writer waits for it: a client
 /// that reconnects at once after losing its connection would otherwise find
@@ -252,7 +253,10 @@ impl store_server::Store for StoreService {
         let node = self.node.clone();
         let req = req.into_inner();
         let account = Self::login_account(&caller, &req, &node).await?;
-        blocking(move || Self::login_blocking(&node, &caller, req, account)).await.map(Response::new)
+        let (seen, request) = (account.clone(), req.clone());
+        let reply = blocking(move || Self::login_blocking(&node, &caller, req, account)).await?;
+        heartbeat::logged_in(&self.node, &seen, &request);
+        Ok(Response::new(reply))
     }
 
     async fn have(&self, req: Request<wire::HaveRequest>) -> Result<Response<wire::HaveReply>, Status> {
@@ -283,9 +287,14 @@ impl store_server::Store for StoreService {
         }
         .await;
         // Keep whatever arrived intact, even when the stream broke off.
+        let account = logged_in(&caller)?;
         let flushed = blocking(move || with_writer(&caller, |w| w.flush())).await;
-        received?;
-        flushed?;
+        let refused = |s: Status| match s.code() {
+            tonic::Code::ResourceExhausted => alerts::refused_at_hard_limit(&self.node, account, s),
+            _ => s,
+        };
+        received.map_err(refused)?;
+        flushed.map_err(refused)?;
         Ok(Response::new(reply))
     }
 
@@ -317,11 +326,15 @@ impl store_server::Store for StoreService {
         let req = req.into_inner();
         let id = parse_id(&req.id, 0)?;
         let account = logged_in(&caller)?;
-        let store = self.node.store.clone();
+        let node = self.node.clone();
         // The digest is read while this client still holds the writer, so
         // it is the one its commit made.
         let (marker, digest) = blocking(move || {
-            with_writer(&caller, |w| Ok((w.commit_set(id, &req.envelope)?, store.summary(account)?.1)))
+            let done = with_writer(&caller, |w| {
+                Ok((w.commit_set(id, &req.envelope)?, node.store.summary(account)?.1))
+            })?;
+            heartbeat::committed(&node, account, done.0);
+            Ok(done)
         })
         .await?;
         let wanted = self.node.commit_replicas;
@@ -355,10 +368,13 @@ impl store_server::Store for StoreService {
         let caller = caller(&req)?;
         let id = parse_id(&req.get_ref().id, 0)?;
         let account = logged_in(&caller)?;
-        let store = self.node.store.clone();
-        let (r, digest) =
-            blocking(move || with_writer(&caller, |w| Ok((w.forget_set(&id)?, store.summary(account)?.1))))
-                .await?;
+        let node = self.node.clone();
+        let (r, digest) = blocking(move || {
+            let done = with_writer(&caller, |w| Ok((w.forget_set(&id)?, node.store.summary(account)?.1)))?;
+            heartbeat::usage_changed(&node, account);
+            Ok(done)
+        })
+        .await?;
         self.node.syncer.changed(account);
         Ok(Response::new(wire::ForgetSetReply {
             objects_freed: r.objects_freed,

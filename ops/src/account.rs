@@ -22,6 +22,9 @@ pub enum AccountCommand {
         /// Uploads past this are refused.
         #[arg(long, default_value = "unlimited")]
         hard: String,
+        /// The account group it belongs to (see `coffer-admin group`).
+        #[arg(long)]
+        group: Option<String>,
     },
     /// Show one account, or all.
     Info {
@@ -44,6 +47,11 @@ pub enum AccountCommand {
         #[command(flatten)]
         keep: coffer_client::keep::KeepArgs,
     },
+    /// Move an account into an account group, or out of any (no GROUP).
+    SetGroup { name: String, group: Option<String> },
+    /// After how long without a backup `report` calls the account silent
+    /// ("36h"; "default" for its group's or the nodes' threshold).
+    SetSilentAfter { name: String, after: String },
     /// Refuse writes to an account; reads go on.
     Freeze { name: String },
     /// Allow writes again.
@@ -67,8 +75,21 @@ pub enum AccountCommand {
     },
 }
 
+/// A duration from the command line ("36h", "2d"), or "default" (0).
+pub fn duration_secs(text: &str) -> Result<u64> {
+    if text.eq_ignore_ascii_case("default") {
+        return Ok(0);
+    }
+    let duration =
+        humantime::parse_duration(text).with_context(|| format!("`{text}` is not a duration such as 36h"))?;
+    match duration.as_secs() {
+        0 => bail!("a threshold under a second would call every account silent"),
+        secs => Ok(secs),
+    }
+}
+
 /// A byte limit from the command line: "10GiB", "500MB", "unlimited".
-fn limit(text: &str) -> Result<u64> {
+pub fn limit(text: &str) -> Result<u64> {
     if text.eq_ignore_ascii_case("unlimited") {
         return Ok(0);
     }
@@ -81,13 +102,14 @@ fn limit(text: &str) -> Result<u64> {
 pub async fn account_command(admin: &mut AdminClient<Channel>, command: AccountCommand) -> Result<ExitCode> {
     let status = |s: tonic::Status| anyhow!("{}", s.message());
     match command {
-        AccountCommand::Create { name, soft, hard } => {
+        AccountCommand::Create { name, soft, hard, group } => {
             let soft = soft.as_deref().unwrap_or(&hard);
             let request = wire::CreateAccountRequest {
                 name,
                 soft_limit: limit(soft)?,
                 hard_limit: limit(&hard)?,
                 request_id: new_request_id(),
+                group: group.unwrap_or_default(),
             };
             let account = admin.create_account(request).await.map_err(status)?.into_inner();
             println!("Created account {} (id {}).", account.name, account.id);
@@ -121,6 +143,27 @@ pub async fn account_command(admin: &mut AdminClient<Channel>, command: AccountC
             };
             let account = admin.set_retention(request).await.map_err(status)?.into_inner();
             report::accounts(&[account], false)?;
+        }
+        AccountCommand::SetGroup { name, group } => {
+            let request = wire::SetAccountGroupRequest {
+                name,
+                group: group.unwrap_or_default(),
+                request_id: new_request_id(),
+            };
+            let account = admin.set_account_group(request).await.map_err(status)?.into_inner();
+            report::accounts(&[account], false)?;
+        }
+        AccountCommand::SetSilentAfter { name, after } => {
+            let secs = duration_secs(&after)?;
+            let request = wire::SilentAfterRequest {
+                name: name.clone(),
+                group: false,
+                secs,
+                request_id: new_request_id(),
+            };
+            admin.set_silent_after(request).await.map_err(status)?;
+            let query = wire::AccountQuery { name, request_id: String::new() };
+            report::accounts(&admin.accounts(query).await.map_err(status)?.into_inner().accounts, false)?;
         }
         AccountCommand::Freeze { name } => {
             admin

@@ -8,12 +8,16 @@
 //!   changes go through the server group from whichever node is named.
 //! - `account`: creating, showing and changing accounts (`coffer-admin account ...`).
 //! - `migrate`: moving an account between nodes, run on its source node.
+//! - `group`: account groups, whose accounts share limits.
 //! - `nodes`: the first configured node that answers, and asking every
 //!   member of the group for group-wide `usage` and `status`.
+//! - `findings`: `report`, what in the whole group needs an operator.
 
 mod account;
 mod ca;
 mod config;
+mod findings;
+mod group;
 mod migrate;
 mod nodes;
 mod quickstart;
@@ -32,6 +36,8 @@ use tonic::transport::Channel;
 use crate::account::{AccountCommand, account_command};
 use crate::ca::CertificateAuthority;
 use crate::config::AdminConfig;
+use crate::findings::ReportArgs;
+use crate::group::GroupCommand;
 use crate::quickstart::Quickstart;
 
 /// Manage Coffer store nodes: certificates, accounts, checks and usage.
@@ -108,9 +114,22 @@ enum Command {
     Usage {
         /// One account (all when left out).
         account: Option<String>,
+        /// The accounts of one account group, and the group's total.
+        #[arg(long, conflicts_with = "account")]
+        group: Option<String>,
         #[arg(long)]
         json: bool,
     },
+    /// Account groups: accounts that share soft and hard limits.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// What in the whole group needs attention: nodes down or lagging,
+    /// lost discs, syncs owed, replicas that disagree, stale writers,
+    /// silent or failing clients, soft limits passed. Exit status 1 when
+    /// anything does (for cron and monitoring).
+    Report(ReportArgs),
     /// Run housekeeping now: retention (on accounts this node is primary
     /// of), soft-limit deletions and collection of stale uploads.
     Housekeep {
@@ -389,14 +408,31 @@ async fn node_command(
     let status = |s: tonic::Status| anyhow!("{}", s.message());
     match command {
         Command::Account { command } => return account_command(admin, command).await,
-        Command::Usage { account, json } => {
+        Command::Usage { account, group, json } => {
             let query = wire::AccountQuery { name: account.unwrap_or_default(), request_id: String::new() };
-            let answers = nodes::ask_every_node(admin, tls, |mut node| {
+            let mut answers = nodes::ask_every_node(admin, tls, |mut node| {
                 let query = query.clone();
                 async move { node.usage(query).await.map(tonic::Response::into_inner) }
             })
             .await?;
+            let Some(group) = group else { return report::usage(&answers, json).map(|()| ExitCode::SUCCESS) };
+            let request = wire::GroupRequest { name: group, ..Default::default() };
+            let groups = admin.groups(request).await.map_err(status)?.into_inner().groups;
+            for answer in &mut answers {
+                if let Ok(usage) = &mut answer.reply {
+                    usage.accounts.retain(|a| groups.iter().any(|g| g.accounts.contains(&a.account)));
+                }
+            }
             report::usage(&answers, json)?;
+            if !json {
+                println!();
+                group::print(&groups, false)?;
+            }
+        }
+        Command::Group { command } => group::group_command(admin, command).await?,
+        Command::Report(args) => {
+            let attention = findings::report(admin, tls, &args).await?;
+            return Ok(if attention { ExitCode::from(1) } else { ExitCode::SUCCESS });
         }
         Command::Housekeep { account, dry_run, json } => {
             let r = admin

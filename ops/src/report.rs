@@ -9,11 +9,11 @@ use serde_json::json;
 
 use crate::nodes::Answer;
 
-fn limit(bytes: u64) -> String {
+pub fn limit_text(bytes: u64) -> String {
     if bytes == u64::MAX { "unlimited".into() } else { human_bytes(bytes) }
 }
 
-fn limit_json(bytes: u64) -> serde_json::Value {
+pub fn limit_json(bytes: u64) -> serde_json::Value {
     if bytes == u64::MAX { serde_json::Value::Null } else { json!(bytes) }
 }
 
@@ -30,7 +30,9 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
                     "live_bytes": u.live_bytes, "pack_bytes": u.pack_bytes, "objects": u.objects,
                     "packs": u.packs, "sets": u.sets, "replicas": a.replicas, "primary": a.primary,
                     "held_here": a.held_here, "sets_digest": a.sets_digest,
-                    "retention": retention_json(a),
+                    "retention": retention_json(a), "group": a.group,
+                    "hard_limit_now": limit_json(a.hard_limit_now), "silent_after_secs": a.silent_after_secs,
+                    "activity": activity_json(a),
                 })
             })
             .collect();
@@ -55,8 +57,8 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
             a.id,
             a.name,
             human_bytes(u.live_bytes),
-            limit(a.soft_limit),
-            limit(a.hard_limit),
+            limit_text(a.soft_limit),
+            limit_text(a.hard_limit),
             u.sets,
             a.marker,
             replicas.join(", ")
@@ -65,7 +67,42 @@ pub fn accounts(accounts: &[wire::Account], as_json: bool) -> Result<()> {
     for a in accounts.iter().filter(|a| !retention(a).is_empty()) {
         println!("{}: retention {}", a.name, retention(a));
     }
+    for a in accounts.iter().filter(|a| !a.group.is_empty()) {
+        println!("{}: account group {} (may hold {} now)", a.name, a.group, limit_text(a.hard_limit_now));
+    }
+    for a in accounts {
+        println!("{}: {}", a.name, activity_text(a.activity.as_ref().cloned().unwrap_or_default()));
+    }
     Ok(())
+}
+
+fn when(ns: i64) -> String {
+    if ns == 0 { "never".into() } else { timefmt::format(ns) }
+}
+
+fn activity_text(c: wire::ClientActivity) -> String {
+    let mut text = format!("last backup {}", when(c.commit_ns));
+    if c.login_ns != 0 {
+        text += &format!(
+            "; last login {} from {} (coffer {}) at {}",
+            when(c.login_ns),
+            c.host,
+            c.client_version,
+            c.node
+        );
+    }
+    if c.error_ns > c.commit_ns {
+        text += &format!("; FAILED {}: {}", when(c.error_ns), c.error);
+    }
+    text
+}
+
+fn activity_json(a: &wire::Account) -> serde_json::Value {
+    let c = a.activity.clone().unwrap_or_default();
+    json!({
+        "login_ns": c.login_ns, "client_version": c.client_version, "host": c.host, "node": c.node,
+        "commit_ns": c.commit_ns, "error": c.error, "error_ns": c.error_ns, "live_bytes": c.live_bytes,
+    })
 }
 
 /// A node that did not answer, as JSON.
@@ -115,8 +152,8 @@ pub fn usage(answers: &[Answer<wire::UsageReport>], as_json: bool) -> Result<()>
                 human_bytes(a.old_bytes),
                 human_bytes(a.deleted_bytes),
                 a.sets,
-                limit(a.soft_limit),
-                limit(a.hard_limit)
+                limit_text(a.soft_limit),
+                limit_text(a.hard_limit)
             );
         }
     }

@@ -29,6 +29,14 @@
 //! routes = { "10.0.0.2:7101" = "127.0.0.1:9102" }   # dial a peer through a tunnel
 //! commit_replicas = 2            # nodes holding a set before its commit is acknowledged
 //! commit_wait = "60s"            # longest a commit waits for them (then it says how many)
+//!
+//! [alerts]                       # what the node tells the operator; every key is optional
+//! notify = "/usr/local/bin/coffer-alert"   # run with the event name, JSON on stdin
+//! silent_after = "2d"            # an account without a backup this long is silent
+//! unreachable_after = "10m"      # a member the leader cannot reach this long
+//! sync_failing_after = "1h"      # a peer owed a fast sync this long
+//! repeat = "6h"                  # the same alert about the same thing at most this often
+//! check_every = "60s"
 //! ```
 
 use std::collections::BTreeMap;
@@ -74,6 +82,42 @@ pub struct NodeConfig {
     pub tls: TlsFiles,
     #[serde(default)]
     pub group: GroupSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
+}
+
+/// The `[alerts]` section: when the node calls for the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Run for every alert with the event name as its argument and a JSON
+    /// description on its standard input; alerts are logged either way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<PathBuf>,
+    /// The silence threshold of accounts and groups that set none.
+    #[serde(with = "human_duration")]
+    pub silent_after: Duration,
+    #[serde(with = "human_duration")]
+    pub unreachable_after: Duration,
+    #[serde(with = "human_duration")]
+    pub sync_failing_after: Duration,
+    #[serde(with = "human_duration")]
+    pub repeat: Duration,
+    #[serde(with = "human_duration")]
+    pub check_every: Duration,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            notify: None,
+            silent_after: Duration::from_secs(2 * 24 * 3600),
+            unreachable_after: Duration::from_secs(600),
+            sync_failing_after: Duration::from_secs(3600),
+            repeat: Duration::from_secs(6 * 3600),
+            check_every: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The `[group]` section.
@@ -212,6 +256,7 @@ impl NodeConfig {
             metrics_listen: None,
             tls,
             group: GroupSection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 
@@ -235,6 +280,9 @@ impl NodeConfig {
             *d = base.join(&*d);
         }
         config.tls.relative_to(base);
+        if let Some(program) = &mut config.alerts.notify {
+            *program = base.join(&*program);
+        }
         Ok(config)
     }
 

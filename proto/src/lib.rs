@@ -25,6 +25,8 @@
 //! - [`tls`]: TLS 1.3 configuration for nodes, clients and admins, roles read
 //!   from certificates, and opening a channel to a node.
 //! - [`pipe`]: every binary's quiet end when its output pipe closes.
+//! - [`notify`]: running a `notify` program for an event (client daemon,
+//!   node alerts).
 //!
 //! Nothing here knows about keys or disks: the client seals bodies, the node
 //! stores envelopes.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod digest;
 pub mod id;
 pub mod names;
+pub mod notify;
 pub mod object;
 pub mod pipe;
 pub mod retention;

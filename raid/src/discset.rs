@@ -166,6 +166,13 @@ impl DiscSet {
         Ok(names.into_iter().collect())
     }
 
+    /// Directories of the set that have lost their label: a disc gone (its
+    /// mount empty or the directory removed). Reads go on from parity;
+    /// `rebuild` refills it once it is back.
+    pub fn missing(&self) -> Vec<PathBuf> {
+        self.inner.dirs.iter().filter(|dir| !dir.join(LABEL).exists()).cloned().collect()
+    }
+
     /// Reads that had to rebuild a block from the other stripes.
     pub fn degraded_reads(&self) -> u64 {
         self.inner.degraded_reads.load(Ordering::Relaxed)

@@ -206,7 +206,9 @@ fn a_lost_disc_is_rebuilt_and_an_interrupted_rebuild_can_be_rerun() {
     for (name, bytes) in &files {
         write(&set, name, bytes);
     }
+    assert!(set.missing().is_empty());
     std::fs::remove_dir_all(&set.dirs()[1]).unwrap();
+    assert_eq!(set.missing(), vec![set.dirs()[1].clone()], "the lost disc is named");
     for (name, bytes) in &files {
         assert_reads(&set, name, bytes);
     }
@@ -220,6 +222,7 @@ fn a_lost_disc_is_rebuilt_and_an_interrupted_rebuild_can_be_rerun() {
     let set = DiscSet::with_block_size(&dirs(root.path(), 3), BS).unwrap();
     let report = set.rebuild().unwrap();
     assert_eq!(report.stripes_rebuilt, files.len() as u64);
+    assert!(set.missing().is_empty(), "reopening labelled the new directory");
     assert!(set.check().unwrap().is_empty());
     for (name, bytes) in &files {
         assert_reads(&set, name, bytes);

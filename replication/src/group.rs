@@ -109,7 +109,8 @@ pub enum Forwarded {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ForwardReply {
-    Outcome(Outcome),
+    /// Boxed: an account is much larger than the other replies.
+    Outcome(Box<Outcome>),
     Done,
     Status(GroupStatus),
 }
@@ -260,7 +261,7 @@ impl Group {
         let proposal = Proposal { request_id, command };
         proposal.validate()?;
         match self.to_leader(Forwarded::Write(proposal)).await? {
-            ForwardReply::Outcome(outcome) => Ok(outcome?),
+            ForwardReply::Outcome(outcome) => Ok((*outcome)?),
             other => Err(GroupError::Peer(format!("unexpected reply to a write: {other:?}"))),
         }
     }
@@ -289,6 +290,19 @@ impl Group {
             Ok(ForwardReply::Status(status)) => status,
             _ => self.own_status(),
         }
+    }
+
+    /// Whether `member` answers a request over the peer service within
+    /// `timeout` (any answer, even "not the leader", proves it is there:
+    /// Raft's own progress does not move while nothing is written).
+    pub async fn reachable(&self, member: &Member, timeout: Duration) -> bool {
+        let ask = self.peers.call::<_, Result<ForwardReply, GroupError>>(
+            &member.addr,
+            true,
+            "forward",
+            &Forwarded::Status,
+        );
+        matches!(tokio::time::timeout(timeout, ask).await, Ok(Ok(_)))
     }
 
     /// Serves a Raft message from a peer.
@@ -370,7 +384,9 @@ impl Group {
     /// Carries out a request on the leader.
     async fn lead(&self, request: Forwarded) -> Result<ForwardReply, GroupError> {
         match request {
-            Forwarded::Write(proposal) => self.propose(proposal).await.map(ForwardReply::Outcome),
+            Forwarded::Write(proposal) => {
+                self.propose(proposal).await.map(|o| ForwardReply::Outcome(Box::new(o)))
+            }
             Forwarded::Join { id, member } => self.add_member(id, member).await.map(|_| ForwardReply::Done),
             Forwarded::Leave { node } => self.remove_member(&node).await.map(|_| ForwardReply::Done),
             Forwarded::Status => {

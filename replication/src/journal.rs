@@ -3,7 +3,9 @@
 //!
 //! It lives in the replication database (column family `journal`, key: peer
 //! node id then account id, both big-endian; value: the sequence number of
-//! the latest change), so a restarted node still knows whom it owes a sync.
+//! the latest change, then the time the peer first became owed it, both
+//! big-endian), so a restarted node still knows whom it owes a sync and
+//! since when.
 //! Writes go through RocksDB's log without an fsync: they survive a killed
 //! process, and what a power cut loses, the periodic anti-entropy pass
 //! finds. A sync that succeeds clears an entry only if no newer change came
@@ -25,6 +27,9 @@ pub struct Owed {
     pub peer: NodeId,
     pub account: u64,
     pub seq: u64,
+    /// Since when (ns since the epoch) the peer has been owed the account:
+    /// the oldest change it has not received. 0 when not recorded.
+    pub since_ns: i64,
 }
 
 pub struct Journal {
@@ -53,9 +58,16 @@ impl Journal {
     pub fn mark(&self, account: u64, peers: &[NodeId]) -> Result<(), rocksdb::Error> {
         let _guard = self.lock.lock().unwrap();
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = coffer_proto::clock::now_ns();
         let mut batch = WriteBatch::default();
         for peer in peers {
-            batch.put_cf(cf(&self.db, CF_JOURNAL), key(*peer, account), seq.to_be_bytes());
+            let k = key(*peer, account);
+            let earlier = self.db.get_cf(cf(&self.db, CF_JOURNAL), k)?.and_then(|v| decode(&v));
+            let since = earlier.map(|(_, since)| since).filter(|s| *s != 0).unwrap_or(now);
+            let mut value = [0; 16];
+            value[..8].copy_from_slice(&seq.to_be_bytes());
+            value[8..].copy_from_slice(&since.to_be_bytes());
+            batch.put_cf(cf(&self.db, CF_JOURNAL), k, value);
         }
         self.db.write(batch)
     }
@@ -68,14 +80,16 @@ impl Journal {
             // A record of any other shape (a damaged database) is skipped,
             // never a panic; anti-entropy covers what it meant.
             let Some((peer, account)) = k.split_at_checked(8) else { continue };
-            let (Ok(peer), Ok(account), Ok(seq)) = (peer.try_into(), account.try_into(), (*v).try_into())
+            let (Ok(peer), Ok(account), Some((seq, since_ns))) =
+                (peer.try_into(), account.try_into(), decode(&v))
             else {
                 continue;
             };
             owed.push(Owed {
                 peer: u64::from_be_bytes(peer),
                 account: u64::from_be_bytes(account),
-                seq: u64::from_be_bytes(seq),
+                seq,
+                since_ns,
             });
         }
         Ok(owed)
@@ -86,7 +100,7 @@ impl Journal {
         let _guard = self.lock.lock().unwrap();
         let k = key(owed.peer, owed.account);
         let current = self.db.get_cf(cf(&self.db, CF_JOURNAL), k)?;
-        if current.as_deref() == Some(&owed.seq.to_be_bytes()[..]) {
+        if current.and_then(|v| decode(&v)).is_some_and(|(seq, _)| seq == owed.seq) {
             self.db.delete_cf(cf(&self.db, CF_JOURNAL), k)?;
         }
         Ok(())
@@ -103,6 +117,17 @@ impl Journal {
     }
 }
 
+/// A value's sequence number and owed-since time; values written before
+/// the time was kept are 8 bytes long and have none (0).
+fn decode(value: &[u8]) -> Option<(u64, i64)> {
+    let seq = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    match value.len() {
+        8 => Some((seq, 0)),
+        16 => Some((seq, i64::from_be_bytes(value[8..].try_into().ok()?))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +140,8 @@ mod tests {
         journal.mark(7, &[1, 2]).unwrap();
         let owed = journal.owed().unwrap();
         assert_eq!(owed.len(), 2);
+        let since = owed[0].since_ns;
+        assert!(since > 0);
         // A change arrives while the sync with peer 1 runs: the entry stays.
         journal.mark(7, &[1]).unwrap();
         journal.settle(owed[0]).unwrap();
@@ -126,6 +153,7 @@ mod tests {
         let left = journal.owed().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!((left[0].peer, left[0].account), (1, 7));
+        assert_eq!(left[0].since_ns, since, "owed since the first change it has not received");
         journal.mark(8, &[3]).unwrap();
         assert!(journal.owed().unwrap().iter().all(|o| o.seq <= left[0].seq + 1));
         journal.forget(|o| o.peer != 1).unwrap();

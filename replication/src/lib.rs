@@ -4,6 +4,8 @@
 //! - `types`: node ids and members, the Raft type configuration, and the
 //!   commands and outcomes of the account database.
 //! - `state`: the account database itself and its deterministic apply.
+//! - [`activity`]: heartbeats, what the group knows of each account's
+//!   clients (last login, last backup, last failure, usage).
 //! - `placement`: which nodes hold an account, and its primary.
 //! - `logstore`: the Raft log and vote in RocksDB, synced before
 //!   acknowledgement; the node's random, never-reused id.
@@ -24,6 +26,7 @@
 // return the same type so that `?` carries it through unchanged.
 #![allow(clippy::result_large_err)]
 
+pub mod activity;
 pub mod bootstrap;
 pub mod fastsync;
 mod group;

@@ -16,6 +16,7 @@ use coffer_proto::retention::RetentionPolicy;
 use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 
+use crate::activity::Activity;
 use crate::placement::{self, Load};
 use crate::types::{Applied, Command, Entry, LogId, Member, NodeId, Outcome, Refusal, StoredMembership};
 
@@ -46,6 +47,12 @@ pub struct Account {
     /// Which sets housekeeping on the primary keeps (empty: all).
     #[serde(default)]
     pub retention: RetentionPolicy,
+    /// After how long without a backup `report` calls the account silent
+    /// (0: its group's, or the report's default).
+    #[serde(default)]
+    pub silent_after_secs: u64,
+    #[serde(default)]
+    pub activity: Activity,
 }
 
 /// A group of accounts with a shared quota.
@@ -54,6 +61,9 @@ pub struct AccountGroup {
     pub name: String,
     pub soft_limit: u64,
     pub hard_limit: u64,
+    /// After how long without a backup its accounts are silent (0: default).
+    #[serde(default)]
+    pub silent_after_secs: u64,
 }
 
 /// A key of the persisted state that an apply changed.
@@ -95,6 +105,33 @@ impl State {
     /// Whether a node called `name` is a member (voter or learner).
     pub fn is_member(&self, name: &str) -> bool {
         self.membership.membership().nodes().any(|(_, m)| m.name == name)
+    }
+
+    /// The accounts of an account group.
+    pub fn group_accounts<'a>(&'a self, group: &'a str) -> impl Iterator<Item = &'a Account> + 'a {
+        self.accounts.values().filter(move |a| !group.is_empty() && a.group == group)
+    }
+
+    /// Live bytes of a group's accounts, as their last heartbeats reported.
+    pub fn group_usage(&self, group: &str) -> u64 {
+        self.group_accounts(group).map(|a| a.activity.live_bytes).fold(0, u64::saturating_add)
+    }
+
+    /// The most an account may hold: its own hard limit, or less when its
+    /// group's hard limit leaves less room beside the other accounts.
+    pub fn hard_limit(&self, account: &Account) -> u64 {
+        let Some(group) = self.groups.get(&account.group) else { return account.hard_limit };
+        let others = self.group_usage(&group.name).saturating_sub(account.activity.live_bytes);
+        account.hard_limit.min(group.hard_limit.saturating_sub(others))
+    }
+
+    /// How long the account may go without a backup: its own threshold,
+    /// else its group's; 0 when neither sets one.
+    pub fn silent_after_secs(&self, account: &Account) -> u64 {
+        match account.silent_after_secs {
+            0 => self.groups.get(&account.group).map_or(0, |g| g.silent_after_secs),
+            secs => secs,
+        }
     }
 
     pub fn member(&self, id: NodeId) -> Option<Member> {
@@ -174,6 +211,8 @@ impl State {
                     primary,
                     moving_from: None,
                     retention: RetentionPolicy::default(),
+                    silent_after_secs: 0,
+                    activity: Activity::default(),
                 };
                 self.accounts.insert(id, account.clone());
                 keys.push(Key::Account(id));
@@ -211,11 +250,44 @@ impl State {
                 if self.groups.contains_key(name) {
                     return Err(Refusal::GroupExists(name.clone()));
                 }
-                let group =
-                    AccountGroup { name: name.clone(), soft_limit: *soft_limit, hard_limit: *hard_limit };
+                let group = AccountGroup {
+                    name: name.clone(),
+                    soft_limit: *soft_limit,
+                    hard_limit: *hard_limit,
+                    silent_after_secs: 0,
+                };
                 self.groups.insert(name.clone(), group.clone());
                 keys.push(Key::Group(name.clone()));
                 Ok(Applied::Group(group))
+            }
+            Command::SetGroupLimits { name, soft_limit, hard_limit } => {
+                check_limits(*soft_limit, *hard_limit)?;
+                self.change_group(name, keys, |g| (g.soft_limit, g.hard_limit) = (*soft_limit, *hard_limit))
+            }
+            Command::DeleteGroup { name } => {
+                let members = self.group_accounts(name).count();
+                if members > 0 {
+                    return Err(Refusal::GroupInUse { group: name.clone(), accounts: members });
+                }
+                let group = self.groups.remove(name).ok_or_else(|| Refusal::NoSuchGroup(name.clone()))?;
+                keys.push(Key::Group(name.clone()));
+                Ok(Applied::Group(group))
+            }
+            Command::SetAccountGroup { name, group } => {
+                if !group.is_empty() && !self.groups.contains_key(group) {
+                    return Err(Refusal::NoSuchGroup(group.clone()));
+                }
+                self.change(name, keys, |a| a.group.clone_from(group))
+            }
+            Command::SetSilentAfter { name, group: false, secs } => {
+                self.change(name, keys, |a| a.silent_after_secs = *secs)
+            }
+            Command::SetSilentAfter { name, group: true, secs } => {
+                self.change_group(name, keys, |g| g.silent_after_secs = *secs)
+            }
+            Command::Heartbeat { name, beat } => {
+                beat.validate().map_err(Refusal::Invalid)?;
+                self.change(name, keys, |a| a.activity.merge(beat))
             }
             Command::StartMigration { name, from, to } => {
                 let voter = self.voters().iter().any(|(v, _)| v == to);
@@ -287,6 +359,18 @@ impl State {
         Ok(Applied::Account(account.clone()))
     }
 
+    fn change_group(
+        &mut self,
+        name: &str,
+        keys: &mut Vec<Key>,
+        edit: impl FnOnce(&mut AccountGroup),
+    ) -> Outcome {
+        let group = self.groups.get_mut(name).ok_or_else(|| Refusal::NoSuchGroup(name.to_string()))?;
+        edit(group);
+        keys.push(Key::Group(name.to_string()));
+        Ok(Applied::Group(group.clone()))
+    }
+
     /// Replicas and primary for a new account, among the voting members.
     fn place(&self) -> Option<(Vec<NodeId>, NodeId)> {
         placement::place(&self.voters(), &self.load())
@@ -343,3 +427,7 @@ impl State {
 fn check_limits(soft: u64, hard: u64) -> Result<(), Refusal> {
     if soft > hard { Err(Refusal::InvalidLimits { soft, hard }) } else { Ok(()) }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

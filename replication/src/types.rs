@@ -10,6 +10,7 @@ use std::io::Cursor;
 use coffer_proto::retention::RetentionPolicy;
 use serde::{Deserialize, Serialize};
 
+use crate::activity::Heartbeat;
 use crate::state::{Account, AccountGroup};
 
 /// A node's number in the group. Chosen at random when a node first opens its
@@ -58,7 +59,7 @@ impl Proposal {
         validate_request_id(&self.request_id).map_err(Refusal::Invalid)?;
         let name = |n: &str| validate_account_name(n).map_err(Refusal::InvalidName);
         match &self.command {
-            Command::CreateAccount { name: n, group, .. } => {
+            Command::CreateAccount { name: n, group, .. } | Command::SetAccountGroup { name: n, group } => {
                 name(n)?;
                 if !group.is_empty() {
                     name(group)?;
@@ -74,10 +75,17 @@ impl Proposal {
                 name(n)?;
                 policy.validate().map_err(Refusal::Invalid)
             }
+            Command::Heartbeat { name: n, beat } => {
+                name(n)?;
+                beat.validate().map_err(Refusal::Invalid)
+            }
             Command::SetLimits { name: n, .. }
             | Command::SetFrozen { name: n, .. }
             | Command::DeleteAccount { name: n }
             | Command::CreateGroup { name: n, .. }
+            | Command::SetGroupLimits { name: n, .. }
+            | Command::DeleteGroup { name: n }
+            | Command::SetSilentAfter { name: n, .. }
             | Command::StartMigration { name: n, .. }
             | Command::MovePrimary { name: n, .. }
             | Command::FinishMigration { name: n, .. } => name(n),
@@ -123,6 +131,31 @@ pub enum Command {
         name: String,
         soft_limit: u64,
         hard_limit: u64,
+    },
+    SetGroupLimits {
+        name: String,
+        soft_limit: u64,
+        hard_limit: u64,
+    },
+    /// Refused while accounts still belong to the group.
+    DeleteGroup {
+        name: String,
+    },
+    /// Moves an account into a group, or out of any (`group` empty).
+    SetAccountGroup {
+        name: String,
+        group: String,
+    },
+    /// The silence threshold of an account, or of a group (`group`).
+    SetSilentAfter {
+        name: String,
+        group: bool,
+        secs: u64,
+    },
+    /// What a node saw of the account's clients.
+    Heartbeat {
+        name: String,
+        beat: Heartbeat,
     },
     /// An operator lets the node called `node` join the group: until it
     /// is a member, the group's nodes take its join request (and nothing
@@ -175,6 +208,8 @@ pub enum Refusal {
     GroupExists(String),
     #[error("no account group `{0}`")]
     NoSuchGroup(String),
+    #[error("account group `{group}` still has {accounts} account(s); move or delete them first")]
+    GroupInUse { group: String, accounts: usize },
     #[error("{0}")]
     InvalidName(String),
     /// A value other than a name that cannot go into the database.

@@ -53,6 +53,7 @@ impl RawClient {
             write,
             register_keys,
             client_version: "raw".into(),
+            ..Default::default()
         };
         Ok(self.rt.block_on(self.client.login(request))?.into_inner())
     }

@@ -14,9 +14,18 @@ const CONVERGE: Duration = Duration::from_secs(60);
 /// The fields of an account the group decides (not per-replica marker/usage).
 fn decided(account: &Value) -> Value {
     let mut a = account.clone();
-    for per_replica in
-        ["marker", "live_bytes", "pack_bytes", "objects", "packs", "sets", "held_here", "sets_digest"]
-    {
+    // Activity changes with every client's heartbeat; its tests are in operations.rs.
+    for per_replica in [
+        "marker",
+        "live_bytes",
+        "pack_bytes",
+        "objects",
+        "packs",
+        "sets",
+        "held_here",
+        "sets_digest",
+        "activity",
+    ] {
         a.as_object_mut().unwrap().remove(per_replica);
     }
     a

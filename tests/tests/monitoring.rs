@@ -68,6 +68,7 @@ fn a_node_serves_its_metrics_and_health() {
     assert_eq!(sample(&text, r#"coffer_account_sets{account="client"}"#), Some(1.0), "{text}");
     assert!(sample(&text, r#"coffer_account_live_bytes{account="client"}"#).unwrap() > 2_400_000.0);
     assert_eq!(sample(&text, "coffer_node_healthy"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "coffer_sync_journal_entries"), Some(0.0), "a group of one owes nobody");
 }
 
 #[test]
