@@ -29,6 +29,11 @@ pub trait Backend: Send + Sync {
     /// Commits a backup set.
     fn commit_set(&self, id: ObjectId, envelope: &[u8]) -> Result<Committed>;
     fn get(&self, id: &ObjectId) -> Result<Vec<u8>>;
+    /// Objects by id, given to `each` in the order asked as they arrive (a
+    /// node streams them back: one request, no round trip per object).
+    fn get_many(&self, ids: &[ObjectId], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        ids.iter().try_for_each(|id| each(self.get(id)?))
+    }
     /// Committed sets, oldest first.
     fn sets(&self) -> Result<Vec<(ObjectId, SetRecord)>>;
     fn forget(&self, id: &ObjectId) -> Result<ForgetReport>;

@@ -257,7 +257,7 @@ fn backup_with(
     } else {
         let stats =
             SetStats { files: report.files_total, dirs: report.dirs_total, bytes: report.bytes_total };
-        let contents = SetContents { host: hostname(), locations, tags: opts.tags.clone() };
+        let contents = SetContents { host: crate::failure::host_name(), locations, tags: opts.tags.clone() };
         let before = repo.backend.position()?;
         let (set, envelope) = BackupSet::seal(&repo.keys, time_ns, before.marker, stats, contents);
         report.bytes_stored_new += envelope.len() as u64;
@@ -377,8 +377,4 @@ pub fn human_bytes(n: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
 }

@@ -26,8 +26,9 @@ pub struct Location {
 }
 
 impl Location {
-    pub fn path_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.path).into_owned()
+    /// The location's path for people (see `names`).
+    pub fn shown_path(&self) -> String {
+        crate::names::escape(&self.path)
     }
 }
 

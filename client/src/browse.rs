@@ -8,14 +8,17 @@
 //! and this one does not.
 
 use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::backupset::{BackupSet, Location};
 use crate::error::{Error, Result};
+use crate::names;
 use crate::repo::Repository;
 use crate::timefmt;
 use crate::tree::{Entry, Kind};
+use crate::wildcard;
 
 /// Which backup set to look in.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +80,9 @@ impl Catalog {
             .into_iter()
             .filter(|l| is_within(bytes, &l.path))
             .max_by_key(|l| l.path.len())
-            .ok_or_else(|| Error::NotFound(format!("{} is not in any backup location", path.display())))?;
+            .ok_or_else(|| {
+                Error::NotFound(format!("{} is not in any backup location", names::show(&path)))
+            })?;
         let rest = &bytes[best.path.len()..];
         let components = rest.split(|b| *b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect();
         Ok(Located { location: best.path.clone(), components, path })
@@ -93,7 +98,7 @@ impl Catalog {
     }
 
     pub fn select(&self, location: &[u8], selector: &Selector) -> Result<(&BackupSet, &Location)> {
-        let name = String::from_utf8_lossy(location);
+        let name = names::escape(location);
         match selector {
             Selector::Latest => self.history(location).last(),
             Selector::AsAt(t) => self.history(location).filter(|(s, _)| s.header.time_ns <= *t).last(),
@@ -156,7 +161,7 @@ pub struct Listed {
 impl Listed {
     fn from(entry: &Entry, deleted: bool) -> Listed {
         Listed {
-            name: entry.name_lossy(),
+            name: entry.shown_name(),
             kind: entry.kind,
             size: entry.size,
             mode: entry.mode,
@@ -179,6 +184,9 @@ pub fn list(
 ) -> Result<Vec<Listed>> {
     let located = catalog.locate(path)?;
     let (set, location) = catalog.select(&located.location, selector)?;
+    if wildcard::has_wildcards(&located.components) {
+        return list_matching(repo, set, location, &located, deleted);
+    }
     let current = lookup(repo, location, &located.components)?;
     let mut out: Vec<Listed> = match &current {
         Some(e) if e.kind == Kind::Dir => {
@@ -188,7 +196,7 @@ pub fn list(
         None if !deleted => {
             return Err(Error::NotFound(format!(
                 "{} is not in backup set {}",
-                located.path.display(),
+                names::show(&located.path),
                 set.id.short()
             )));
         }
@@ -201,7 +209,7 @@ pub fn list(
         for (_, loc) in older {
             let Some(dir) = lookup(repo, loc, &located.components)?.and_then(|e| e.tree()) else { continue };
             for e in repo.tree(&dir)?.entries {
-                if !current.contains(e.name_lossy().as_str()) {
+                if !current.contains(e.shown_name().as_str()) {
                     gone.insert(e.name.clone(), e);
                 }
             }
@@ -212,6 +220,36 @@ pub fn list(
     Ok(out)
 }
 
+/// The entries a pattern matches in one set, named by their path from the
+/// first component with a wildcard.
+fn list_matching(
+    repo: &Repository,
+    set: &BackupSet,
+    location: &Location,
+    located: &Located,
+    deleted: bool,
+) -> Result<Vec<Listed>> {
+    if deleted {
+        return Err(Error::Invalid("--deleted lists one directory; give it a path without wildcards".into()));
+    }
+    let matches = wildcard::expand(repo, location, &located.components)?;
+    if matches.is_empty() {
+        return Err(Error::NotFound(format!(
+            "nothing in backup set {} matches {}",
+            set.id.short(),
+            names::show(&located.path)
+        )));
+    }
+    let from = wildcard::literal_prefix(&located.components);
+    Ok(matches
+        .iter()
+        .map(|m| Listed {
+            name: names::escape(&m.components[from..].join(&b'/')),
+            ..Listed::from(&m.entry, false)
+        })
+        .collect())
+}
+
 /// A version of a path: the first set in which it looked like this.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Version {
@@ -220,6 +258,39 @@ pub struct Version {
     /// `None` where the path did not exist in that set.
     pub size: Option<u64>,
     pub mtime_ns: Option<i64>,
+}
+
+/// The versions of every path a pattern matches in any set, by path (as
+/// shown); a path without wildcards gives one.
+pub fn versions_each(
+    repo: &Repository,
+    catalog: &Catalog,
+    path: &Path,
+) -> Result<Vec<(String, Vec<Version>)>> {
+    let located = catalog.locate(path)?;
+    if !wildcard::has_wildcards(&located.components) {
+        return Ok(vec![(names::show(&located.path), versions(repo, catalog, path)?)]);
+    }
+    let mut paths = std::collections::BTreeSet::new();
+    for (_, location) in catalog.history(&located.location) {
+        for m in wildcard::expand(repo, location, &located.components)? {
+            paths.insert(m.components);
+        }
+    }
+    if paths.is_empty() {
+        return Err(Error::NotFound(format!(
+            "nothing ever backed up matches {}",
+            names::show(&located.path)
+        )));
+    }
+    let location = Path::new(OsStr::from_bytes(&located.location));
+    paths
+        .into_iter()
+        .map(|components| {
+            let full = components.iter().fold(location.to_path_buf(), |p, c| p.join(OsStr::from_bytes(c)));
+            Ok((names::show(&full), versions(repo, catalog, &full)?))
+        })
+        .collect()
 }
 
 pub fn versions(repo: &Repository, catalog: &Catalog, path: &Path) -> Result<Vec<Version>> {
@@ -245,7 +316,7 @@ pub fn versions(repo: &Repository, catalog: &Catalog, path: &Path) -> Result<Vec
         last = Some(entry);
     }
     if out.is_empty() {
-        return Err(Error::NotFound(format!("{} was never backed up", located.path.display())));
+        return Err(Error::NotFound(format!("{} was never backed up", names::show(&located.path))));
     }
     Ok(out)
 }

@@ -52,7 +52,7 @@ pub fn compare(
 }
 
 fn differ(out: &mut Vec<Difference>, path: &Path, what: impl Into<String>) {
-    out.push(Difference { path: path.display().to_string(), what: what.into() });
+    out.push(Difference { path: crate::names::show(path), what: what.into() });
 }
 
 impl Walk<'_> {

@@ -9,7 +9,7 @@ use coffer_store::StoreError;
 pub enum Error {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", crate::names::show(path))]
     Io { path: PathBuf, source: std::io::Error },
     #[error("keys file {path}: {problem}")]
     Keys { path: PathBuf, problem: String },

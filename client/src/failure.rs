@@ -42,7 +42,7 @@ pub fn clear(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
-/// This machine's host name, as the operator's reports show it.
+/// This machine's host name, as backup sets and the operator's reports show it.
 pub fn host_name() -> String {
     nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default()
 }

@@ -27,6 +27,10 @@
 //! - [`daemon`]: `coffer daemon`, which keeps the locations backed up, and
 //!   its control socket.
 //! - [`browse`]: finding paths, versions and deleted files in the history.
+//! - [`wildcard`]: `*`, `?`, `[...]` in the paths of `ls`, `restore`, `versions`.
+//! - [`names`]: names as people read and type them (`\xHH` for bytes
+//!   that are not printable UTF-8).
+//! - `sparse`: holes found at backup and made again at restore.
 //! - [`restore`]: recreating trees and files with their metadata.
 //! - [`compare`]: comparing a backup with the disk.
 //! - [`timefmt`]: reading and printing times.
@@ -51,14 +55,17 @@ mod failover;
 mod failure;
 pub mod keep;
 pub mod keys;
+pub mod names;
 mod remote;
 mod repo;
 pub mod restore;
 pub mod rules;
 mod scanner;
+mod sparse;
 pub mod steering;
 pub mod timefmt;
 pub mod tree;
+pub mod wildcard;
 
 pub use age::AgePolicy;
 pub use error::{Error, Result};

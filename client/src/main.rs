@@ -9,7 +9,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use coffer_client::backup::{self, BackupOptions, Source, human_bytes};
 use coffer_client::browse::{self, Catalog, Selector};
 use coffer_client::config::ClientConfig;
-use coffer_client::{Access, Repository, StoreSpec, cache, compare, daemon, restore, timefmt};
+use coffer_client::restore::RestoreOptions;
+use coffer_client::{
+    Access, Repository, StoreSpec, cache, compare, daemon, names, restore, timefmt, wildcard,
+};
 use coffer_proto::tls::TlsFiles;
 
 mod cli;
@@ -121,10 +124,16 @@ enum Command {
         json: bool,
         path: PathBuf,
     },
-    /// Restore PATH as it was into DEST (absent or an empty directory).
+    /// Restore PATH as it was into DEST (absent or an empty directory). With
+    /// wildcards in PATH ('~/Mail/*.eml'), every match goes into the
+    /// directory DEST.
     Restore {
         #[command(flatten)]
         at: At,
+        /// Continue an interrupted restore into DEST: files it finished are
+        /// kept, the rest restored.
+        #[arg(long)]
+        resume: bool,
         path: PathBuf,
         dest: PathBuf,
     },
@@ -326,18 +335,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match path {
                 None => print::locations(&catalog, json)?,
                 Some(path) => {
-                    let listed = browse::list(&repo, &catalog, &path, &at.selector()?, deleted)?;
+                    let listed = browse::list(
+                        &repo,
+                        &catalog,
+                        &names::path_arg(path.as_os_str()),
+                        &at.selector()?,
+                        deleted,
+                    )?;
                     print::listing(&listed, long, json)?;
                 }
             }
         }
         Command::Versions { json, path } => {
-            let versions = browse::versions(&repo, &Catalog::load(&repo)?, &path)?;
-            print::versions(&versions, json)?;
+            let (path, catalog) = (names::path_arg(path.as_os_str()), Catalog::load(&repo)?);
+            let pattern = wildcard::has_wildcards(&catalog.locate(&path)?.components);
+            print::versions(&browse::versions_each(&repo, &catalog, &path)?, pattern, json)?;
         }
-        Command::Restore { at, path, dest } => return restore_cmd(&repo, &at, &path, &dest),
+        Command::Restore { at, resume, path, dest } => {
+            return restore_cmd(&repo, &at, &names::path_arg(path.as_os_str()), &dest, resume);
+        }
         Command::Compare { quick, at, json, path } => {
-            return compare_cmd(&repo, &config, &at, &path, quick, json);
+            return compare_cmd(&repo, &config, &at, &names::path_arg(path.as_os_str()), quick, json);
         }
         Command::Forget { set_id, keep, dry_run, json } => {
             forget::forget(&repo, set_id.as_deref(), &keep, dry_run, json)?;
@@ -356,24 +374,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path) -> Result<ExitCode> {
+fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path, resume: bool) -> Result<ExitCode> {
     let catalog = Catalog::load(repo)?;
     let located = catalog.locate(path)?;
     let (set, location) = catalog.select(&located.location, &at.selector()?)?;
-    let entry = browse::lookup(repo, location, &located.components)?.ok_or_else(|| {
+    let missing = || {
         anyhow!(
             "{} is not in backup set {} ({})",
-            located.path.display(),
+            names::show(&located.path),
             set.id.short(),
             timefmt::format(set.header.time_ns)
         )
-    })?;
-    let report = restore::restore(repo, &entry, &located.path, dest)?;
+    };
+    let options = RestoreOptions { resume, progress: std::io::stderr().is_terminal() };
+    let report = if wildcard::has_wildcards(&located.components) {
+        let matches = wildcard::expand(repo, location, &located.components)?;
+        if matches.is_empty() {
+            return Err(missing());
+        }
+        restore::restore_matches(repo, &located, &matches, dest, options)?
+    } else {
+        let entry = browse::lookup(repo, location, &located.components)?.ok_or_else(missing)?;
+        restore::restore(repo, &entry, &located.path, dest, options)?
+    };
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }
+    let kept = match report.skipped {
+        0 => String::new(),
+        n => format!(" {n} files an earlier run finished were kept."),
+    };
     println!(
-        "Restored {} files and {} directories ({}) from backup set {} ({}).",
+        "Restored {} files and {} directories ({}) from backup set {} ({}).{kept}",
         report.files,
         report.dirs,
         human_bytes(report.bytes),

@@ -29,6 +29,7 @@
 //! Reads (`has_many`, `get`) run on clones of the client outside the session
 //! lock, so the scanner's and restorer's threads share the connection.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -504,6 +505,43 @@ impl Backend for RemoteBackend {
             let request = wire::FetchRequest { id: id.as_bytes().to_vec() };
             let reply = self.runtime.block_on(client.fetch(request)).map_err(|e| self.node_error(e))?;
             Ok(reply.into_inner().envelope)
+        })
+    }
+
+    fn get_many(&self, ids: &[ObjectId], each: &mut dyn FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        // A session lost midway is replaced and asked for the rest only.
+        let delivered = Cell::new(0);
+        let each = RefCell::new(each);
+        self.with_client(|mut client, _| {
+            let rest = &ids[delivered.get()..];
+            let request =
+                wire::DownloadRequest { ids: rest.iter().map(|id| id.as_bytes().to_vec()).collect() };
+            self.runtime.block_on(async {
+                let mut stream = client.download(request).await.map_err(|e| self.node_error(e))?.into_inner();
+                while let Some(batch) = stream.message().await.map_err(|e| self.node_error(e))? {
+                    for object in batch.objects {
+                        let expected = ids.get(delivered.get());
+                        if expected.map(|id| id.as_bytes().as_slice()) != Some(object.id.as_slice()) {
+                            return Err(Error::Invalid(format!(
+                                "node {} sent object {} out of the order asked",
+                                self.current.lock().unwrap(),
+                                hex::encode(&object.id)
+                            )));
+                        }
+                        (each.borrow_mut())(object.envelope)?;
+                        delivered.set(delivered.get() + 1);
+                    }
+                }
+                match delivered.get() == ids.len() {
+                    true => Ok(()),
+                    false => Err(Error::Invalid(format!(
+                        "node {} ended the download after {} of {} objects",
+                        self.current.lock().unwrap(),
+                        delivered.get(),
+                        ids.len()
+                    ))),
+                }
+            })
         })
     }
 

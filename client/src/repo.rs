@@ -33,6 +33,9 @@ pub struct Repository {
     pub failure_file: PathBuf,
 }
 
+/// Chunk ids asked for in one streamed request by [`Repository::chunks`].
+const FETCH_WINDOW: usize = 1024;
+
 /// Where S, the last node that worked, is kept in the cache directory.
 pub const LAST_NODE_FILE: &str = "last-node";
 
@@ -178,6 +181,19 @@ impl Repository {
 
     pub fn chunk(&self, id: &ObjectId) -> Result<Vec<u8>> {
         crypto::open_chunk(&self.keys, id, &self.backend.get(id)?)
+    }
+
+    /// Chunks' verified plaintexts, in order, each given to `each` as it
+    /// arrives: a window of ids per request, streamed back.
+    pub fn chunks(&self, ids: &[ObjectId], mut each: impl FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        for window in ids.chunks(FETCH_WINDOW) {
+            let mut next = window.iter();
+            self.backend.get_many(window, &mut |envelope| {
+                let id = next.next().ok_or_else(|| Error::Invalid("more objects than asked for".into()))?;
+                each(crypto::open_chunk(&self.keys, id, &envelope)?)
+            })?;
+        }
+        Ok(())
     }
 
     /// Every committed backup set, oldest first, as the store lists them now.

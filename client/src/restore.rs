@@ -12,105 +12,209 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use coffer_proto::ObjectId;
 use filetime::FileTime;
+use indicatif::{ProgressBar, ProgressStyle};
 use nix::sys::stat::{Mode, SFlag};
 use rayon::prelude::*;
 
+use crate::browse::Located;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
+use crate::sparse;
 use crate::tree::{Entry, Kind};
+use crate::wildcard::{self, Match};
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub bytes: u64,
+    /// Files an interrupted restore had finished, kept as they were.
+    pub skipped: u64,
     /// Paths (as backed up) that could not be restored, with why.
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
 }
 
+/// How a restore runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Continue into what an interrupted restore left in DEST.
+    pub resume: bool,
+    /// Show a progress line with the time left.
+    pub progress: bool,
+}
+
 struct Restorer<'a> {
     repo: &'a Repository,
-    /// DEST, and whether it was an empty directory already.
+    options: RestoreOptions,
+    /// DEST, and whether it was there already as a directory to restore into.
     root: PathBuf,
     root_exists: bool,
     is_root: bool,
     files: AtomicU64,
     dirs: AtomicU64,
     bytes: AtomicU64,
+    skipped: AtomicU64,
     failures: Mutex<Vec<String>>,
     warnings: Mutex<Vec<String>>,
     linked: Mutex<Vec<(PathBuf, PathBuf, Entry)>>,
     finished_dirs: Mutex<Vec<(PathBuf, Entry)>>,
+    /// The id of a hole's largest zero chunk: skipped without fetching.
+    hole_piece: ObjectId,
+    bar: ProgressBar,
 }
 
 /// Restores `entry` (backed up as `source`) to `dest`, which must be absent or
-/// an empty directory.
-pub fn restore(repo: &Repository, entry: &Entry, source: &Path, dest: &Path) -> Result<RestoreReport> {
-    let dest_is_empty_dir = match fs::symlink_metadata(dest) {
+/// an empty directory (or anything, with `resume`).
+pub fn restore(
+    repo: &Repository,
+    entry: &Entry,
+    source: &Path,
+    dest: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreReport> {
+    let dest_is_dir = match fs::symlink_metadata(dest) {
         Err(_) => false,
+        Ok(m) if m.is_dir() && options.resume => true,
         Ok(m) if m.is_dir() && fs::read_dir(dest).map_err(Error::io(dest))?.next().is_none() => true,
+        Ok(_) if options.resume => false,
         Ok(_) => {
-            return Err(Error::Invalid(format!("{} exists and is not an empty directory", dest.display())));
+            return Err(Error::Invalid(format!(
+                "{} exists and is not an empty directory",
+                crate::names::show(dest)
+            )));
         }
     };
-    if dest_is_empty_dir && entry.kind != Kind::Dir {
+    if dest_is_dir && entry.kind != Kind::Dir {
         return Err(Error::Invalid(format!(
             "{} is a directory; give a path for the restored file",
-            dest.display()
+            crate::names::show(dest)
         )));
     }
     let r = Restorer {
         repo,
+        options,
         root: dest.to_path_buf(),
-        root_exists: dest_is_empty_dir,
+        root_exists: dest_is_dir,
         is_root: nix::unistd::geteuid().is_root(),
         files: AtomicU64::new(0),
         dirs: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        skipped: AtomicU64::new(0),
         failures: Mutex::new(Vec::new()),
         warnings: Mutex::new(Vec::new()),
         linked: Mutex::new(Vec::new()),
         finished_dirs: Mutex::new(Vec::new()),
+        hole_piece: repo.keys.object_id(&vec![0; sparse::HOLE_PIECE]),
+        bar: progress_bar(repo, entry, options.progress)?,
     };
-    r.restore_entry(entry, source, dest).map_err(|e| Error::Invalid(format!("{}: {e}", source.display())))?;
+    r.restore_entry(entry, source, dest)
+        .map_err(|e| Error::Invalid(format!("{}: {e}", crate::names::show(source))))?;
     r.finish_links();
     for (path, e) in r.finished_dirs.lock().unwrap().iter() {
         r.apply_attributes(e, path);
     }
+    r.bar.finish_and_clear();
     Ok(RestoreReport {
         files: r.files.load(Relaxed),
         dirs: r.dirs.load(Relaxed),
         bytes: r.bytes.load(Relaxed),
+        skipped: r.skipped.load(Relaxed),
         failures: r.failures.into_inner().unwrap(),
         warnings: r.warnings.into_inner().unwrap(),
     })
 }
 
+/// Restores what a wildcard path matched into the directory `dest`, each
+/// entry at its path from the first component with a wildcard
+/// (`Mail/*.eml` restores `Mail/a.eml` as `DEST/a.eml`).
+pub fn restore_matches(
+    repo: &Repository,
+    located: &Located,
+    matches: &[Match],
+    dest: &Path,
+    options: RestoreOptions,
+) -> Result<RestoreReport> {
+    let from = wildcard::literal_prefix(&located.components);
+    let location = Path::new(OsStr::from_bytes(&located.location));
+    match fs::create_dir(dest) {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AlreadyExists
+                && fs::metadata(dest).is_ok_and(|m| m.is_dir()) => {}
+        other => other.map_err(Error::io(dest))?,
+    }
+    let mut total = RestoreReport::default();
+    for m in matches {
+        let join = |base: &Path, parts: &[Vec<u8>]| {
+            parts.iter().fold(base.to_path_buf(), |p, c| p.join(OsStr::from_bytes(c)))
+        };
+        let (source, target) = (join(location, &m.components), join(dest, &m.components[from..]));
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(Error::io(parent))?;
+        }
+        let r = restore(repo, &m.entry, &source, &target, options)?;
+        total.files += r.files;
+        total.dirs += r.dirs;
+        total.bytes += r.bytes;
+        total.skipped += r.skipped;
+        total.failures.extend(r.failures);
+        total.warnings.extend(r.warnings);
+    }
+    Ok(total)
+}
+
+/// A bar over the bytes of every file below `entry` (the trees are read
+/// now, and from the cache again as the restore walks them).
+fn progress_bar(repo: &Repository, entry: &Entry, enabled: bool) -> Result<ProgressBar> {
+    if !enabled {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::new(total_bytes(repo, entry)?);
+    let style = "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, {eta} left";
+    bar.set_style(ProgressStyle::with_template(style).expect("valid template").progress_chars("=> "));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    Ok(bar)
+}
+
+fn total_bytes(repo: &Repository, entry: &Entry) -> Result<u64> {
+    match entry.kind {
+        Kind::Dir => repo.tree(&entry.dir_tree()?)?.entries.par_iter().map(|e| total_bytes(repo, e)).sum(),
+        Kind::File => Ok(entry.size),
+        _ => Ok(0),
+    }
+}
+
 impl Restorer<'_> {
     fn fail(&self, source: &Path, problem: impl std::fmt::Display) {
-        self.failures.lock().unwrap().push(format!("{}: {problem}", source.display()));
+        self.failures.lock().unwrap().push(format!("{}: {problem}", crate::names::show(source)));
     }
 
     fn warn(&self, path: &Path, problem: impl std::fmt::Display) {
-        self.warnings.lock().unwrap().push(format!("{}: {problem}", path.display()));
+        self.warnings.lock().unwrap().push(format!("{}: {problem}", crate::names::show(path)));
     }
 
     fn restore_entry(&self, e: &Entry, source: &Path, dest: &Path) -> Result<()> {
+        if e.kind == Kind::Dir {
+            return self.restore_dir(e, source, dest);
+        }
+        if e.kind == Kind::File && e.nlink > 1 {
+            self.linked.lock().unwrap().push((source.to_path_buf(), dest.to_path_buf(), e.clone()));
+            return Ok(());
+        }
+        if self.options.resume && self.clear_for(e, dest)? {
+            return Ok(());
+        }
         match e.kind {
-            Kind::Dir => return self.restore_dir(e, source, dest),
-            Kind::File if e.nlink > 1 => {
-                self.linked.lock().unwrap().push((source.to_path_buf(), dest.to_path_buf(), e.clone()));
-                return Ok(());
-            }
+            Kind::Dir => unreachable!("handled above"),
             Kind::File => self.write_file(e, dest)?,
             Kind::Symlink => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(&e.target), dest).map_err(Error::io(dest))?
@@ -131,11 +235,42 @@ impl Restorer<'_> {
         Ok(())
     }
 
+    /// Resuming: whether `dest` is a file an earlier restore finished (its
+    /// size and mtime are the backed-up ones); otherwise whatever is there
+    /// is removed to make way.
+    fn clear_for(&self, e: &Entry, dest: &Path) -> Result<bool> {
+        let Ok(meta) = fs::symlink_metadata(dest) else { return Ok(false) };
+        let finished = e.kind == Kind::File
+            && meta.is_file()
+            && meta.len() == e.size
+            && meta.mtime() * 1_000_000_000 + meta.mtime_nsec() == e.mtime_ns;
+        if finished {
+            self.skipped.fetch_add(1, Relaxed);
+            self.bar.inc(e.size);
+            return Ok(true);
+        }
+        if meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{} is a directory where the backup has a file; move it away and resume again",
+                crate::names::show(dest)
+            )));
+        }
+        fs::remove_file(dest).map_err(Error::io(dest))?;
+        Ok(false)
+    }
+
     fn restore_dir(&self, e: &Entry, source: &Path, dest: &Path) -> Result<()> {
         // Only DEST itself may exist already (as an empty directory, checked
-        // at the start); everything below is made here, so no path ever
-        // passes through a symlink this restore did not create as a leaf.
-        if !(dest == self.root && self.root_exists) {
+        // at the start), or, resuming, a real directory an earlier run made;
+        // everything else is made here, so no path ever passes through a
+        // symlink this restore did not create as a leaf.
+        let there = fs::symlink_metadata(dest).ok();
+        let reuse = (dest == self.root && self.root_exists)
+            || (self.options.resume && there.as_ref().is_some_and(|m| m.is_dir()));
+        if !reuse {
+            if self.options.resume && there.is_some() {
+                fs::remove_file(dest).map_err(Error::io(dest))?;
+            }
             fs::create_dir(dest).map_err(Error::io(dest))?;
         }
         self.dirs.fetch_add(1, Relaxed);
@@ -159,13 +294,30 @@ impl Restorer<'_> {
         result
     }
 
+    /// Writes the file's chunks as they stream in; zero chunks become holes.
     fn write_chunks(&self, e: &Entry, dest: &Path) -> Result<()> {
         let mut file = File::create_new(dest).map_err(Error::io(dest))?;
-        for id in &e.content {
-            let data = self.repo.chunk(id)?;
-            file.write_all(&data).map_err(Error::io(dest))?;
+        let hole = sparse::HOLE_PIECE as u64;
+        let fetched: Vec<ObjectId> = e.content.iter().filter(|id| **id != self.hole_piece).copied().collect();
+        let mut content = e.content.iter().peekable();
+        let mut end = 0u64;
+        self.repo.chunks(&fetched, |data| {
+            while content.next_if(|id| **id == self.hole_piece).is_some() {
+                end += hole;
+            }
+            content.next();
+            if !sparse::is_zero(&data) {
+                file.seek(SeekFrom::Start(end)).map_err(Error::io(dest))?;
+                file.write_all(&data).map_err(Error::io(dest))?;
+            }
+            end += data.len() as u64;
             self.bytes.fetch_add(data.len() as u64, Relaxed);
-        }
+            self.bar.inc(data.len() as u64);
+            Ok(())
+        })?;
+        end += content.filter(|id| **id == self.hole_piece).count() as u64 * hole;
+        // Holes at the end, and files of zeros only, get their length here.
+        file.set_len(end).map_err(Error::io(dest))?;
         self.files.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -176,6 +328,13 @@ impl Restorer<'_> {
         let mut first: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for (source, dest, e) in self.linked.lock().unwrap().drain(..) {
             let key = (e.dev, e.inode);
+            if self.options.resume && fs::symlink_metadata(&dest).is_ok() {
+                // Linked again below, or written again if it is the first.
+                if let Err(err) = fs::remove_file(&dest) {
+                    self.fail(&source, err);
+                    continue;
+                }
+            }
             let linked = first.get(&key).is_some_and(|target| fs::hard_link(target, &dest).is_ok());
             if linked {
                 self.files.fetch_add(1, Relaxed);
@@ -205,7 +364,7 @@ impl Restorer<'_> {
         }
         for (name, value) in &e.xattrs {
             if let Err(err) = xattr::set(path, OsStr::from_bytes(name), value) {
-                self.warn(path, format_args!("xattr {} not restored: {err}", String::from_utf8_lossy(name)));
+                self.warn(path, format_args!("xattr {} not restored: {err}", crate::names::escape(name)));
             }
         }
         // Set-id bits only on a file whose owner was restored: never a

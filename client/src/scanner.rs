@@ -21,6 +21,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, Metadata};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::repo::Repository;
 use crate::rules::{self, Rules, Verdict};
+use crate::sparse::{self, Segment};
 use crate::steering::Steering;
 use crate::tree::{Entry, Kind, Tree};
 
@@ -74,6 +76,8 @@ pub struct Scanner<'a> {
     warnings: Mutex<Vec<String>>,
     /// Content of multiply-linked files already read, by (device, inode).
     links: Mutex<HashMap<(u64, u64), Entry>>,
+    /// Ids of the zero chunks holes are stored as, by length.
+    zero_chunks: Mutex<HashMap<usize, ObjectId>>,
 }
 
 impl<'a> Scanner<'a> {
@@ -84,6 +88,7 @@ impl<'a> Scanner<'a> {
             counters: Counters::default(),
             warnings: Mutex::new(Vec::new()),
             links: Mutex::new(HashMap::new()),
+            zero_chunks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -297,7 +302,7 @@ impl<'a> Scanner<'a> {
             let file = File::open(path).map_err(Error::io(path))?;
             let before = file.metadata().map_err(Error::io(path))?;
             let read_start = coffer_proto::clock::now_ns();
-            let content = self.store_content(&file, path)?;
+            let content = self.store_content(&file, path, before.len())?;
             let after = file.metadata().map_err(Error::io(path))?;
             let stable = same_stat(&before, &after);
             if stable || attempt == MAX_READS {
@@ -319,10 +324,28 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    fn store_content(&self, file: &File, path: &Path) -> Result<Vec<ObjectId>> {
+    /// Stores a file's data segments as chunks and its holes as zero
+    /// chunks, never reading a hole (see `sparse`).
+    fn store_content(&self, file: &File, path: &Path, size: u64) -> Result<Vec<ObjectId>> {
+        let mut ids = Vec::new();
+        for segment in sparse::segments(file, size) {
+            match segment {
+                Segment::Data { start, len } => ids.extend(self.store_data(file, path, start, len)?),
+                Segment::Hole { len } => {
+                    for piece in sparse::hole_pieces(len) {
+                        ids.push(self.zero_chunk(piece)?);
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn store_data(&self, mut file: &File, path: &Path, start: u64, len: u64) -> Result<Vec<ObjectId>> {
+        file.seek(SeekFrom::Start(start)).map_err(Error::io(path))?;
         let mut ids = Vec::new();
         let mut batch = Vec::with_capacity(CHUNK_BATCH);
-        for chunk in chunker::chunks(file, DEFAULT_PARAMS) {
+        for chunk in chunker::chunks(file.take(len), DEFAULT_PARAMS) {
             let chunk = chunk.map_err(Error::io(path))?;
             self.counters.bytes_read.fetch_add(chunk.len() as u64, Relaxed);
             batch.push(chunk);
@@ -332,6 +355,16 @@ impl<'a> Scanner<'a> {
         }
         ids.extend(self.store_chunks(batch)?);
         Ok(ids)
+    }
+
+    /// The id of `len` zero bytes, stored once per scan.
+    fn zero_chunk(&self, len: usize) -> Result<ObjectId> {
+        if let Some(id) = self.zero_chunks.lock().unwrap().get(&len) {
+            return Ok(*id);
+        }
+        let id = self.store_chunks(vec![vec![0; len]])?[0];
+        self.zero_chunks.lock().unwrap().insert(len, id);
+        Ok(id)
     }
 
     /// Hashes a batch of chunks, asks the store which it lacks in one call,

@@ -84,8 +84,9 @@ pub struct Entry {
 }
 
 impl Entry {
-    pub fn name_lossy(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+    /// The entry's name for people (see `names`).
+    pub fn shown_name(&self) -> String {
+        crate::names::escape(&self.name)
     }
 
     pub fn tree(&self) -> Option<ObjectId> {
@@ -95,9 +96,8 @@ impl Entry {
     /// The directory's tree, or an error naming the entry when a (corrupt
     /// or foreign) directory entry names none.
     pub fn dir_tree(&self) -> Result<ObjectId> {
-        self.tree().ok_or_else(|| {
-            Error::Invalid(format!("directory entry `{}` names no tree", String::from_utf8_lossy(&self.name)))
-        })
+        self.tree()
+            .ok_or_else(|| Error::Invalid(format!("directory entry `{}` names no tree", self.shown_name())))
     }
 
     /// Why this entry's content does not fit its kind, if it does not: a
@@ -109,7 +109,7 @@ impl Entry {
             _ => self.content.is_empty(),
         };
         (!fits).then(|| {
-            let name = String::from_utf8_lossy(&self.name[..self.name.len().min(64)]).into_owned();
+            let name = crate::names::escape(&self.name[..self.name.len().min(64)]);
             format!("entry `{name}` is a {:?} with {} content ids", self.kind, self.content.len())
         })
     }
@@ -222,7 +222,7 @@ const MAX_NAME: usize = 255;
 /// Why `name` cannot name an entry of a directory, if it cannot: a restore
 /// joins names to paths, so a name must stay one component.
 fn name_problem(name: &[u8]) -> Option<String> {
-    let shown = || String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+    let shown = || crate::names::escape(&name[..name.len().min(64)]);
     match name {
         [] => Some("an entry has an empty name".into()),
         b"." | b".." => Some(format!("an entry is named `{}`", shown())),

@@ -54,7 +54,7 @@ pub fn sets(catalog: &Catalog, json: bool) -> Result<()> {
                     "bytes": s.header.stats.bytes,
                     "host": s.contents.host,
                     "tags": s.contents.tags,
-                    "locations": s.contents.locations.iter().map(|l| l.path_lossy()).collect::<Vec<_>>(),
+                    "locations": s.contents.locations.iter().map(|l| l.shown_path()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -63,7 +63,7 @@ pub fn sets(catalog: &Catalog, json: bool) -> Result<()> {
     }
     println!("{:<12}  {:<19}  {:>8}  {:>10}  LOCATIONS", "SET", "TIME", "FILES", "SIZE");
     for s in &catalog.sets {
-        let locations: Vec<_> = s.contents.locations.iter().map(|l| l.path_lossy()).collect();
+        let locations: Vec<_> = s.contents.locations.iter().map(|l| l.shown_path()).collect();
         println!(
             "{:<12}  {:<19}  {:>8}  {:>10}  {}",
             s.id.short(),
@@ -77,7 +77,7 @@ pub fn sets(catalog: &Catalog, json: bool) -> Result<()> {
 }
 
 pub fn locations(catalog: &Catalog, json: bool) -> Result<()> {
-    let locations: Vec<String> = catalog.locations().iter().map(|l| l.path_lossy()).collect();
+    let locations: Vec<String> = catalog.locations().iter().map(|l| l.shown_path()).collect();
     if json {
         println!("{}", serde_json::to_string(&locations)?);
     } else {
@@ -116,18 +116,34 @@ pub fn listing(listed: &[browse::Listed], long: bool, json: bool) -> Result<()> 
     Ok(())
 }
 
-pub fn versions(versions: &[browse::Version], json: bool) -> Result<()> {
+/// Each path's versions; `pattern` when the path had wildcards (then every
+/// path is named, and `--json` is a list of `{path, versions}`).
+pub fn versions(each: &[(String, Vec<browse::Version>)], pattern: bool, json: bool) -> Result<()> {
     if json {
-        println!("{}", serde_json::to_string(versions)?);
+        match (pattern, each) {
+            (false, [(_, versions)]) => println!("{}", serde_json::to_string(versions)?),
+            _ => {
+                let list: Vec<_> = each
+                    .iter()
+                    .map(|(path, versions)| serde_json::json!({"path": path, "versions": versions}))
+                    .collect();
+                println!("{}", serde_json::to_string(&list)?);
+            }
+        }
         return Ok(());
     }
-    println!("{:<12}  {:<19}  {:>12}  MODIFIED", "SET", "SET TIME", "SIZE");
-    for v in versions {
-        let (size, mtime) = match (v.size, v.mtime_ns) {
-            (Some(size), Some(m)) => (size.to_string(), timefmt::format(m)),
-            _ => ("deleted".to_string(), String::new()),
-        };
-        println!("{:<12}  {:<19}  {size:>12}  {mtime}", &v.set_id[..12], timefmt::format(v.set_time_ns));
+    for (path, versions) in each {
+        if pattern {
+            println!("{path}:");
+        }
+        println!("{:<12}  {:<19}  {:>12}  MODIFIED", "SET", "SET TIME", "SIZE");
+        for v in versions {
+            let (size, mtime) = match (v.size, v.mtime_ns) {
+                (Some(size), Some(m)) => (size.to_string(), timefmt::format(m)),
+                _ => ("deleted".to_string(), String::new()),
+            };
+            println!("{:<12}  {:<19}  {size:>12}  {mtime}", &v.set_id[..12], timefmt::format(v.set_time_ns));
+        }
     }
     Ok(())
 }
