@@ -20,6 +20,7 @@ use coffer_proto::SetStats;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::age::AgePolicy;
+use crate::backend::Committed;
 use crate::backupset::{BackupSet, Location, SetContents};
 use crate::browse::Catalog;
 use crate::config::ClientConfig;
@@ -258,28 +259,51 @@ fn backup_with(
         let stats =
             SetStats { files: report.files_total, dirs: report.dirs_total, bytes: report.bytes_total };
         let contents = SetContents { host: crate::failure::host_name(), locations, tags: opts.tags.clone() };
-        let before = repo.backend.position()?;
-        let (set, envelope) = BackupSet::seal(&repo.keys, time_ns, before.marker, stats, contents);
-        report.bytes_stored_new += envelope.len() as u64;
-        let committed = repo.backend.commit_set(set.id, &envelope)?;
-        report.marker = committed.marker;
-        (report.replicas, report.replicas_wanted) = (committed.replicas, committed.replicas_wanted);
-        if committed.replicas < committed.replicas_wanted {
-            let warning = format!(
-                "the set is committed on {} node(s), fewer than the {} asked for; fast sync copies it to the \
-                 others when they answer",
-                committed.replicas, committed.replicas_wanted
-            );
-            tracing::warn!("{warning}");
-            report.warnings.push(warning);
-        }
-        repo.cache.put_set(&set.id, &envelope);
-        repo.cache.record_change(before, repo.backend.position()?, Some(set.id), None);
-        report.set_id = Some(set.id.to_hex());
+        let new = commit(repo, time_ns, stats, contents)?;
+        report.bytes_stored_new += new.bytes;
+        report.marker = new.committed.marker;
+        (report.replicas, report.replicas_wanted) = (new.committed.replicas, new.committed.replicas_wanted);
+        report.warnings.extend(new.warning);
+        report.set_id = Some(new.set.id.to_hex());
     }
     report.node = repo.backend.node();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// A backup set just committed.
+pub(crate) struct NewSet {
+    pub set: BackupSet,
+    pub committed: Committed,
+    /// The set object's size.
+    pub bytes: u64,
+    /// Set when fewer replicas hold it than were asked for.
+    pub warning: Option<String>,
+}
+
+/// Seals a set of `contents` at the store's position, commits it and
+/// records it in the cache.
+pub(crate) fn commit(
+    repo: &Repository,
+    time_ns: i64,
+    stats: SetStats,
+    contents: SetContents,
+) -> Result<NewSet> {
+    let before = repo.backend.position()?;
+    let (set, envelope) = BackupSet::seal(&repo.keys, time_ns, before.marker, stats, contents);
+    let committed = repo.backend.commit_set(set.id, &envelope)?;
+    let warning = (committed.replicas < committed.replicas_wanted).then(|| {
+        let warning = format!(
+            "the set is committed on {} node(s), fewer than the {} asked for; fast sync copies it to the \
+             others when they answer",
+            committed.replicas, committed.replicas_wanted
+        );
+        tracing::warn!("{warning}");
+        warning
+    });
+    repo.cache.put_set(&set.id, &envelope);
+    repo.cache.record_change(before, repo.backend.position()?, Some(set.id), None);
+    Ok(NewSet { set, committed, bytes: envelope.len() as u64, warning })
 }
 
 /// What one location's scan gives the new set.

@@ -31,6 +31,7 @@
 //! - [`names`]: names as people read and type them (`\xHH` for bytes
 //!   that are not printable UTF-8).
 //! - `sparse`: holes found at backup and made again at restore.
+//! - [`undelete`]: a deleted entry put back into a new backup set.
 //! - [`restore`]: recreating trees and files with their metadata.
 //! - [`compare`]: comparing a backup with the disk.
 //! - [`timefmt`]: reading and printing times.
@@ -65,6 +66,7 @@ mod sparse;
 pub mod steering;
 pub mod timefmt;
 pub mod tree;
+pub mod undelete;
 pub mod wildcard;
 
 pub use age::AgePolicy;

@@ -1,7 +1,7 @@
 //! `coffer`: back up, browse and restore.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow};
@@ -9,15 +9,13 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use coffer_client::backup::{self, BackupOptions, Source, human_bytes};
 use coffer_client::browse::{self, Catalog, Selector};
 use coffer_client::config::ClientConfig;
-use coffer_client::restore::RestoreOptions;
-use coffer_client::{
-    Access, Repository, StoreSpec, cache, compare, daemon, names, restore, timefmt, wildcard,
-};
+use coffer_client::{Access, Repository, StoreSpec, cache, daemon, names, timefmt, wildcard};
+use coffer_proto::StoreUrl;
 use coffer_proto::tls::TlsFiles;
 
 mod cli;
 
-use cli::{forget, print, service};
+use cli::{forget, print, query, retrieve, service};
 
 /// Encrypted, deduplicated, versioned backups.
 ///
@@ -136,6 +134,14 @@ enum Command {
         resume: bool,
         path: PathBuf,
         dest: PathBuf,
+    },
+    /// A shell over the backup sets: ls, cd, versions, get, restore,
+    /// compare, undelete, as-at... (`help` inside lists them). With -c, or
+    /// commands on stdin, it runs them and exits as the one-shot commands do.
+    Query {
+        /// Commands to run, separated by `;` (e.g. "cd Documents; ls -l").
+        #[arg(short = 'c')]
+        commands: Option<String>,
     },
     /// Compare a backup with the disk.
     Compare {
@@ -329,6 +335,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print::backup(&report);
             }
         }
+        Command::Query { commands } => {
+            let open_writer = || {
+                Repository::open(&store, &keys, &cache_root, Access::Write)
+                    .with_context(|| format!("opening store {} for writing", store.url))
+            };
+            // A node's read session cannot commit; a local store's can.
+            let remote = matches!(StoreUrl::parse(&store.url)?, StoreUrl::Remote { .. });
+            let writer: query::Writer = if remote { Some(&open_writer) } else { None };
+            let status = query::Shell::new(&repo, &config, writer)?.run(commands.as_deref())?;
+            return Ok(ExitCode::from(status));
+        }
         Command::Sets { json } => print::sets(&Catalog::load(&repo)?, json)?,
         Command::Ls { long, deleted, at, json, path } => {
             let catalog = Catalog::load(&repo)?;
@@ -352,10 +369,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print::versions(&browse::versions_each(&repo, &catalog, &path)?, pattern, json)?;
         }
         Command::Restore { at, resume, path, dest } => {
-            return restore_cmd(&repo, &at, &names::path_arg(path.as_os_str()), &dest, resume);
+            return retrieve::restore(
+                &repo,
+                &at.selector()?,
+                &names::path_arg(path.as_os_str()),
+                &dest,
+                resume,
+            );
         }
         Command::Compare { quick, at, json, path } => {
-            return compare_cmd(&repo, &config, &at, &names::path_arg(path.as_os_str()), quick, json);
+            return retrieve::compare(
+                &repo,
+                &config,
+                &at.selector()?,
+                &names::path_arg(path.as_os_str()),
+                quick,
+                json,
+            );
         }
         Command::Forget { set_id, keep, dry_run, json } => {
             forget::forget(&repo, set_id.as_deref(), &keep, dry_run, json)?;
@@ -372,80 +402,4 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn restore_cmd(repo: &Repository, at: &At, path: &Path, dest: &Path, resume: bool) -> Result<ExitCode> {
-    let catalog = Catalog::load(repo)?;
-    let located = catalog.locate(path)?;
-    let (set, location) = catalog.select(&located.location, &at.selector()?)?;
-    let missing = || {
-        anyhow!(
-            "{} is not in backup set {} ({})",
-            names::show(&located.path),
-            set.id.short(),
-            timefmt::format(set.header.time_ns)
-        )
-    };
-    let options = RestoreOptions { resume, progress: std::io::stderr().is_terminal() };
-    let report = if wildcard::has_wildcards(&located.components) {
-        let matches = wildcard::expand(repo, location, &located.components)?;
-        if matches.is_empty() {
-            return Err(missing());
-        }
-        restore::restore_matches(repo, &located, &matches, dest, options)?
-    } else {
-        let entry = browse::lookup(repo, location, &located.components)?.ok_or_else(missing)?;
-        restore::restore(repo, &entry, &located.path, dest, options)?
-    };
-    for w in &report.warnings {
-        eprintln!("warning: {w}");
-    }
-    let kept = match report.skipped {
-        0 => String::new(),
-        n => format!(" {n} files an earlier run finished were kept."),
-    };
-    println!(
-        "Restored {} files and {} directories ({}) from backup set {} ({}).{kept}",
-        report.files,
-        report.dirs,
-        human_bytes(report.bytes),
-        set.id.short(),
-        timefmt::format(set.header.time_ns)
-    );
-    if report.failures.is_empty() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    eprintln!("coffer: error: {} items could not be restored:", report.failures.len());
-    for f in &report.failures {
-        eprintln!("  {f}");
-    }
-    Ok(ExitCode::from(2))
-}
-
-fn compare_cmd(
-    repo: &Repository,
-    config: &ClientConfig,
-    at: &At,
-    path: &Path,
-    quick: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    let catalog = Catalog::load(repo)?;
-    let located = catalog.locate(path)?;
-    let location_path =
-        PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&located.location));
-    let (_, location) = catalog.select(&located.location, &at.selector()?)?;
-    let entry = browse::lookup(repo, location, &located.components)?
-        .ok_or_else(|| anyhow!("{} is not in the backup", located.path.display()))?;
-    let rules = Source::new(repo, config, &location_path)?.rules;
-    let diffs = compare::compare(repo, &entry, &located.path, &rules, quick)?;
-    if json {
-        println!("{}", serde_json::to_string(&diffs)?);
-    } else {
-        for d in &diffs {
-            println!("{}: {}", d.path, d.what);
-        }
-        println!("{} differences", diffs.len());
-    }
-    Ok(if diffs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -179,6 +179,27 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Seals and stores a directory's tree (the objects the store lacks,
+    /// each after those it names), caching its plaintext; `before_upload`
+    /// is told the size of each object about to go up.
+    pub fn store_tree(
+        &self,
+        tree: &Tree,
+        mut before_upload: impl FnMut(usize) -> Result<()>,
+    ) -> Result<ObjectId> {
+        let (id, objects) = tree.seal(&self.keys);
+        let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
+        let present = self.backend.has_many(&ids)?;
+        for (object, present) in objects.iter().zip(present) {
+            self.cache.put_tree_object(&object.id, &object.plaintext);
+            if !present {
+                before_upload(object.envelope.len())?;
+                self.backend.put(object.id, &object.envelope)?;
+            }
+        }
+        Ok(id)
+    }
+
     pub fn chunk(&self, id: &ObjectId) -> Result<Vec<u8>> {
         crypto::open_chunk(&self.keys, id, &self.backend.get(id)?)
     }

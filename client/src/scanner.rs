@@ -176,17 +176,7 @@ impl<'a> Scanner<'a> {
         if let Some((id, _)) = previous.filter(|(_, t)| *t == tree) {
             return Ok((*id, count));
         }
-        let (id, objects) = tree.seal(&self.repo.keys);
-        let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
-        let present = self.repo.backend.has_many(&ids)?;
-        // In order: the store takes an object only once all it names is there.
-        for (object, present) in objects.iter().zip(present) {
-            self.repo.cache.put_tree_object(&object.id, &object.plaintext);
-            if !present {
-                self.before_upload(object.envelope.len())?;
-                self.repo.backend.put(object.id, &object.envelope)?;
-            }
-        }
+        let id = self.repo.store_tree(&tree, |bytes| self.before_upload(bytes))?;
         Ok((id, count))
     }
 
