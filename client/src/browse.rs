@@ -132,6 +132,23 @@ impl Catalog {
     }
 }
 
+/// When `path` lies above some of `locations` (`/` or `/home` for
+/// `/home/ann`), the next component of each of those, sorted, once each:
+/// what a directory there holds.
+pub fn names_above<'a>(locations: impl IntoIterator<Item = &'a [u8]>, path: &Path) -> Option<Vec<Vec<u8>>> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for l in locations {
+        if let Ok(rest) = Path::new(OsStr::from_bytes(l)).strip_prefix(path)
+            && let Some(first) = rest.components().next()
+        {
+            names.push(first.as_os_str().as_bytes().to_vec());
+        }
+    }
+    names.sort();
+    names.dedup();
+    (!names.is_empty()).then_some(names)
+}
+
 /// Walks from a location's root to the entry named by `components`.
 pub fn lookup(repo: &Repository, location: &Location, components: &[Vec<u8>]) -> Result<Option<Entry>> {
     let mut entry = location.root.clone();

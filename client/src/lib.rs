@@ -34,6 +34,8 @@
 //! - [`undelete`]: a deleted entry put back into a new backup set.
 //! - [`restore`]: recreating trees and files with their metadata.
 //! - [`compare`]: comparing a backup with the disk.
+//! - [`copy`]: copying backup sets between two stores of one account.
+//! - [`mount`]: the backups as a read-only FUSE file system.
 //! - [`timefmt`]: reading and printing times.
 //! - [`keep`]: the `--keep-*` retention rules of `coffer forget` and
 //!   `coffer-admin account set-retention`.
@@ -48,6 +50,7 @@ pub mod cache;
 mod chunker;
 pub mod compare;
 pub mod config;
+pub mod copy;
 mod crypto;
 pub mod daemon;
 mod deletions;
@@ -56,6 +59,7 @@ mod failover;
 mod failure;
 pub mod keep;
 pub mod keys;
+pub mod mount;
 pub mod names;
 mod remote;
 mod repo;

@@ -143,6 +143,26 @@ enum Command {
         #[arg(short = 'c')]
         commands: Option<String>,
     },
+    /// Copy backup sets of this account (same keys) from one store to
+    /// another, local or node, sending only what the target lacks; run it
+    /// again to finish a copy that was cut short. Seeds a node's account
+    /// from a removable drive; a node account without keys gets these.
+    Copy {
+        /// The store to copy from (file:///... or coffer://HOST:PORT).
+        #[arg(long)]
+        from: String,
+        /// The store to copy to.
+        #[arg(long)]
+        to: String,
+        /// Only this set (an id or prefix; repeatable). Default: every set.
+        #[arg(long)]
+        set: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount the backups read-only at MOUNTPOINT (FUSE): latest/, sets/ and
+    /// versions/. Stays until Ctrl-C or `fusermount -u MOUNTPOINT`.
+    Mount { mountpoint: PathBuf },
     /// Compare a backup with the disk.
     Compare {
         /// Trust metadata instead of re-reading file contents.
@@ -232,6 +252,12 @@ struct Settings {
 }
 
 fn settings(cli: &Cli) -> Result<Settings> {
+    settings_for(cli, None)
+}
+
+/// [`settings`], with `store` standing in for a store none of the usual
+/// places names (`coffer copy` names its own).
+fn settings_for(cli: &Cli, store: Option<String>) -> Result<Settings> {
     let config = match &cli.config {
         Some(path) => ClientConfig::load(path)?,
         None => ClientConfig::default(),
@@ -240,6 +266,7 @@ fn settings(cli: &Cli) -> Result<Settings> {
         .store
         .clone()
         .or(config.store.clone())
+        .or(store)
         .ok_or_else(|| anyhow!("no store given: use --store URL, COFFER_STORE or `store` in --config"))?;
     let keys =
         cli.keys.clone().or(config.keys.clone()).ok_or_else(|| {
@@ -278,6 +305,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         _ => {}
     }
+    if let Command::Copy { from, to, set, json } = &cli.command {
+        return copy_cmd(&cli, from, to, set, *json);
+    }
     let Settings { store, keys, cache_root, config } = settings(&cli)?;
     if let Command::Init = cli.command {
         let repo = Repository::init(&store, &keys, &cache_root)?;
@@ -307,6 +337,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         | Command::Daemon { .. }
         | Command::Ctl { .. }
         | Command::ImportConfig { .. }
+        | Command::Copy { .. }
         | Command::Completions { .. }
         | Command::Man => {
             unreachable!("handled above")
@@ -345,6 +376,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let writer: query::Writer = if remote { Some(&open_writer) } else { None };
             let status = query::Shell::new(&repo, &config, writer)?.run(commands.as_deref())?;
             return Ok(ExitCode::from(status));
+        }
+        Command::Mount { mountpoint } => {
+            eprintln!("Mounted at {}; Ctrl-C or `fusermount -u` to unmount.", mountpoint.display());
+            coffer_client::mount::mount(repo, &mountpoint)?;
         }
         Command::Sets { json } => print::sets(&Catalog::load(&repo)?, json)?,
         Command::Ls { long, deleted, at, json, path } => {
@@ -400,6 +435,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("pack files    {} ({})", usage.packs, human_bytes(usage.pack_bytes));
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `coffer copy`: both stores with this client's keys and certificate.
+fn copy_cmd(cli: &Cli, from: &str, to: &str, sets: &[String], json: bool) -> Result<ExitCode> {
+    let s = settings_for(cli, Some(from.to_string()))?;
+    let spec = |url: &str| StoreSpec { url: url.to_string(), others: Vec::new(), ..s.store.clone() };
+    let source = Repository::open(&spec(from), &s.keys, &s.cache_root, Access::Read)
+        .with_context(|| format!("opening store {from}"))?;
+    let target = Repository::open_registering(&spec(to), &s.keys, &s.cache_root)
+        .with_context(|| format!("opening store {to}"))?;
+    let _lock = target.cache.lock_writer("coffer copy")?;
+    let report = coffer_client::copy::copy(&source, &target, sets)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "Copied {} backup sets ({} already there): sent {} objects ({}); {} were there already.",
+            report.copied.len(),
+            report.present.len(),
+            report.objects_sent,
+            human_bytes(report.bytes_sent),
+            report.objects_present
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -112,6 +112,23 @@ impl Repository {
     }
 
     pub fn open(spec: &StoreSpec, keys_path: &Path, cache_root: &Path, access: Access) -> Result<Repository> {
+        Self::open_with(spec, keys_path, cache_root, access, false)
+    }
+
+    /// Opens a store for writing with an existing keys file, registering
+    /// its fingerprint with a node account that has none yet (`coffer copy`
+    /// seeding a new account from another store).
+    pub fn open_registering(spec: &StoreSpec, keys_path: &Path, cache_root: &Path) -> Result<Repository> {
+        Self::open_with(spec, keys_path, cache_root, Access::Write, true)
+    }
+
+    fn open_with(
+        spec: &StoreSpec,
+        keys_path: &Path,
+        cache_root: &Path,
+        access: Access,
+        register: bool,
+    ) -> Result<Repository> {
         let keys = Keys::load(keys_path)?;
         let mut repo = match StoreUrl::parse(&spec.url)? {
             StoreUrl::Local(root) => {
@@ -119,8 +136,11 @@ impl Repository {
                 Self::assemble(Box::new(backend), keys, cache_root, Some(root))
             }
             StoreUrl::Remote { host, port } => {
-                let backend =
+                let mut backend =
                     RemoteBackend::new(spec.group(&host, port, cache_root)?, keys.fingerprint(), access)?;
+                if register {
+                    backend = backend.registering_keys();
+                }
                 Self::assemble(Box::new(backend), keys, cache_root, None)
             }
         };

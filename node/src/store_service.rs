@@ -222,6 +222,25 @@ impl StoreService {
     }
 }
 
+/// Flushes the writer of an upload whose handler is dropped before it
+/// could: when a client's connection goes, hyper drops the request's
+/// future at its next `.await`, and what arrived must still become durable
+/// so that the client's next run sends only the rest. Holding the caller
+/// keeps its session (and writer) until the flush has run.
+struct FlushWhenDropped(Option<Caller>);
+
+impl Drop for FlushWhenDropped {
+    fn drop(&mut self) {
+        if let Some(caller) = self.0.take() {
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = with_writer(&caller, |w| w.flush()) {
+                    tracing::warn!(error = %e.message(), "could not keep what a broken upload sent");
+                }
+            });
+        }
+    }
+}
+
 /// Stores one upload batch; returns what it stored.
 fn put_batch(caller: &Caller, batch: wire::ObjectBatch) -> Result<wire::UploadReply, Status> {
     let ids: Vec<ObjectId> =
@@ -273,6 +292,7 @@ impl store_server::Store for StoreService {
     ) -> Result<Response<wire::UploadReply>, Status> {
         let caller = caller(&req)?;
         let _permit = self.node.transfers.start(logged_in(&caller)?)?;
+        let mut guard = FlushWhenDropped(Some(caller.clone()));
         let mut stream = req.into_inner();
         let mut reply = wire::UploadReply::default();
         let received: Result<(), Status> = async {
@@ -287,6 +307,7 @@ impl store_server::Store for StoreService {
         }
         .await;
         // Keep whatever arrived intact, even when the stream broke off.
+        guard.0 = None;
         let account = logged_in(&caller)?;
         let flushed = blocking(move || with_writer(&caller, |w| w.flush())).await;
         let refused = |s: Status| match s.code() {

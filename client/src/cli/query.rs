@@ -293,24 +293,12 @@ impl<'a> Shell<'a> {
         out
     }
 
-    /// When `path` is above every backup location under it (`/`, `/home`
-    /// for `/home/ann`), the next components of those locations.
+    /// When `path` is above backup locations (`/`, `/home` for
+    /// `/home/ann`), the next components of those locations, as shown.
     pub(super) fn above_locations(&self, path: &Path) -> Option<Vec<String>> {
-        let mut children: Vec<String> = Vec::new();
-        for l in self.catalog.locations() {
-            if let Ok(rest) = Path::new(OsStr::from_bytes(&l.path)).strip_prefix(path)
-                && let Some(first) = rest.components().next()
-            {
-                let name = names::show(Path::new(first.as_os_str()));
-                if !children.contains(&name) {
-                    children.push(name);
-                }
-            }
-        }
-        (!children.is_empty()).then(|| {
-            children.sort();
-            children
-        })
+        let names =
+            browse::names_above(self.catalog.locations().into_iter().map(|l| l.path.as_slice()), path)?;
+        Some(names.iter().map(|n| names::escape(n)).collect())
     }
 
     fn point_in_time(&self) -> String {
