@@ -59,7 +59,7 @@ impl Source {
     }
 
     fn label(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.path.display().to_string())
+        self.name.clone().unwrap_or_else(|| crate::names::show(&self.path))
     }
 }
 

@@ -97,7 +97,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn warn(&self, path: &Path, problem: impl std::fmt::Display) {
-        let message = format!("{}: {problem}", path.display());
+        let message = format!("{}: {problem}", crate::names::show(path));
         tracing::debug!("{message}");
         self.warnings.lock().unwrap().push(message);
     }

@@ -8,7 +8,10 @@
 //! without a word (a dead link, a dropped route); [`Proxy::heal`] opens the
 //! link again;
 //! [`Proxy::delay`] holds every chunk of data for a while before passing it
-//! on (a slow, distant link). Dropping the proxy stops it.
+//! on (a slow link: each read waits, so it also caps throughput);
+//! [`Proxy::latency`] delivers every byte a fixed time after it arrived
+//! without limiting throughput (a distant link: a round trip costs twice
+//! the latency, a stream does not). Dropping the proxy stops it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -23,6 +26,8 @@ struct Link {
     black_hole: AtomicBool,
     stopped: AtomicBool,
     delay: Mutex<Duration>,
+    /// One-way latency of connections opened from now on.
+    latency: Mutex<Duration>,
     /// Both ends of every open connection, to close them on a cut.
     open: Mutex<Vec<TcpStream>>,
 }
@@ -67,6 +72,11 @@ impl Proxy {
     pub fn delay(&self, by: Duration) {
         *self.link.delay.lock().unwrap() = by;
     }
+
+    /// Connections opened from now on carry each byte `by` late, each way.
+    pub fn latency(&self, by: Duration) {
+        *self.link.latency.lock().unwrap() = by;
+    }
 }
 
 impl Drop for Proxy {
@@ -99,8 +109,14 @@ fn accept(listener: TcpListener, target: SocketAddr, link: Arc<Link>) {
         let [Ok(c1), Ok(s1), Ok(c2), Ok(s2)] = ends else { continue };
         link.open.lock().unwrap().extend([c2, s2]);
         let (up, down) = (link.clone(), link.clone());
-        std::thread::spawn(move || pump(client, server, up));
-        std::thread::spawn(move || pump(s1, c1, down));
+        let latency = *link.latency.lock().unwrap();
+        if latency.is_zero() {
+            std::thread::spawn(move || pump(client, server, up));
+            std::thread::spawn(move || pump(s1, c1, down));
+        } else {
+            std::thread::spawn(move || late(client, server, latency));
+            std::thread::spawn(move || late(s1, c1, latency));
+        }
     }
 }
 
@@ -125,6 +141,30 @@ fn pump(mut from: TcpStream, mut to: TcpStream, link: Arc<Link>) {
     }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Copies `from` to `to`, each piece `latency` after it arrived: a reader
+/// timestamps what it reads, a writer holds each piece until it is due.
+fn late(mut from: TcpStream, mut to: TcpStream, latency: Duration) {
+    let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+    let writer = std::thread::spawn(move || {
+        for (due, data) in rx {
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            if to.write_all(&data).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if tx.send((std::time::Instant::now() + latency, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.join();
+    let _ = from.shutdown(Shutdown::Both);
 }
 
 /// Reads and drops whatever arrives on a black-holed connection, until it
