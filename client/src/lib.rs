@@ -31,6 +31,7 @@
 //! - [`names`]: names as people read and type them (`\xHH` for bytes
 //!   that are not printable UTF-8).
 //! - `sparse`: holes found at backup and made again at restore.
+//! - `fill`: writing a restored file from its streamed chunks.
 //! - [`undelete`]: a deleted entry put back into a new backup set.
 //! - [`restore`]: recreating trees and files with their metadata.
 //! - [`compare`]: comparing a backup with the disk.
@@ -57,6 +58,7 @@ mod deletions;
 mod error;
 mod failover;
 mod failure;
+mod fill;
 pub mod keep;
 pub mod keys;
 pub mod mount;

@@ -11,8 +11,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File};
-use std::io::{Seek, SeekFrom, Write};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -27,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::browse::Located;
 use crate::error::{Error, Result};
+use crate::fill::{self, Fill};
 use crate::repo::Repository;
 use crate::sparse;
 use crate::tree::{Entry, Kind};
@@ -43,6 +43,9 @@ pub struct RestoreReport {
     pub failures: Vec<String>,
     pub warnings: Vec<String>,
 }
+
+/// Files of at most this many chunks share their directory's stream.
+const SMALL_FILE_CHUNKS: usize = 4;
 
 /// How a restore runs.
 #[derive(Debug, Clone, Copy, Default)]
@@ -275,15 +278,48 @@ impl Restorer<'_> {
         }
         self.dirs.fetch_add(1, Relaxed);
         let tree = self.repo.tree(&e.dir_tree()?)?;
-        tree.entries.par_iter().for_each(|child| {
+        let paths = |child: &Entry| {
             let name = OsStr::from_bytes(&child.name);
-            let (source, dest) = (source.join(name), dest.join(name));
-            if let Err(err) = self.restore_entry(child, &source, &dest) {
-                self.fail(&source, err);
+            (source.join(name), dest.join(name))
+        };
+        let (small, rest): (Vec<&Entry>, Vec<&Entry>) = tree.entries.iter().partition(|c| self.batched(c));
+        let mut small_files = Vec::new();
+        for child in small {
+            let (source, dest) = paths(child);
+            if self.options.resume {
+                match self.clear_for(child, &dest) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(err) => {
+                        self.fail(&source, err);
+                        continue;
+                    }
+                }
             }
-        });
+            small_files.push((child, source, dest));
+        }
+        rayon::join(
+            || self.write_small_files(&small_files),
+            || {
+                rest.par_iter().for_each(|child| {
+                    let (source, dest) = paths(child);
+                    if let Err(err) = self.restore_entry(child, &source, &dest) {
+                        self.fail(&source, err);
+                    }
+                })
+            },
+        );
         self.finished_dirs.lock().unwrap().push((dest.to_path_buf(), e.clone()));
         Ok(())
+    }
+
+    /// Whether a child is restored in its directory's shared stream: a
+    /// file of a few chunks, with one link, that needs fetching at all.
+    fn batched(&self, e: &Entry) -> bool {
+        e.kind == Kind::File
+            && e.nlink <= 1
+            && e.content.len() <= SMALL_FILE_CHUNKS
+            && fill::wanted(e, &self.hole_piece).next().is_some()
     }
 
     fn write_file(&self, e: &Entry, dest: &Path) -> Result<()> {
@@ -294,32 +330,61 @@ impl Restorer<'_> {
         result
     }
 
-    /// Writes the file's chunks as they stream in; zero chunks become holes.
+    /// Writes the file's chunks as they stream in (see `fill`).
     fn write_chunks(&self, e: &Entry, dest: &Path) -> Result<()> {
-        let mut file = File::create_new(dest).map_err(Error::io(dest))?;
-        let hole = sparse::HOLE_PIECE as u64;
-        let fetched: Vec<ObjectId> = e.content.iter().filter(|id| **id != self.hole_piece).copied().collect();
-        let mut content = e.content.iter().peekable();
-        let mut end = 0u64;
+        let mut fill = Fill::create(e, dest, self.hole_piece)?;
+        let fetched: Vec<ObjectId> = fill::wanted(e, &self.hole_piece).copied().collect();
         self.repo.chunks(&fetched, |data| {
-            while content.next_if(|id| **id == self.hole_piece).is_some() {
-                end += hole;
-            }
-            content.next();
-            if !sparse::is_zero(&data) {
-                file.seek(SeekFrom::Start(end)).map_err(Error::io(dest))?;
-                file.write_all(&data).map_err(Error::io(dest))?;
-            }
-            end += data.len() as u64;
-            self.bytes.fetch_add(data.len() as u64, Relaxed);
-            self.bar.inc(data.len() as u64);
+            fill.take(&data)?;
+            self.count_bytes(data.len());
             Ok(())
         })?;
-        end += content.filter(|id| **id == self.hole_piece).count() as u64 * hole;
-        // Holes at the end, and files of zeros only, get their length here.
-        file.set_len(end).map_err(Error::io(dest))?;
+        fill.finish()?;
         self.files.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    fn count_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Relaxed);
+        self.bar.inc(n as u64);
+    }
+
+    /// Restores a directory's small files from one stream of their chunks,
+    /// in order, each finished as its last chunk arrives (one request for
+    /// the lot instead of one per file). If the stream fails, the files it
+    /// did not finish are restored one by one, so a bad chunk fails only
+    /// its own file.
+    fn write_small_files(&self, files: &[(&Entry, PathBuf, PathBuf)]) {
+        let ids: Vec<ObjectId> =
+            files.iter().flat_map(|(e, _, _)| fill::wanted(e, &self.hole_piece)).copied().collect();
+        let mut done = 0;
+        let mut current: Option<Fill> = None;
+        let streamed = self.repo.chunks(&ids, |data| {
+            let fill = match &mut current {
+                Some(fill) => fill,
+                None => current.insert(Fill::create(files[done].0, &files[done].2, self.hole_piece)?),
+            };
+            fill.take(&data)?;
+            self.count_bytes(data.len());
+            if fill.left == 0 {
+                current.take().expect("filling").finish()?;
+                let (e, _, dest) = &files[done];
+                self.files.fetch_add(1, Relaxed);
+                self.apply_attributes(e, dest);
+                done += 1;
+            }
+            Ok(())
+        });
+        if streamed.is_err() {
+            if current.is_some() {
+                let _ = fs::remove_file(&files[done].2);
+            }
+            for (e, source, dest) in &files[done..] {
+                if let Err(err) = self.restore_entry(e, source, dest) {
+                    self.fail(source, err);
+                }
+            }
+        }
     }
 
     /// Restores multiply-linked files: the first of each group is written,
