@@ -406,6 +406,11 @@ impl Filesystem for BackupFs {
         }
     }
 
+    /// Every close of a file; nothing to write back.
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, _fh: u64, _lock_owner: u64, reply: fuser::ReplyEmpty) {
+        reply.ok()
+    }
+
     fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
         let Some(item) = self.item(ino).cloned() else { return reply.error(libc::ENOENT) };
         let names = match self.shape(&item) {
@@ -459,23 +464,27 @@ fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
     }
 }
 
-/// Mounts the account at `mountpoint` until SIGINT or SIGTERM, or until
-/// it is unmounted (`fusermount -u`, `umount`).
+/// Mounts the account at `mountpoint` until SIGINT, SIGTERM, SIGHUP or
+/// SIGPIPE, or until it is unmounted (`fusermount -u`, `umount`).
 pub fn mount(repo: Repository, mountpoint: &Path) -> Result<()> {
     let fs = BackupFs::new(repo)?;
     let options = [fuser::MountOption::RO, fuser::MountOption::FSName("coffer".into())];
     let session = fuser::spawn_mount2(fs, mountpoint, &options)
         .map_err(|e| Error::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-            .map_err(|e| Error::Invalid(format!("signals: {e}")))?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGPIPE, SIGTERM};
+    // SIGHUP (its terminal gone) and SIGPIPE (its output gone) end it
+    // cleanly too, rather than leaving a dead mount behind.
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGPIPE])
+        .map_err(|e| Error::Invalid(format!("signals: {e}")))?;
     loop {
         if signals.pending().next().is_some() || session.guard.is_finished() {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Dropping the session unmounts (if it still is mounted).
-    drop(session);
+    // Unmounts (if it still is mounted), then waits for the file system's
+    // thread to let go of the store: a process that ends while that thread
+    // still closes the store's index aborts.
+    session.join();
     Ok(())
 }
