@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coffer_proto::clock::now_ns;
-use coffer_proto::id::new_request_id;
 use coffer_proto::retention::RetentionPolicy;
 use coffer_proto::tls::Role;
 use coffer_proto::wire::{self, admin_server};
@@ -21,7 +20,8 @@ use crate::groups;
 use crate::mirror::{sync_account, sync_all};
 use crate::node::Node;
 use crate::rpc::{
-    account_message, blocking, caller, group_status, raid_report, status, status_message, sync_message,
+    account_message, blocking, caller, group_status, or_new_request_id, raid_report, status, status_message,
+    sync_message,
 };
 
 pub struct AdminService {
@@ -42,7 +42,8 @@ impl AdminService {
     }
 }
 
-fn limits(soft: u64, hard: u64) -> Limits {
+/// Limits from the wire, where 0 means "no limit".
+pub fn limits(soft: u64, hard: u64) -> Limits {
     let unlimited = |v: u64| if v == 0 { u64::MAX } else { v };
     Limits { soft: unlimited(soft), hard: unlimited(hard) }
 }
@@ -123,7 +124,7 @@ async fn write_account(
     request_id: String,
     command: Command,
 ) -> Result<Response<wire::Account>, Status> {
-    let request_id = if request_id.is_empty() { new_request_id() } else { request_id };
+    let request_id = or_new_request_id(request_id);
     let account = match node.group.write_as(request_id, command).await.map_err(group_status)? {
         Applied::Account(account) => account,
         other => return Err(Status::internal(format!("the group answered {other:?}"))),
@@ -220,7 +221,7 @@ impl admin_server::Admin for AdminService {
             Some(a) => Some(node.store.usage(a.id).map_err(status)?),
             None => None,
         };
-        let request_id = if r.request_id.is_empty() { new_request_id() } else { r.request_id };
+        let request_id = or_new_request_id(r.request_id);
         node.group
             .write_as(request_id, Command::DeleteAccount { name: r.name.clone() })
             .await

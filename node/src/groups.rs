@@ -5,19 +5,14 @@
 
 use std::sync::Arc;
 
-use coffer_proto::id::new_request_id;
 use coffer_proto::wire;
 use coffer_replication::{Applied, Command, Refusal};
 use tonic::Status;
 use tracing::info;
 
+use crate::admin_service::limits;
 use crate::node::Node;
-use crate::rpc::{group_message, group_status};
-
-/// On the wire a limit of 0 means "no limit".
-fn unlimited(v: u64) -> u64 {
-    if v == 0 { u64::MAX } else { v }
-}
+use crate::rpc::{group_message, group_status, or_new_request_id};
 
 /// Applies `command` and answers with the group it changed.
 async fn write_group(
@@ -25,26 +20,25 @@ async fn write_group(
     request_id: String,
     command: Command,
 ) -> Result<wire::AccountGroup, Status> {
-    let request_id = if request_id.is_empty() { new_request_id() } else { request_id };
-    match node.group.write_as(request_id, command).await.map_err(group_status)? {
+    match node.group.write_as(or_new_request_id(request_id), command).await.map_err(group_status)? {
         Applied::Group(group) => Ok(group_message(node, &group)),
         other => Err(Status::internal(format!("the group answered {other:?}"))),
     }
 }
 
 pub async fn create(node: Arc<Node>, r: wire::GroupRequest) -> Result<wire::AccountGroup, Status> {
-    let (soft_limit, hard_limit) = (unlimited(r.soft_limit), unlimited(r.hard_limit));
-    let command = Command::CreateGroup { name: r.name.clone(), soft_limit, hard_limit };
+    let l = limits(r.soft_limit, r.hard_limit);
+    let command = Command::CreateGroup { name: r.name.clone(), soft_limit: l.soft, hard_limit: l.hard };
     let group = write_group(&node, r.request_id, command).await?;
-    info!(group = %r.name, soft_limit, hard_limit, "account group created");
+    info!(group = %r.name, soft_limit = l.soft, hard_limit = l.hard, "account group created");
     Ok(group)
 }
 
 pub async fn set_limits(node: Arc<Node>, r: wire::GroupRequest) -> Result<wire::AccountGroup, Status> {
-    let (soft_limit, hard_limit) = (unlimited(r.soft_limit), unlimited(r.hard_limit));
-    let command = Command::SetGroupLimits { name: r.name.clone(), soft_limit, hard_limit };
+    let l = limits(r.soft_limit, r.hard_limit);
+    let command = Command::SetGroupLimits { name: r.name.clone(), soft_limit: l.soft, hard_limit: l.hard };
     let group = write_group(&node, r.request_id, command).await?;
-    info!(group = %r.name, soft_limit, hard_limit, "account group limits changed");
+    info!(group = %r.name, soft_limit = l.soft, hard_limit = l.hard, "account group limits changed");
     Ok(group)
 }
 
@@ -66,9 +60,8 @@ pub fn list(node: &Node, name: &str) -> Result<wire::GroupList, Status> {
 }
 
 pub async fn set_silent_after(node: Arc<Node>, r: wire::SilentAfterRequest) -> Result<(), Status> {
-    let request_id = if r.request_id.is_empty() { new_request_id() } else { r.request_id };
     let command = Command::SetSilentAfter { name: r.name.clone(), group: r.group, secs: r.secs };
-    node.group.write_as(request_id, command).await.map_err(group_status)?;
+    node.group.write_as(or_new_request_id(r.request_id), command).await.map_err(group_status)?;
     info!(name = %r.name, group = r.group, secs = r.secs, "silence threshold changed");
     Ok(())
 }

@@ -99,6 +99,12 @@ pub fn ids_message(ids: Vec<ObjectId>) -> Vec<Vec<u8>> {
     ids.into_iter().map(|id| id.as_bytes().to_vec()).collect()
 }
 
+/// The operator's request id, or a new one when the request carried none:
+/// a change retried under the same id is applied once.
+pub fn or_new_request_id(given: String) -> String {
+    if given.is_empty() { coffer_proto::id::new_request_id() } else { given }
+}
+
 /// Maps a group error to the gRPC status a caller sees.
 pub fn group_status(e: GroupError) -> Status {
     let message = e.to_string();

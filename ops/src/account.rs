@@ -76,7 +76,7 @@ pub enum AccountCommand {
 }
 
 /// A duration from the command line ("36h", "2d"), or "default" (0).
-pub fn duration_secs(text: &str) -> Result<u64> {
+fn duration_secs(text: &str) -> Result<u64> {
     if text.eq_ignore_ascii_case("default") {
         return Ok(0);
     }
@@ -86,6 +86,24 @@ pub fn duration_secs(text: &str) -> Result<u64> {
         0 => bail!("a threshold under a second would call every account silent"),
         secs => Ok(secs),
     }
+}
+
+/// Sets the silence threshold of an account, or of a group (`group`),
+/// from a duration such as "36h" or "default".
+pub async fn set_silent_after(
+    admin: &mut AdminClient<Channel>,
+    name: &str,
+    group: bool,
+    after: &str,
+) -> Result<()> {
+    let request = wire::SilentAfterRequest {
+        name: name.to_string(),
+        group,
+        secs: duration_secs(after)?,
+        request_id: new_request_id(),
+    };
+    admin.set_silent_after(request).await.map_err(|s| anyhow!("{}", s.message()))?;
+    Ok(())
 }
 
 /// A byte limit from the command line: "10GiB", "500MB", "unlimited".
@@ -154,14 +172,7 @@ pub async fn account_command(admin: &mut AdminClient<Channel>, command: AccountC
             report::accounts(&[account], false)?;
         }
         AccountCommand::SetSilentAfter { name, after } => {
-            let secs = duration_secs(&after)?;
-            let request = wire::SilentAfterRequest {
-                name: name.clone(),
-                group: false,
-                secs,
-                request_id: new_request_id(),
-            };
-            admin.set_silent_after(request).await.map_err(status)?;
+            set_silent_after(admin, &name, false, &after).await?;
             let query = wire::AccountQuery { name, request_id: String::new() };
             report::accounts(&admin.accounts(query).await.map_err(status)?.into_inner().accounts, false)?;
         }

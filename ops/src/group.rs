@@ -9,7 +9,7 @@ use coffer_proto::wire::{self, admin_client::AdminClient};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use crate::account::{duration_secs, limit};
+use crate::account::{limit, set_silent_after};
 use crate::report::{limit_json, limit_text};
 
 #[derive(Subcommand)]
@@ -64,14 +64,7 @@ pub async fn group_command(admin: &mut AdminClient<Channel>, command: GroupComma
             admin.set_group_limits(request(name, &soft, &hard)?).await.map_err(status)?.into_inner()
         }
         GroupCommand::SetSilentAfter { name, after } => {
-            let secs = duration_secs(&after)?;
-            let request = wire::SilentAfterRequest {
-                name: name.clone(),
-                group: true,
-                secs,
-                request_id: new_request_id(),
-            };
-            admin.set_silent_after(request).await.map_err(status)?;
+            set_silent_after(admin, &name, true, &after).await?;
             let request = wire::GroupRequest { name, ..Default::default() };
             let list = admin.groups(request).await.map_err(status)?.into_inner();
             return print(&list.groups, false);

@@ -141,6 +141,8 @@ fn heartbeats_reports_and_alerts_find_silent_and_failing_clients_lost_discs_and_
     for node in &mut c.nodes {
         node.kill();
     }
+    // Something to upload: a backup with nothing changed never connects.
+    write(&data.join("new"), &random_bytes(99, 20_000));
     c.coffer_fails("client.toml", &["backup", data.to_str().unwrap()]);
     for node in &mut c.nodes {
         node.restart();
