@@ -16,6 +16,7 @@ use coffer_store::{
 
 use crate::error::{Error, Result};
 use crate::keys::Keys;
+pub use crate::upload::Skipped;
 
 pub const LOCAL_ACCOUNT: &str = "local";
 
@@ -23,7 +24,20 @@ pub const LOCAL_ACCOUNT: &str = "local";
 pub trait Backend: Send + Sync {
     /// Which of `ids` the store holds, one flag per id.
     fn has_many(&self, ids: &[ObjectId]) -> Result<Vec<bool>>;
+    /// Which of `ids` the store is known to hold, without asking it when
+    /// that costs a round trip: the rest may be put, and a node backend's
+    /// upload drops what the node turns out to hold (see `remote`).
+    fn known_held(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        self.has_many(ids)
+    }
+    /// Stores an object. `Stored` may be counted for an object a node then
+    /// turns out to hold; [`Backend::take_skipped`] tells how many.
     fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome>;
+    /// Objects put since the last call that the store turned out to hold
+    /// already, and so did not store again.
+    fn take_skipped(&self) -> Skipped {
+        Skipped::default()
+    }
     /// Makes every object put so far durable.
     fn flush(&self) -> Result<()>;
     /// Commits a backup set.

@@ -200,6 +200,9 @@ fn backup_with(
 ) -> Result<BackupReport> {
     let started = Instant::now();
     let time_ns = coffer_proto::clock::now_ns();
+    // What an earlier attempt learnt is its own.
+    repo.backend.take_skipped();
+    repo.held.begin();
     if let Some(age) = &opts.age {
         age.begin();
     }
@@ -232,6 +235,8 @@ fn backup_with(
     repo.backend.flush()?;
     progress.finish_and_clear();
 
+    // Objects handed to the store that it turned out to hold are not new.
+    let skipped = repo.backend.take_skipped();
     let c = &scanner.counters;
     let mut report = BackupReport {
         files_total: c.files_total.load(Relaxed),
@@ -239,8 +244,8 @@ fn backup_with(
         bytes_total: c.bytes_total.load(Relaxed),
         files_read: c.files_read.load(Relaxed),
         bytes_read: c.bytes_read.load(Relaxed),
-        chunks_new: c.chunks_new.load(Relaxed),
-        bytes_stored_new: c.bytes_stored_new.load(Relaxed),
+        chunks_new: c.chunks_new.load(Relaxed).saturating_sub(skipped.objects),
+        bytes_stored_new: c.bytes_stored_new.load(Relaxed).saturating_sub(skipped.bytes),
         held,
         waiting: opts.age.as_ref().map_or(0, |a| a.waiting() as u64),
         next_due_ns: opts.age.as_ref().and_then(|a| a.next_due()),
@@ -302,7 +307,9 @@ pub(crate) fn commit(
         warning
     });
     repo.cache.put_set(&set.id, &envelope);
-    repo.cache.record_change(before, repo.backend.position()?, Some(set.id), None);
+    let after = repo.backend.position()?;
+    repo.cache.record_change(before, after, Some(set.id), None);
+    repo.held.committed(&repo.cache, before, after, set.id, &set.header.roots);
     Ok(NewSet { set, committed, bytes: envelope.len() as u64, warning })
 }
 

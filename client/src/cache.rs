@@ -5,13 +5,16 @@
 //! complete list of the store's sets as of one [`Position`] (client store
 //! marker and sets digest). With that list a backup in which nothing changed
 //! needs neither a download nor, for a node, a connection. When the store
-//! reports another position the list is dropped and fetched again. The cache is an optimisation only: any failure
-//! to write it is logged and ignored.
+//! reports another position the list is dropped and fetched again. It also
+//! holds `held.ids`, the record of objects known held (see `held`). The
+//! cache is an optimisation only: any failure to write it is logged and
+//! ignored.
 //!
 //! One process at a time writes to the account through a cache: a backup
 //! or a daemon holds [`WriterLock`] (an `flock` on `writer.lock`, released
 //! by the kernel if the process dies), and a second one is told who has it.
 
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -149,13 +152,7 @@ impl Cache {
         added: Option<ObjectId>,
         removed: Option<ObjectId>,
     ) {
-        let mut expected = before.digest;
-        added.iter().for_each(|id| expected.toggle_set(id));
-        removed.iter().for_each(|id| {
-            expected.toggle_set(id);
-            expected.toggle_tombstone(id);
-        });
-        let ours = after.marker == before.marker + 1 && after.digest == expected;
+        let ours = moved_only_by(before, after, added, removed);
         match self.read_list() {
             Some((p, mut ids)) if p == before && ours => {
                 ids.retain(|id| Some(*id) != removed);
@@ -164,6 +161,42 @@ impl Cache {
             }
             _ => self.forget_sets(),
         }
+    }
+
+    fn held_path(&self) -> PathBuf {
+        self.dir.join("held.ids")
+    }
+
+    /// The record of objects known held (see `held`), with the position it
+    /// is true at; none if absent or damaged.
+    pub fn held_record(&self) -> Option<(Position, HashSet<ObjectId>)> {
+        let file = fs::read(self.held_path()).ok()?;
+        // A damaged record could claim an object the store lacks: it ends
+        // with a hash of the rest, and is ignored unless that matches.
+        let (bytes, hash) = file.split_at_checked(file.len().checked_sub(32)?)?;
+        if blake3::hash(bytes).as_bytes() != hash {
+            debug!("ignoring a damaged record of objects held");
+            return None;
+        }
+        let end = bytes.iter().position(|b| *b == b'\n')?;
+        let header = std::str::from_utf8(&bytes[..end]).ok()?.strip_prefix(HELD_MAGIC)?;
+        let position = Position::from_text(header)?;
+        let body = &bytes[end + 1..];
+        if body.len() % 32 != 0 {
+            return None;
+        }
+        Some((position, body.chunks_exact(32).filter_map(ObjectId::from_slice).collect()))
+    }
+
+    pub fn record_held(&self, position: Position, ids: &HashSet<ObjectId>) {
+        let mut bytes = format!("{HELD_MAGIC}{}\n", position.to_text()).into_bytes();
+        bytes.reserve(ids.len() * 32);
+        for id in ids {
+            bytes.extend_from_slice(id.as_bytes());
+        }
+        let hash = blake3::hash(&bytes);
+        bytes.extend_from_slice(hash.as_bytes());
+        self.write(&self.held_path(), &bytes);
     }
 
     /// Drops the set list: the next reader asks the store.
@@ -203,6 +236,27 @@ impl Cache {
             debug!(path = %path.display(), error = %e, "could not write to the cache");
         }
     }
+}
+
+/// The first line of `held.ids`, before the position.
+const HELD_MAGIC: &str = "coffer held ids v1 at ";
+
+/// Whether the store moved from `before` to `after` by exactly this
+/// client's commit of `added` or forgetting of `removed` (one marker step,
+/// the digest toggled by those ids alone).
+pub fn moved_only_by(
+    before: Position,
+    after: Position,
+    added: Option<ObjectId>,
+    removed: Option<ObjectId>,
+) -> bool {
+    let mut expected = before.digest;
+    added.iter().for_each(|id| expected.toggle_set(id));
+    removed.iter().for_each(|id| {
+        expected.toggle_set(id);
+        expected.toggle_tombstone(id);
+    });
+    after.marker == before.marker + 1 && after.digest == expected
 }
 
 /// Writes `bytes` to `path` whole (a temporary file renamed into place),

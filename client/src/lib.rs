@@ -9,7 +9,9 @@
 //! - [`backend`]: the store behind a `--store` URL (the local store runs the
 //!   node's store engine in-process).
 //! - `remote`: the server group's nodes over gRPC and TLS: lazy
-//!   connection, login, streamed uploads.
+//!   connection, login, reads.
+//! - `upload`: a node session's upload pipeline: batches checked with one
+//!   `Have` each and streamed, several in flight.
 //! - `failure`: the last failure, kept until the group hears of it.
 //! - `failover`: which node to use: the last that worked, back to the
 //!   primary once it has caught up.
@@ -18,6 +20,7 @@
 //! - [`cache`]: the local cache of trees, sets and the store's position
 //!   (client store marker and sets digest).
 //! - `repo`: backend, keys and cache together; verified reads.
+//! - `held`: what the store is known to hold, recorded in the cache.
 //! - [`rules`]: which entries of a location a backup takes.
 //! - `age`: which changed files are old enough to upload (lazy mode).
 //! - [`steering`]: pausing, stopping and watching a running backup.
@@ -59,6 +62,7 @@ mod error;
 mod failover;
 mod failure;
 mod fill;
+mod held;
 pub mod keep;
 pub mod keys;
 pub mod mount;
@@ -73,6 +77,7 @@ pub mod steering;
 pub mod timefmt;
 pub mod tree;
 pub mod undelete;
+mod upload;
 pub mod wildcard;
 
 pub use age::AgePolicy;

@@ -22,12 +22,17 @@
 //! node reports another, the first operation fails with
 //! [`Error::StoreChanged`] so the caller can drop its cache and start again.
 //!
-//! Uploads stream: `put` adds the object to a batch and sends full batches
-//! down one long-lived upload stream, with no round trip per object;
-//! `flush` closes the stream and waits until the node has made everything
-//! durable. Ids sent in this session count as present for `has_many`.
-//! Reads (`has_many`, `get`) run on clones of the client outside the session
-//! lock, so the scanner's and restorer's threads share the connection.
+//! Uploads go through the session's [`upload`] pipeline: `put` adds the
+//! object to a batch, and the pipeline checks each batch against the node
+//! with one `Have` and streams what it lacks, with no round trip per object
+//! or file; `flush` closes the stream and waits until the node has made
+//! everything durable. So the scanner asks `known_held` (what this session
+//! already sent, no round trip) instead of `has_many`. Ids sent in this
+//! session count as present for both. Reads (`has_many`, `get`) run on
+//! clones of the client outside the session lock, so the scanner's and
+//! restorer's threads share the connection.
+//!
+//! [`upload`]: crate::upload
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -36,25 +41,19 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use coffer_proto::batch::Batcher;
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
+use coffer_proto::wire;
 use coffer_proto::wire::store_client::StoreClient;
-use coffer_proto::wire::{self, ObjectBatch};
 use coffer_proto::{ObjectId, SetHeader, SetStats, SetsDigest, StoreUrl};
 use coffer_store::{ForgetReport, PutOutcome, SetRecord, Usage};
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::backend::{Backend, Committed, Position};
 use crate::error::{Error, Result};
 use crate::failover::{self, Connection, Policy, Servers};
+use crate::upload::{Skipped, Upload};
 
-/// Upload batches are sent once they hold this many bytes (and cut before
-/// an object that would take them past the transport's limit).
-const UPLOAD_BATCH: usize = 2 << 20;
 /// Ids per `Have` request.
 const HAVE_BATCH: usize = 16_384;
 
@@ -98,6 +97,8 @@ pub struct RemoteBackend {
     generations: AtomicU64,
     /// Why every call fails until [`Backend::start_over`]; see the module comment.
     spoilt: Mutex<Option<Spoilt>>,
+    /// Objects put that the node turned out to hold, since last taken.
+    skipped: Mutex<Skipped>,
 }
 
 /// Why the caller's work so far no longer holds.
@@ -144,12 +145,6 @@ impl Connection for Session {
     }
 }
 
-struct Upload {
-    tx: mpsc::Sender<ObjectBatch>,
-    batch: Batcher<wire::StoredObject>,
-    reply: JoinHandle<std::result::Result<tonic::Response<wire::UploadReply>, tonic::Status>>,
-}
-
 impl RemoteBackend {
     pub fn new(group: Group, fingerprint: String, access: Access) -> Result<RemoteBackend> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -172,6 +167,7 @@ impl RemoteBackend {
             expected_position: Mutex::new(None),
             generations: AtomicU64::new(0),
             spoilt: Mutex::new(None),
+            skipped: Mutex::default(),
         })
     }
 
@@ -330,36 +326,13 @@ impl RemoteBackend {
         })
     }
 
-    /// Sends `objects` down the session's upload stream.
-    fn send_batch(&self, session: &mut Session, objects: Vec<wire::StoredObject>) -> Result<()> {
-        let Some(upload) = session.upload.as_mut() else { return Ok(()) };
-        if self.runtime.block_on(upload.tx.send(ObjectBatch { objects })).is_err() {
-            // The node ended the stream early: its reply says why.
-            return self.finish_upload(session).and(Err(Error::Invalid("the node closed the upload".into())));
-        }
-        Ok(())
-    }
-
-    /// Opens the session's upload stream; the node replies when it closes.
-    fn open_upload(&self, client: &StoreClient<Channel>) -> Upload {
-        let (tx, rx) = mpsc::channel(4);
-        let mut client = client.clone();
-        let reply = self.runtime.spawn(async move { client.upload(ReceiverStream::new(rx)).await });
-        Upload { tx, batch: Batcher::new(UPLOAD_BATCH), reply }
-    }
-
+    /// Closes the session's upload pipeline, waiting until the node has
+    /// made everything durable.
     fn finish_upload(&self, session: &mut Session) -> Result<()> {
         let Some(upload) = session.upload.take() else { return Ok(()) };
-        let Upload { tx, mut batch, reply } = upload;
-        if !batch.is_empty() {
-            let _ = self.runtime.block_on(tx.send(ObjectBatch { objects: batch.take() }));
-        }
-        drop(tx);
-        match self.runtime.block_on(reply) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(self.node_error(status)),
-            Err(e) => Err(Error::Invalid(format!("upload task failed: {e}"))),
-        }
+        let skipped = upload.finish(&self.runtime).map_err(|status| self.node_error(status))?;
+        *self.skipped.lock().unwrap() += skipped;
+        Ok(())
     }
 }
 
@@ -454,15 +427,22 @@ impl Backend for RemoteBackend {
         })
     }
 
+    fn known_held(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        let guard = self.session.lock().unwrap();
+        Ok(ids.iter().map(|id| guard.as_ref().is_some_and(|s| s.sent.contains(id))).collect())
+    }
+
     fn put(&self, id: ObjectId, envelope: &[u8]) -> Result<PutOutcome> {
         self.with_session(|s| {
             if !s.sent.insert(id) {
                 return Ok(PutOutcome::AlreadyPresent);
             }
-            let upload = s.upload.get_or_insert_with(|| self.open_upload(&s.client));
+            let upload = s.upload.get_or_insert_with(|| Upload::open(&self.runtime, s.client.clone()));
             let object = wire::StoredObject { id: id.as_bytes().to_vec(), envelope: envelope.to_vec() };
-            if let Some(ready) = upload.batch.push(object, envelope.len()) {
-                self.send_batch(s, ready)?;
+            if upload.push(&self.runtime, object).is_err() {
+                // The pipeline stopped early: its end says why.
+                self.finish_upload(s)?;
+                return Err(Error::Invalid("the node closed the upload".into()));
             }
             Ok(PutOutcome::Stored(envelope.len() as u64))
         })
@@ -595,6 +575,10 @@ impl Backend for RemoteBackend {
 
     fn expect_position(&self, position: Option<Position>) {
         *self.expected_position.lock().unwrap() = position;
+    }
+
+    fn take_skipped(&self) -> Skipped {
+        std::mem::take(&mut self.skipped.lock().unwrap())
     }
 
     fn start_over(&self) {

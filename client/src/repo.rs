@@ -15,6 +15,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::failover::{Policy, Servers};
 use crate::failure::FAILURE_FILE;
+use crate::held::Held;
 use crate::keys::Keys;
 use crate::remote::{Access, Group, RemoteBackend, learnt_servers};
 use crate::tree::{self, Tree};
@@ -31,6 +32,8 @@ pub struct Repository {
     pub private_paths: Vec<PathBuf>,
     /// Where the last failed backup is kept until one succeeds.
     pub failure_file: PathBuf,
+    /// What the store is known to hold, for the backup running now.
+    pub held: Held,
 }
 
 /// Chunk ids asked for in one streamed request by [`Repository::chunks`].
@@ -169,7 +172,8 @@ impl Repository {
             .chain([cache_root.to_path_buf()])
             .filter_map(|p| std::fs::canonicalize(p).ok())
             .collect();
-        Repository { backend, keys, cache, private_paths, failure_file: cache_root.join(FAILURE_FILE) }
+        let failure_file = cache_root.join(FAILURE_FILE);
+        Repository { backend, keys, cache, private_paths, failure_file, held: Held::default() }
     }
 
     /// Runs `op`; if the store changed under the cache, refreshes the cache and runs it again.
@@ -209,8 +213,9 @@ impl Repository {
     ) -> Result<ObjectId> {
         let (id, objects) = tree.seal(&self.keys);
         let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
-        let present = self.backend.has_many(&ids)?;
+        let present = self.known_held(&ids)?;
         for (object, present) in objects.iter().zip(present) {
+            self.held.tree_stored(object.id, &object.refs);
             self.cache.put_tree_object(&object.id, &object.plaintext);
             if !present {
                 before_upload(object.envelope.len())?;
@@ -218,6 +223,12 @@ impl Repository {
             }
         }
         Ok(id)
+    }
+
+    /// Which of `ids` the store is known to hold without a round trip;
+    /// the rest are sealed and put (see `held`).
+    pub fn known_held(&self, ids: &[ObjectId]) -> Result<Vec<bool>> {
+        self.held.known(&self.cache, &*self.backend, ids)
     }
 
     pub fn chunk(&self, id: &ObjectId) -> Result<Vec<u8>> {

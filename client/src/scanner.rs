@@ -365,7 +365,7 @@ impl<'a> Scanner<'a> {
         }
         let keys = &self.repo.keys;
         let ids: Vec<ObjectId> = batch.par_iter().map(|c| keys.object_id(c)).collect();
-        let present = self.repo.backend.has_many(&ids)?;
+        let present = self.repo.known_held(&ids)?;
         let sealed: Vec<Option<Vec<u8>>> = batch
             .par_iter()
             .zip(&ids)

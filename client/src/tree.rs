@@ -139,6 +139,12 @@ enum Node {
     Parts(Vec<ObjectId>),
     /// A run of one file's chunk ids.
     Chunks(Vec<ObjectId>),
+    /// An `Entries` node, zstd-compressed: names and attributes shrink to
+    /// about half (ids do not compress, so id lists are stored as they
+    /// are). Only ever a plaintext's outer node: [`plaintext`] packs and
+    /// [`decode`] unpacks. Last, so that plaintexts written before it
+    /// existed read as they were.
+    Packed(Vec<u8>),
 }
 
 /// A directory whose single object would pass this many bytes is split.
@@ -158,6 +164,8 @@ pub struct Sealed {
     pub id: ObjectId,
     pub envelope: Vec<u8>,
     pub plaintext: Vec<u8>,
+    /// The ids the object names (in clear in its envelope).
+    pub refs: Vec<ObjectId>,
 }
 
 impl Tree {
@@ -180,7 +188,7 @@ impl Tree {
             }
         }
         let whole = Node::Entries { entries, listed };
-        if plaintext(&whole).len() <= SPLIT_BYTES {
+        if postcard::to_stdvec(&whole).map_or(0, |v| v.len()) <= SPLIT_BYTES {
             let id = push(keys, &mut out, whole);
             return (id, out);
         }
@@ -267,6 +275,7 @@ fn load_into(
         }
         Node::Parts(_) => return Err(corrupt("parts nested too deep")),
         Node::Chunks(_) => return Err(corrupt("is a chunk run, not a directory")),
+        Node::Packed(_) => return Err(corrupt("packed twice")),
     }
     Ok(())
 }
@@ -327,8 +336,36 @@ fn cut_after(id: &ObjectId, every: u16) -> bool {
     u16::from_le_bytes([id.0[0], id.0[1]]).is_multiple_of(every)
 }
 
+/// zstd level for `Entries` nodes: small, written once, read often.
+const PACK_LEVEL: i32 = 3;
+
 fn plaintext(node: &Node) -> Vec<u8> {
-    postcard::to_stdvec(node).expect("tree serializes")
+    let raw = postcard::to_stdvec(node).expect("tree serializes");
+    if !matches!(node, Node::Entries { .. }) {
+        return raw;
+    }
+    let packed = zstd::bulk::compress(&raw, PACK_LEVEL).expect("compressing in memory cannot fail");
+    postcard::to_stdvec(&Node::Packed(packed)).expect("tree serializes")
+}
+
+/// The node a `Packed` node holds, at most [`MAX_OBJECT`] bytes unpacked
+/// (an object's own limit, which every plaintext written unpacked kept).
+///
+/// [`MAX_OBJECT`]: coffer_proto::object::MAX_OBJECT
+fn unpack(packed: &[u8]) -> std::result::Result<Node, String> {
+    use std::io::Read;
+    let limit = coffer_proto::object::MAX_OBJECT as u64;
+    let mut raw = Vec::new();
+    zstd::stream::Decoder::new(packed)
+        .and_then(|d| d.take(limit + 1).read_to_end(&mut raw))
+        .map_err(|e| format!("packed entries do not unpack: {e}"))?;
+    if raw.len() as u64 > limit {
+        return Err(format!("packed entries unpack past {limit} bytes"));
+    }
+    match postcard::from_bytes(&raw).map_err(|e| e.to_string())? {
+        Node::Packed(_) => Err("packed twice".into()),
+        node => Ok(node),
+    }
 }
 
 /// The ids a node names, sorted and without repeats: its envelope's refs.
@@ -336,6 +373,8 @@ fn refs(node: &Node) -> Vec<ObjectId> {
     let mut refs: Vec<ObjectId> = match node {
         Node::Entries { entries, .. } => entries.iter().flat_map(|e| e.content.iter().copied()).collect(),
         Node::Parts(ids) | Node::Chunks(ids) => ids.clone(),
+        // Never sealed nor decoded as such: see `Node::Packed`.
+        Node::Packed(_) => Vec::new(),
     };
     refs.sort_unstable();
     refs.dedup();
@@ -348,7 +387,8 @@ fn push(keys: &Keys, out: &mut Vec<Sealed>, node: Node) -> ObjectId {
     let id = keys.object_id(&plain);
     let refs = refs(&node);
     let sealed = crypto::seal_meta(keys, &id, ObjectKind::Tree, &refs_bytes(&refs), &plain);
-    out.push(Sealed { id, envelope: object::encode(ObjectKind::Tree, &refs, &sealed), plaintext: plain });
+    let envelope = object::encode(ObjectKind::Tree, &refs, &sealed);
+    out.push(Sealed { id, envelope, plaintext: plain, refs });
     id
 }
 
@@ -373,7 +413,10 @@ fn decode(keys: &Keys, id: &ObjectId, plain: &[u8]) -> Result<Node> {
     if keys.object_id(plain) != *id {
         return Err(corrupt("content does not match its id".into()));
     }
-    postcard::from_bytes(plain).map_err(|e| corrupt(e.to_string()))
+    match postcard::from_bytes(plain).map_err(|e| corrupt(e.to_string()))? {
+        Node::Packed(packed) => unpack(&packed).map_err(corrupt),
+        node => Ok(node),
+    }
 }
 
 /// Whether `plain` is the plaintext of tree object `id` (for the cache).
@@ -428,6 +471,36 @@ mod tests {
             let _ = decode(&keys, &id, &plain);
             let _ = Tree::load(&keys, &id, &mut |_: &ObjectId| Ok(plain.clone()));
         }
+    }
+
+    #[test]
+    fn entries_are_stored_packed_and_entries_stored_before_packing_still_read() {
+        let keys = Keys::from_master(&[4; 64]);
+        let entries: Vec<Entry> = (0..300u32)
+            .map(|i| entry(format!("module_{i:04}.py").as_bytes(), vec![ObjectId([i as u8; 32])]))
+            .collect();
+        let tree = Tree { entries: entries.clone() };
+        let (id, objects) = tree.seal(&keys);
+        let raw = postcard::to_stdvec(&Node::Entries { entries: entries.clone(), listed: vec![] }).unwrap();
+        assert!(
+            objects[0].plaintext.len() < raw.len() * 3 / 4,
+            "{} of {}",
+            objects[0].plaintext.len(),
+            raw.len()
+        );
+        assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
+
+        let old = Tree::load(&keys, &keys.object_id(&raw), &mut |_: &ObjectId| Ok(raw.clone())).unwrap();
+        assert_eq!(old, tree);
+    }
+
+    #[test]
+    fn packed_entries_that_unpack_past_an_objects_limit_are_refused() {
+        let keys = Keys::from_master(&[4; 64]);
+        let huge = vec![0u8; coffer_proto::object::MAX_OBJECT + 1];
+        let plain = postcard::to_stdvec(&Node::Packed(zstd::bulk::compress(&huge, 3).unwrap())).unwrap();
+        let err = decode(&keys, &keys.object_id(&plain), &plain).unwrap_err();
+        assert!(err.to_string().contains("unpack past"), "{err}");
     }
 
     #[test]

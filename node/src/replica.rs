@@ -10,7 +10,7 @@
 use coffer_proto::ObjectId;
 use coffer_replication::fastsync::{Listing, Probe, Replica, Summary, SyncError};
 
-use coffer_store::{AccountId, AccountWriter, Store, StoreError};
+use coffer_store::{AccountId, AccountWriter, OpenPacks, Store, StoreError};
 
 pub struct LocalReplica {
     store: Store,
@@ -89,7 +89,8 @@ impl Replica for LocalReplica {
 
     async fn fetch(&self, ids: Vec<ObjectId>) -> Result<Vec<(ObjectId, Vec<u8>)>, SyncError> {
         self.blocking(move |store, account| {
-            ids.into_iter().map(|id| Ok((id, store.get(account, &id)?))).collect()
+            let mut packs = OpenPacks::default();
+            ids.into_iter().map(|id| Ok((id, store.get_from(&mut packs, account, &id)?))).collect()
         })
         .await
     }

@@ -241,6 +241,47 @@ impl Drop for FlushWhenDropped {
     }
 }
 
+/// Upload batches received but not yet stored: the next ones arrive while
+/// one is written.
+const UPLOAD_QUEUE: usize = 3;
+
+/// Reads an upload's batches and stores them, the next batch arriving
+/// while the last is written. A stream that breaks off still has every
+/// batch that arrived whole stored; the first error (storing's before the
+/// stream's) is returned beside what was stored.
+async fn receive_and_store(
+    caller: Caller,
+    mut stream: Streaming<wire::ObjectBatch>,
+) -> (wire::UploadReply, Result<(), Status>) {
+    let (queue, mut batches) = tokio::sync::mpsc::channel(UPLOAD_QUEUE);
+    let receive = async move {
+        while let Some(batch) = stream.message().await? {
+            if queue.send(batch).await.is_err() {
+                break; // Storing failed; its error is the one to report.
+            }
+        }
+        Ok::<_, Status>(())
+    };
+    // Owns the queue's receiving end, so a failure here ends the receiving.
+    let store = async move {
+        let mut reply = wire::UploadReply::default();
+        while let Some(batch) = batches.recv().await {
+            let p = caller.clone();
+            match blocking(move || put_batch(&p, batch)).await {
+                Ok(r) => {
+                    reply.stored += r.stored;
+                    reply.already_present += r.already_present;
+                    reply.bytes_stored += r.bytes_stored;
+                }
+                Err(e) => return (reply, Err(e)),
+            }
+        }
+        (reply, Ok(()))
+    };
+    let (received, (reply, stored)) = tokio::join!(receive, store);
+    (reply, stored.and(received))
+}
+
 /// Stores one upload batch; returns what it stored.
 fn put_batch(caller: &Caller, batch: wire::ObjectBatch) -> Result<wire::UploadReply, Status> {
     let ids: Vec<ObjectId> =
@@ -293,19 +334,7 @@ impl store_server::Store for StoreService {
         let caller = caller(&req)?;
         let _permit = self.node.transfers.start(logged_in(&caller)?)?;
         let mut guard = FlushWhenDropped(Some(caller.clone()));
-        let mut stream = req.into_inner();
-        let mut reply = wire::UploadReply::default();
-        let received: Result<(), Status> = async {
-            while let Some(batch) = stream.message().await? {
-                let p = caller.clone();
-                let r = blocking(move || put_batch(&p, batch)).await?;
-                reply.stored += r.stored;
-                reply.already_present += r.already_present;
-                reply.bytes_stored += r.bytes_stored;
-            }
-            Ok(())
-        }
-        .await;
+        let (reply, received) = receive_and_store(caller.clone(), req.into_inner()).await;
         // Keep whatever arrived intact, even when the stream broke off.
         guard.0 = None;
         let account = logged_in(&caller)?;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use coffer_proto::ObjectId;
 use coffer_proto::batch::Batcher;
 use coffer_proto::wire;
-use coffer_store::{AccountId, Store};
+use coffer_store::{AccountId, OpenPacks, Store};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -70,7 +70,11 @@ pub fn stream_objects(
         let _permit = permit;
         let mut seen = HashSet::new();
         let ids: Vec<ObjectId> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
-        let mut reading = Some(Reading { ids: ids.into_iter(), batcher: Batcher::new(DOWNLOAD_BATCH) });
+        let mut reading = Some(Reading {
+            ids: ids.into_iter(),
+            batcher: Batcher::new(DOWNLOAD_BATCH),
+            packs: OpenPacks::default(),
+        });
         while let Some(mut state) = reading.take() {
             let store = store.clone();
             let Ok((state, messages)) = tokio::task::spawn_blocking(move || {
@@ -106,6 +110,8 @@ pub fn stream_objects(
 struct Reading {
     ids: std::vec::IntoIter<ObjectId>,
     batcher: Batcher<wire::StoredObject>,
+    /// Kept open from one batch to the next.
+    packs: OpenPacks,
 }
 
 impl Reading {
@@ -114,7 +120,7 @@ impl Reading {
     fn next(&mut self, store: &Store, account: AccountId) -> Vec<Result<wire::ObjectBatch, Status>> {
         let batch = |objects| Ok(wire::ObjectBatch { objects });
         for id in self.ids.by_ref() {
-            match store.get(account, &id) {
+            match store.get_from(&mut self.packs, account, &id) {
                 Ok(envelope) => {
                     let len = envelope.len();
                     let object = wire::StoredObject { id: id.as_bytes().to_vec(), envelope };

@@ -25,13 +25,20 @@ pub struct Batcher<T> {
     items: Vec<T>,
     bytes: usize,
     target: usize,
+    max_items: usize,
 }
 
 impl<T> Batcher<T> {
     /// A batcher that sends once a batch holds `target` bytes (capped at
     /// [`BATCH_LIMIT`]).
     pub fn new(target: usize) -> Self {
-        Batcher { items: Vec::new(), bytes: 0, target: target.min(BATCH_LIMIT) }
+        Batcher { items: Vec::new(), bytes: 0, target: target.min(BATCH_LIMIT), max_items: usize::MAX }
+    }
+
+    /// Also sends a batch once it holds `items` objects (so that a request
+    /// naming each of its ids stays under the receiver's limit).
+    pub fn at_most(self, items: usize) -> Self {
+        Batcher { max_items: items.max(1), ..self }
     }
 
     /// Adds an object of `len` bytes. Returns the batch to send now, if
@@ -39,7 +46,10 @@ impl<T> Batcher<T> {
     /// it past the limit.
     pub fn push(&mut self, item: T, len: usize) -> Option<Vec<T>> {
         let len = len + PER_OBJECT;
-        let cut = !self.items.is_empty() && (self.bytes >= self.target || self.bytes + len > BATCH_LIMIT);
+        let cut = !self.items.is_empty()
+            && (self.bytes >= self.target
+                || self.bytes + len > BATCH_LIMIT
+                || self.items.len() >= self.max_items);
         let ready = cut.then(|| self.take());
         self.items.push(item);
         self.bytes += len;
@@ -78,10 +88,19 @@ mod tests {
         sent.push(b.take());
         let all: Vec<usize> = sent.iter().flatten().copied().collect();
         assert_eq!(all, (0..sizes.len()).collect::<Vec<_>>(), "every object once, in order");
+        assert!(sent.iter().all(|batch| !batch.is_empty()));
         for batch in &sent {
             let bytes: usize = batch.iter().map(|i| sizes[*i] + PER_OBJECT).sum();
             assert!(bytes <= BATCH_LIMIT, "{batch:?}: {bytes} bytes");
         }
         assert!(sent.len() >= 5);
+    }
+
+    #[test]
+    fn batches_hold_at_most_the_items_asked() {
+        let mut b = Batcher::new(4 << 20).at_most(3);
+        let mut sent: Vec<Vec<usize>> = (0..10).filter_map(|i| b.push(i, 10)).collect();
+        sent.push(b.take());
+        assert_eq!(sent, vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]]);
     }
 }

@@ -44,7 +44,7 @@ pub use check::CheckReport;
 pub use error::{Result, StoreError};
 pub use housekeeping::{ForgetReport, GcReport, HousekeepReport};
 pub use index::{AccountRecord, Limits, ObjectEntry, SetRecord};
-pub use packfile::{ASIDE, pack_name};
+pub use packfile::{ASIDE, OpenPacks, pack_name};
 pub use space::Space;
 pub use store::{AccountId, Store, Usage};
 pub use writer::{AccountWriter, PutOutcome};

@@ -14,11 +14,12 @@
 //! so a crash never leaves a half-written pack visible. Packs describe
 //! themselves, so the index can be rebuilt from them.
 
+use std::collections::VecDeque;
 use std::io::Write;
 
 use coffer_proto::ObjectId;
 use coffer_proto::object::{HEADER_LEN, Header};
-use coffer_raid::{DiscSet, Overwrite, RaidError, RaidWriter};
+use coffer_raid::{DiscSet, Overwrite, RaidError, RaidReader, RaidWriter};
 
 use crate::error::{Result, StoreError};
 
@@ -137,8 +138,42 @@ impl PackWriter {
 /// and the trailer carry their own CRC, which decides, so one rotten byte
 /// costs the object it hit and not its neighbours in the same block.
 pub fn read_at(discs: &DiscSet, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
-    let file = discs.open_file(name).map_err(raid_error(name))?;
-    file.read_at_salvaging(offset, len as usize).map_err(raid_error(name))
+    OpenPacks::default().read_at(discs, name, offset, len)
+}
+
+/// Packs kept open by one reader of many objects (a download, a fast
+/// sync). Consecutive objects mostly come from the same pack, whose file
+/// (a RAID pack's three stripes) is then opened once rather than once per
+/// object.
+#[derive(Default)]
+pub struct OpenPacks {
+    open: VecDeque<(String, RaidReader)>,
+}
+
+/// Packs one reader keeps open: a few, for objects interleaved from packs
+/// written at the same time.
+const OPEN_PACKS: usize = 4;
+
+impl OpenPacks {
+    pub(crate) fn read_at(&mut self, discs: &DiscSet, name: &str, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let open = match self.open.iter().position(|(n, _)| n == name) {
+            Some(i) => i,
+            None => {
+                let reader = discs.open_file(name).map_err(raid_error(name))?;
+                if self.open.len() == OPEN_PACKS {
+                    self.open.pop_front();
+                }
+                self.open.push_back((name.to_string(), reader));
+                self.open.len() - 1
+            }
+        };
+        self.open[open].1.read_at_salvaging(offset, len as usize).map_err(raid_error(name))
+    }
+
+    /// Closes `name`, so that the next read opens it afresh.
+    pub(crate) fn close(&mut self, name: &str) {
+        self.open.retain(|(n, _)| n != name);
+    }
 }
 
 /// Reads a pack's trailer and verifies its CRC.

@@ -25,7 +25,7 @@ use rocksdb::DB;
 
 use crate::error::{Result, StoreError};
 use crate::index::{self, ObjectEntry, PackStats, SetRecord};
-use crate::packfile;
+use crate::packfile::{self, OpenPacks};
 use crate::writer::AccountWriter;
 use coffer_raid::DiscSet;
 
@@ -235,12 +235,34 @@ impl Store {
 
     /// Reads one object's envelope and verifies its CRC.
     pub fn get(&self, account: AccountId, id: &ObjectId) -> Result<Vec<u8>> {
+        self.get_from(&mut OpenPacks::default(), account, id)
+    }
+
+    /// [`Store::get`] for one of many reads, through packs kept open.
+    pub fn get_from(&self, packs: &mut OpenPacks, account: AccountId, id: &ObjectId) -> Result<Vec<u8>> {
         let entry = self.entry(account, id)?.ok_or(StoreError::MissingObject(*id))?;
-        self.read_entry(account, id, &entry)
+        match self.read_entry_from(packs, account, id, &entry) {
+            Ok(bytes) => Ok(bytes),
+            // A pack held open may since have been rewritten: read it anew.
+            Err(_) => {
+                packs.close(&packfile::pack_name(account, entry.pack));
+                self.read_entry_from(packs, account, id, &entry)
+            }
+        }
     }
 
     pub(crate) fn read_entry(
         &self,
+        account: AccountId,
+        id: &ObjectId,
+        entry: &ObjectEntry,
+    ) -> Result<Vec<u8>> {
+        self.read_entry_from(&mut OpenPacks::default(), account, id, entry)
+    }
+
+    fn read_entry_from(
+        &self,
+        packs: &mut OpenPacks,
         account: AccountId,
         id: &ObjectId,
         entry: &ObjectEntry,
@@ -253,7 +275,7 @@ impl Store {
             problem,
         };
         let bytes =
-            packfile::read_at(&self.inner.discs, &name, entry.offset, entry.len).map_err(|e| match e {
+            packs.read_at(&self.inner.discs, &name, entry.offset, entry.len).map_err(|e| match e {
                 StoreError::Raid(e) => corrupt(e.to_string()),
                 other => other,
             })?;

@@ -29,6 +29,39 @@ pub fn write(path: &Path, data: &[u8]) {
     fs::write(path, data).unwrap();
 }
 
+/// A tree of `total` bytes, all incompressible: half in files of 64 MiB,
+/// half in files of 4–60 KiB over 97 directories. Returns (files, bytes).
+pub fn generate_mixed(root: &Path, total: u64) -> (u64, u64) {
+    let (mut files, mut bytes, mut seed) = (0u64, 0u64, 1u64);
+    while bytes < total / 2 {
+        let len = (64u64 << 20).min(total / 2 - bytes).max(1);
+        write(&root.join(format!("large/{seed}.bin")), &random_bytes(seed, len as usize));
+        (files, bytes, seed) = (files + 1, bytes + len, seed + 1);
+    }
+    while bytes < total {
+        let len = 4096 + (seed * 7919 % 57) * 1024;
+        write(&root.join(format!("small/d{}/{seed}.dat", seed % 97)), &random_bytes(seed, len as usize));
+        (files, bytes, seed) = (files + 1, bytes + len, seed + 1);
+    }
+    (files, bytes)
+}
+
+/// `count` files of 100–1,100 bytes, 1,000 to a directory: a tree where
+/// per-file costs (metadata, memory, round trips) dominate. Returns bytes.
+pub fn generate_many(root: &Path, count: u64) -> u64 {
+    let mut bytes = 0;
+    for n in 0..count {
+        let dir = root.join(format!("d{:04}", n / 1000));
+        if n % 1000 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        let len = 100 + (n * 7919 % 1001) as usize;
+        fs::write(dir.join(format!("f{n}")), random_bytes(n + 1, len)).unwrap();
+        bytes += len as u64;
+    }
+    bytes
+}
+
 /// Everything compared about one path.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod fstree;
 pub mod links;
+pub mod metrics;
 pub mod proxy;
 pub mod rawclient;
 

@@ -1,37 +1,11 @@
 //! A node's Prometheus metrics and health endpoint (`metrics_listen`), read
 //! over plain HTTP as Prometheus and a load balancer read them.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use coffer_tests::cluster::{Cluster, free_ports, wait_for};
+use coffer_tests::cluster::{Cluster, wait_for};
 use coffer_tests::fstree::{random_bytes, write};
-
-/// GET `path` on 127.0.0.1:`port`: status code and body, or `None` while
-/// nothing listens there.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    Some((code, response.split_once("\r\n\r\n")?.1.to_string()))
-}
-
-/// The value of the series printed exactly as `series` (name and labels).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Turns on node `k`'s metrics listener on a free port and starts the node.
-fn with_metrics(c: &mut Cluster, k: usize) -> u16 {
-    let port = free_ports(1);
-    c.nodes[k - 1].configure(&format!("metrics_listen = \"127.0.0.1:{port}\""));
-    c.nodes[k - 1].restart();
-    port
-}
+use coffer_tests::metrics::{get, sample, with_metrics};
 
 #[test]
 fn a_node_serves_its_metrics_and_health() {

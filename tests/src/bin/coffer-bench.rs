@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use coffer_tests::Env;
 use coffer_tests::cluster::Cluster;
-use coffer_tests::fstree::{random_bytes, write};
+use coffer_tests::fstree::generate_mixed;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -30,7 +30,7 @@ fn main() {
     }
     let env = Env::new();
     let src = env.path("src");
-    let (files, bytes) = generate(&src, size_mib << 20);
+    let (files, bytes) = generate_mixed(&src, size_mib << 20);
     let mib = bytes as f64 / (1 << 20) as f64;
     println!("tree: {files} files, {mib:.0} MiB, in {}", src.display());
     // The tree was just written, so reads come from the page cache: the
@@ -158,20 +158,4 @@ fn measure(files: u64, mib: f64, dest: &Path, coffer: &dyn Fn(&[&str]), src: &Pa
     coffer(&["restore", src, dest.to_str().unwrap()]);
     let restore = t.elapsed().as_secs_f64();
     println!("restore           {restore:7.2} s  {:8.1} MiB/s", mib / restore);
-}
-
-/// Half the bytes in files of 64 MiB, half in files of 4–60 KiB.
-fn generate(root: &Path, total: u64) -> (u64, u64) {
-    let (mut files, mut bytes, mut seed) = (0u64, 0u64, 1u64);
-    while bytes < total / 2 {
-        let len = (64u64 << 20).min(total / 2 - bytes).max(1);
-        write(&root.join(format!("large/{seed}.bin")), &random_bytes(seed, len as usize));
-        (files, bytes, seed) = (files + 1, bytes + len, seed + 1);
-    }
-    while bytes < total {
-        let len = 4096 + (seed * 7919 % 57) * 1024;
-        write(&root.join(format!("small/d{}/{seed}.dat", seed % 97)), &random_bytes(seed, len as usize));
-        (files, bytes, seed) = (files + 1, bytes + len, seed + 1);
-    }
-    (files, bytes)
 }
