@@ -193,14 +193,12 @@ impl Tool {
 
     /// A group of `nodes` store nodes whose commits wait for `replicas`.
     fn coffer_group(name: &str, nodes: u16, replicas: usize) -> Tool {
-        let mut cluster = Cluster::start(nodes);
-        if nodes > 1 {
-            for node in &mut cluster.nodes {
-                node.configure(&format!("[group]\ncommit_replicas = {replicas}"));
-                node.restart();
-            }
-            cluster.wait_for_group(1, nodes as usize);
+        let mut cluster = Cluster::start_some(nodes, 0, &[]);
+        for node in &mut cluster.nodes {
+            node.configure(&format!("[group]\ncommit_replicas = {replicas}"));
+            node.restart();
         }
+        cluster.wait_for_group(1, nodes as usize);
         let config = cluster.path("client.toml");
         let base = Box::new(move || {
             let mut cmd = Command::new(coffer_tests::binary("coffer"));
