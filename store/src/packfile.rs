@@ -169,11 +169,6 @@ impl OpenPacks {
         };
         self.open[open].1.read_at_salvaging(offset, len as usize).map_err(raid_error(name))
     }
-
-    /// Closes `name`, so that the next read opens it afresh.
-    pub(crate) fn close(&mut self, name: &str) {
-        self.open.retain(|(n, _)| n != name);
-    }
 }
 
 /// Reads a pack's trailer and verifies its CRC.

@@ -240,15 +240,10 @@ impl Store {
 
     /// [`Store::get`] for one of many reads, through packs kept open.
     pub fn get_from(&self, packs: &mut OpenPacks, account: AccountId, id: &ObjectId) -> Result<Vec<u8>> {
+        // A pack held open cannot change under it: a rewrite goes to a
+        // pack of a new id, and the index then names that one.
         let entry = self.entry(account, id)?.ok_or(StoreError::MissingObject(*id))?;
-        match self.read_entry_from(packs, account, id, &entry) {
-            Ok(bytes) => Ok(bytes),
-            // A pack held open may since have been rewritten: read it anew.
-            Err(_) => {
-                packs.close(&packfile::pack_name(account, entry.pack));
-                self.read_entry_from(packs, account, id, &entry)
-            }
-        }
+        self.read_entry_from(packs, account, id, &entry)
     }
 
     pub(crate) fn read_entry(
