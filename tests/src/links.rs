@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Cluster, free_ports};
+use crate::cluster::Cluster;
 use crate::proxy::Proxy;
 
 pub struct Links {
@@ -30,22 +30,14 @@ impl Links {
     /// lines) added to each node's `[group]` section.
     pub fn start_with(nodes: usize, sides: usize, quickstart: &[&str], group: &str) -> (Cluster, Links) {
         let mut cluster = Cluster::start_some(nodes as u16, 0, quickstart);
-        let pairs = nodes * (nodes - 1) + nodes * sides;
-        let base = free_ports(pairs as u16);
-        let mut next = base;
-        let mut proxy_to = |target: u16| {
-            let proxy = Proxy::start(next, target);
-            next += 1;
-            proxy
-        };
         let ports: Vec<u16> = cluster.nodes.iter().map(|n| n.port).collect();
         let mut links = Links { peers: BTreeMap::new(), clients: BTreeMap::new() };
         for from in 1..=nodes {
             for to in (1..=nodes).filter(|t| *t != from) {
-                links.peers.insert((from, to), proxy_to(ports[to - 1]));
+                links.peers.insert((from, to), Proxy::start(ports[to - 1]));
             }
             for side in 1..=sides {
-                links.clients.insert((side, from), proxy_to(ports[from - 1]));
+                links.clients.insert((side, from), Proxy::start(ports[from - 1]));
             }
         }
         for from in 1..=nodes {

@@ -1,8 +1,9 @@
 //! TCP proxies that stand in for network links, so tests can cut or slow
 //! the link between two real processes.
 //!
-//! A [`Proxy`] listens on a 127.0.0.1 port and forwards each connection to
-//! its target. [`Proxy::cut`] closes every open connection and refuses new
+//! A [`Proxy`] listens on a 127.0.0.1 port the system picks (so no other
+//! test can take it between choosing and binding) and forwards each
+//! connection to its target. [`Proxy::cut`] closes every open connection and refuses new
 //! ones (a partition); [`Proxy::black_hole`] keeps every connection open
 //! and accepts new ones but delivers nothing, as a host that vanished
 //! without a word (a dead link, a dropped route); [`Proxy::heal`] opens the
@@ -38,9 +39,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on 127.0.0.1:`port` and forwards to 127.0.0.1:`target`.
-    pub fn start(port: u16, target: u16) -> Proxy {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind proxy port");
+    /// Listens on a free 127.0.0.1 port and forwards to 127.0.0.1:`target`.
+    pub fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).expect("bind a proxy port");
+        let port = listener.local_addr().expect("proxy port").port();
         let link = Arc::new(Link::default());
         let target: SocketAddr = ([127, 0, 0, 1], target).into();
         let shared = link.clone();
@@ -185,12 +187,10 @@ fn swallow(mut from: TcpStream, link: Arc<Link>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::free_ports;
-
     #[test]
     fn forwards_then_cuts_then_heals() {
-        let base = free_ports(2);
-        let echo = TcpListener::bind(("127.0.0.1", base)).unwrap();
+        let echo = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let target = echo.local_addr().unwrap().port();
         std::thread::spawn(move || {
             for mut s in echo.incoming().flatten() {
                 std::thread::spawn(move || {
@@ -199,7 +199,7 @@ mod tests {
                 });
             }
         });
-        let proxy = Proxy::start(base + 1, base);
+        let proxy = Proxy::start(target);
         let round_trip = || -> std::io::Result<[u8; 5]> {
             let mut s = TcpStream::connect(("127.0.0.1", proxy.port))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;

@@ -82,8 +82,7 @@ fn main() {
 fn far_restores(src: &Path, mib: f64, old: &str) {
     let cluster = Cluster::start(1);
     cluster.coffer_ok("client.toml", &["backup", src.to_str().unwrap()]);
-    let proxy =
-        coffer_tests::proxy::Proxy::start(coffer_tests::cluster::free_ports(1), cluster.nodes[0].port);
+    let proxy = coffer_tests::proxy::Proxy::start(cluster.nodes[0].port);
     proxy.latency(std::time::Duration::from_millis(1));
     let config = std::fs::read_to_string(cluster.path("client.toml")).unwrap();
     let far = config.replace(&cluster.nodes[0].url(), &format!("coffer://{}", proxy.address()));
