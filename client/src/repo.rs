@@ -190,17 +190,34 @@ impl Repository {
 
     /// A directory's tree, from however many objects it is stored as.
     pub fn tree(&self, id: &ObjectId) -> Result<Tree> {
-        Tree::load(&self.keys, id, &mut |id| self.tree_object(id))
+        Tree::load(&self.keys, id, &mut |ids| self.tree_objects(ids))
     }
 
-    /// One tree object's verified plaintext, from the cache or the store.
-    fn tree_object(&self, id: &ObjectId) -> Result<Vec<u8>> {
-        if let Some(plain) = self.cache.tree_object(&self.keys, id) {
-            return Ok(plain);
-        }
-        let plain = tree::open_object(&self.keys, id, &self.backend.get(id)?)?;
-        self.cache.put_tree_object(id, &plain);
-        Ok(plain)
+    /// Tree objects' verified plaintexts, in order: from the cache, and
+    /// what it lacks from the store, a window of ids per request.
+    fn tree_objects(&self, ids: &[ObjectId]) -> Result<Vec<Vec<u8>>> {
+        let mut plains: Vec<Option<Vec<u8>>> =
+            ids.iter().map(|id| self.cache.tree_object(&self.keys, id)).collect();
+        let missing: Vec<ObjectId> =
+            ids.iter().zip(&plains).filter(|(_, plain)| plain.is_none()).map(|(id, _)| *id).collect();
+        let mut fetched = Vec::with_capacity(missing.len());
+        let open = |id: &ObjectId, envelope: &[u8]| {
+            let plain = tree::open_object(&self.keys, id, envelope)?;
+            self.cache.put_tree_object(id, &plain);
+            Ok(plain)
+        };
+        self.fetch(&missing, open, |plain| {
+            fetched.push(plain);
+            Ok(())
+        })?;
+        let mut fetched = fetched.into_iter();
+        plains
+            .iter_mut()
+            .map(|plain| plain.take().or_else(|| fetched.next()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                Error::Invalid(format!("the store sent fewer than the {} objects asked", missing.len()))
+            })
     }
 
     /// Seals and stores a directory's tree (the objects the store lacks,
@@ -237,12 +254,23 @@ impl Repository {
 
     /// Chunks' verified plaintexts, in order, each given to `each` as it
     /// arrives: a window of ids per request, streamed back.
-    pub fn chunks(&self, ids: &[ObjectId], mut each: impl FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+    pub fn chunks(&self, ids: &[ObjectId], each: impl FnMut(Vec<u8>) -> Result<()>) -> Result<()> {
+        self.fetch(ids, |id, envelope| crypto::open_chunk(&self.keys, id, envelope), each)
+    }
+
+    /// Objects from the store, a window of ids per request, each verified
+    /// by `open` and given to `each` in order as it arrives.
+    fn fetch<T>(
+        &self,
+        ids: &[ObjectId],
+        open: impl Fn(&ObjectId, &[u8]) -> Result<T>,
+        mut each: impl FnMut(T) -> Result<()>,
+    ) -> Result<()> {
         for window in ids.chunks(FETCH_WINDOW) {
             let mut next = window.iter();
             self.backend.get_many(window, &mut |envelope| {
                 let id = next.next().ok_or_else(|| Error::Invalid("more objects than asked for".into()))?;
-                each(crypto::open_chunk(&self.keys, id, &envelope)?)
+                each(open(id, &envelope)?)
             })?;
         }
         Ok(())

@@ -108,6 +108,9 @@ pub fn open_db(path: &Path) -> Result<DB> {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_keep_log_file_num(4);
+    // RocksDB's own log opens with a ~130 KiB dump of its options: a local
+    // store is opened by every backup, and its size is the user's.
+    opts.set_log_level(rocksdb::LogLevel::Warn);
     let cfs = FAMILIES.iter().map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     Ok(DB::open_cf_descriptors(&opts, path, cfs)?)
 }

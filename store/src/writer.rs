@@ -223,7 +223,14 @@ impl AccountWriter {
         let mut entry = self.entry(id)?.ok_or(StoreError::MissingObject(*id))?;
         entry.refcount += 1;
         if entry.refcount == 1 {
-            self.pending.unreferenced.insert(*id, None);
+            // An object put since the last flush has its record only here:
+            // dropping it spares the index a write and a tombstone per
+            // object (a stale record would be harmless: collection
+            // rechecks the count).
+            let put_since_flush = matches!(self.pending.unreferenced.remove(id), Some(Some(_)));
+            if !put_since_flush {
+                self.pending.unreferenced.insert(*id, None);
+            }
         }
         self.pending.objects.insert(*id, Some(entry));
         Ok(())
