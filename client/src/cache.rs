@@ -163,42 +163,6 @@ impl Cache {
         }
     }
 
-    fn held_path(&self) -> PathBuf {
-        self.dir.join("held.ids")
-    }
-
-    /// The record of objects known held (see `held`), with the position it
-    /// is true at; none if absent or damaged.
-    pub fn held_record(&self) -> Option<(Position, HashSet<ObjectId>)> {
-        let file = fs::read(self.held_path()).ok()?;
-        // A damaged record could claim an object the store lacks: it ends
-        // with a hash of the rest, and is ignored unless that matches.
-        let (bytes, hash) = file.split_at_checked(file.len().checked_sub(32)?)?;
-        if blake3::hash(bytes).as_bytes() != hash {
-            debug!("ignoring a damaged record of objects held");
-            return None;
-        }
-        let end = bytes.iter().position(|b| *b == b'\n')?;
-        let header = std::str::from_utf8(&bytes[..end]).ok()?.strip_prefix(HELD_MAGIC)?;
-        let position = Position::from_text(header)?;
-        let body = &bytes[end + 1..];
-        if body.len() % 32 != 0 {
-            return None;
-        }
-        Some((position, body.chunks_exact(32).filter_map(ObjectId::from_slice).collect()))
-    }
-
-    pub fn record_held(&self, position: Position, ids: &HashSet<ObjectId>) {
-        let mut bytes = format!("{HELD_MAGIC}{}\n", position.to_text()).into_bytes();
-        bytes.reserve(ids.len() * 32);
-        for id in ids {
-            bytes.extend_from_slice(id.as_bytes());
-        }
-        let hash = blake3::hash(&bytes);
-        bytes.extend_from_slice(hash.as_bytes());
-        self.write(&self.held_path(), &bytes);
-    }
-
     /// Drops the set list: the next reader asks the store.
     pub fn forget_sets(&self) {
         let _ = fs::remove_file(self.list_path());
@@ -237,9 +201,6 @@ impl Cache {
         }
     }
 }
-
-/// The first line of `held.ids`, before the position.
-const HELD_MAGIC: &str = "coffer held ids v1 at ";
 
 /// Whether the store moved from `before` to `after` by exactly this
 /// client's commit of `added` or forgetting of `removed` (one marker step,

@@ -1,5 +1,5 @@
 //! Trees: one directory's entries, stored as one object or, for a
-//! directory of more than a few dozen entries, as several.
+//! directory of more than [`SPLIT_ENTRIES`] entries, as several.
 //!
 //! In memory a [`Tree`] is a directory's entries sorted by name, each file's
 //! full chunk list included. On the store it is one or more tree objects

@@ -1,6 +1,6 @@
 //! What the store is known to hold, without asking it: the ids named by the
-//! backup sets this client committed, kept in the cache (`held.ids`) with
-//! the store position at which they are true.
+//! backup sets this client committed, kept in the cache (`held.ids`, see
+//! `record`) with the store position at which they are true.
 //!
 //! Whatever a committed set names stays stored while the set does, and
 //! removing a set moves the store's position; so while the store is at the
@@ -10,6 +10,8 @@
 //! says "held", never "missing", so one that is absent, damaged or made at
 //! another position is set aside and costs only the store's own checks;
 //! the next commit starts it again from what that set names.
+
+mod record;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -28,7 +30,7 @@ pub struct Held {
 #[derive(Default)]
 struct State {
     /// The record, once read and found to be at the store's position.
-    record: Option<HashSet<ObjectId>>,
+    record: Option<record::Record>,
     read: bool,
     /// The trees this backup stored, with the ids each names: what a set
     /// committed from them names (a stored object the set does not name,
@@ -50,11 +52,11 @@ impl Held {
         if !state.read {
             state.read = true;
             let position = backend.position()?;
-            state.record = cache.held_record().filter(|(p, _)| *p == position).map(|(_, ids)| ids);
-            tracing::debug!(ids = state.record.as_ref().map_or(0, HashSet::len), "objects known held");
+            state.record = record::read(cache).filter(|r| r.position == position);
+            tracing::debug!(ids = state.record.as_ref().map_or(0, |r| r.ids.len()), "objects known held");
         }
         let recorded: Vec<bool> =
-            ids.iter().map(|id| state.record.as_ref().is_some_and(|r| r.contains(id))).collect();
+            ids.iter().map(|id| state.record.as_ref().is_some_and(|r| r.ids.contains(id))).collect();
         drop(state);
         let rest: Vec<ObjectId> =
             ids.iter().zip(&recorded).filter(|(_, r)| !**r).map(|(id, _)| *id).collect();
@@ -81,16 +83,17 @@ impl Held {
         roots: &[ObjectId],
     ) {
         let mut state = self.state.lock().unwrap();
-        let mut ids = named(&state.trees, roots);
-        if crate::cache::moved_only_by(before, after, Some(set), None) {
-            let earlier = match state.record.take() {
-                Some(record) => Some(record),
-                None if !state.read => cache.held_record().filter(|(p, _)| *p == before).map(|(_, ids)| ids),
-                None => None,
-            };
-            ids.extend(earlier.into_iter().flatten());
+        let ids = named(&state.trees, roots);
+        let continues = crate::cache::moved_only_by(before, after, Some(set), None);
+        let earlier = match state.record.take() {
+            Some(record) => Some(record),
+            None if !state.read && continues => record::read(cache).filter(|r| r.position == before),
+            None => None,
+        };
+        match earlier {
+            Some(earlier) if continues => record::append(cache, earlier, after, ids),
+            _ => record::write(cache, after, &ids),
         }
-        cache.record_held(after, &ids);
         *state = State::default();
     }
 }
@@ -112,8 +115,6 @@ fn named(trees: &HashMap<ObjectId, Vec<ObjectId>>, roots: &[ObjectId]) -> HashSe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Keys;
-    use coffer_proto::SetsDigest;
 
     fn id(n: u8) -> ObjectId {
         ObjectId::from_slice(&[n; 32]).unwrap()
@@ -124,23 +125,5 @@ mod tests {
         let trees = HashMap::from([(id(1), vec![id(2), id(3)]), (id(3), vec![id(4)]), (id(9), vec![id(8)])]);
         let reached = named(&trees, &[id(1), id(7)]);
         assert_eq!(reached, HashSet::from([id(1), id(2), id(3), id(4), id(7)]));
-    }
-
-    #[test]
-    fn a_damaged_record_is_not_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::open(dir.path(), "test", &Keys::from_master(&[5; crate::keys::MASTER_LEN]));
-        let position = Position { marker: 3, digest: SetsDigest::default() };
-        let ids = HashSet::from([id(1), id(2)]);
-        cache.record_held(position, &ids);
-        assert_eq!(cache.held_record(), Some((position, ids)));
-        let path = cache.dir().join("held.ids");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let middle = bytes.len() - 40;
-        bytes[middle] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(cache.held_record(), None, "a flipped bit");
-        std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
-        assert_eq!(cache.held_record(), None, "a truncated record");
     }
 }
