@@ -14,7 +14,6 @@
 //! or a daemon holds [`WriterLock`] (an `flock` on `writer.lock`, released
 //! by the kernel if the process dies), and a second one is told who has it.
 
-use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -185,6 +184,15 @@ impl Cache {
 
     pub fn put_tree_object(&self, id: &ObjectId, plaintext: &[u8]) {
         self.write(&self.tree_path(id), plaintext);
+    }
+
+    /// Caches tree object `id` unless the cache has it already (a changed
+    /// directory's unchanged runs are cut again at every backup; a damaged
+    /// copy is replaced when a read finds it).
+    pub fn keep_tree_object(&self, id: &ObjectId, plaintext: &[u8]) {
+        if !self.tree_path(id).exists() {
+            self.put_tree_object(id, plaintext);
+        }
     }
 
     pub fn set(&self, id: &ObjectId) -> Option<Vec<u8>> {

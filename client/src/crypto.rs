@@ -32,25 +32,9 @@ fn corrupt(id: &ObjectId, what: &'static str, problem: impl Into<String>) -> Err
     Error::Corrupt { what, id: *id, problem: problem.into() }
 }
 
-/// `plain` compressed at [`ZSTD_LEVEL`], with a compression context kept
-/// per thread: making one per chunk cost as much as a tenth of the
-/// compressing itself on trees of small files.
-fn zstd_compress(plain: &[u8]) -> Option<Vec<u8>> {
-    thread_local! {
-        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    COMPRESSOR.with_borrow_mut(|slot| {
-        if slot.is_none() {
-            *slot = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
-        }
-        slot.as_mut()?.compress(plain).ok()
-    })
-}
-
 /// Seals a chunk's plaintext into an object envelope.
 pub fn seal_chunk(keys: &Keys, id: &ObjectId, plain: &[u8], compress: bool) -> Vec<u8> {
-    let compressed = compress.then(|| zstd_compress(plain)).flatten();
+    let compressed = compress.then(|| crate::squash::compress(plain, ZSTD_LEVEL)).flatten();
     let (flags, payload) = match &compressed {
         // Keep compression only where it pays for itself.
         Some(c) if c.len() + c.len() / 16 < plain.len() => (FLAG_ZSTD, c.as_slice()),
@@ -97,7 +81,7 @@ pub fn open_chunk(keys: &Keys, id: &ObjectId, envelope: &[u8]) -> Result<Vec<u8>
     let plain = match flags {
         0 => payload,
         FLAG_ZSTD => {
-            zstd::stream::decode_all(payload.as_slice()).map_err(|e| corrupt(id, "chunk", e.to_string()))?
+            crate::squash::decompress(&payload, object::MAX_OBJECT).map_err(|e| corrupt(id, "chunk", e))?
         }
         other => return Err(corrupt(id, "chunk", format!("unknown flags {other:#x}"))),
     };

@@ -73,6 +73,7 @@ pub mod restore;
 pub mod rules;
 mod scanner;
 mod sparse;
+mod squash;
 pub mod steering;
 pub mod timefmt;
 pub mod tree;

@@ -220,23 +220,24 @@ impl Repository {
             })
     }
 
-    /// Seals and stores a directory's tree (the objects the store lacks,
-    /// each after those it names), caching its plaintext; `before_upload`
-    /// is told the size of each object about to go up.
+    /// Stores a directory's tree (sealing the objects the store lacks, each
+    /// after those it names), caching its plaintexts; `before_upload` is
+    /// told the size of each object about to go up.
     pub fn store_tree(
         &self,
         tree: &Tree,
         mut before_upload: impl FnMut(usize) -> Result<()>,
     ) -> Result<ObjectId> {
-        let (id, objects) = tree.seal(&self.keys);
+        let (id, objects) = tree.objects(&self.keys);
         let ids: Vec<ObjectId> = objects.iter().map(|o| o.id).collect();
         let present = self.known_held(&ids)?;
         for (object, present) in objects.iter().zip(present) {
             self.held.tree_stored(object.id, &object.refs);
-            self.cache.put_tree_object(&object.id, &object.plaintext);
+            self.cache.keep_tree_object(&object.id, &object.plaintext);
             if !present {
-                before_upload(object.envelope.len())?;
-                self.backend.put(object.id, &object.envelope)?;
+                let envelope = object.envelope(&self.keys);
+                before_upload(envelope.len())?;
+                self.backend.put(object.id, &envelope)?;
             }
         }
         Ok(id)

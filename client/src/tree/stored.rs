@@ -20,7 +20,7 @@ use coffer_proto::object::{self, MAX_OBJECT, ObjectKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Entry, Sealed};
+use super::Entry;
 use crate::crypto;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
@@ -62,18 +62,34 @@ const PACK_LEVEL: i32 = 3;
 /// inside could hold in one object.
 const MAX_NAMED: usize = MAX_OBJECT / 32;
 
-/// Seals `node`, appends it to `out` and returns its id.
-pub(super) fn push(keys: &Keys, out: &mut Vec<Sealed>, node: Node) -> ObjectId {
+/// One tree object, ready to cache and, sealed, to store.
+pub struct TreeObject {
+    pub id: ObjectId,
+    /// What the id is the keyed hash of, and the cache keeps: an `Indexed`
+    /// node followed by the refs.
+    pub plaintext: Vec<u8>,
+    /// The ids the object names (in clear in its envelope).
+    pub refs: Vec<ObjectId>,
+}
+
+impl TreeObject {
+    /// The object sealed for the store.
+    pub fn envelope(&self, keys: &Keys) -> Vec<u8> {
+        let (node, clear) = self.plaintext.split_at(self.plaintext.len() - self.refs.len() * 32);
+        let sealed = crypto::seal_meta(keys, &self.id, ObjectKind::Tree, clear, node);
+        object::encode(ObjectKind::Tree, &self.refs, &sealed)
+    }
+}
+
+/// Appends `node` to `out` as an `Indexed` object and returns its id.
+pub(super) fn push(keys: &Keys, out: &mut Vec<TreeObject>, node: Node) -> ObjectId {
     let refs = refs(&node);
-    let clear = refs_bytes(&refs);
     let raw = postcard::to_stdvec(&slim(node, &refs)).expect("tree serializes");
-    let packed = zstd::bulk::compress(&raw, PACK_LEVEL).expect("compressing in memory cannot fail");
-    let sealed_plain = postcard::to_stdvec(&Node::Indexed(packed)).expect("tree serializes");
-    let plaintext = [sealed_plain.as_slice(), &clear].concat();
+    let packed = crate::squash::compress(&raw, PACK_LEVEL).expect("zstd starts");
+    let mut plaintext = postcard::to_stdvec(&Node::Indexed(packed)).expect("tree serializes");
+    plaintext.extend_from_slice(&refs_bytes(&refs));
     let id = keys.object_id(&plaintext);
-    let sealed = crypto::seal_meta(keys, &id, ObjectKind::Tree, &clear, &sealed_plain);
-    let envelope = object::encode(ObjectKind::Tree, &refs, &sealed);
-    out.push(Sealed { id, envelope, plaintext, refs });
+    out.push(TreeObject { id, plaintext, refs });
     id
 }
 
@@ -181,15 +197,7 @@ fn expand(slim: Slim, refs: &[ObjectId]) -> std::result::Result<Node, String> {
 /// The value zstd-packed in `packed`, at most [`MAX_OBJECT`] bytes unpacked
 /// (an object's own limit, which every plaintext written unpacked kept).
 fn unpack<T: DeserializeOwned>(packed: &[u8]) -> std::result::Result<T, String> {
-    use std::io::Read;
-    let limit = MAX_OBJECT as u64;
-    let mut raw = Vec::new();
-    zstd::stream::Decoder::new(packed)
-        .and_then(|d| d.take(limit + 1).read_to_end(&mut raw))
-        .map_err(|e| format!("packed node does not unpack: {e}"))?;
-    if raw.len() as u64 > limit {
-        return Err(format!("packed node unpacks past {limit} bytes"));
-    }
+    let raw = crate::squash::decompress(packed, MAX_OBJECT).map_err(|e| format!("packed node {e}"))?;
     postcard::from_bytes(&raw).map_err(|e| e.to_string())
 }
 

@@ -11,7 +11,7 @@
 //! costs). Phases: first backup, no-change rerun, 1% of the files appended
 //! to (1 KiB each), full restore (checked: same file count and bytes). For
 //! each: wall time, the command's peak resident memory, what the
-//! repository grew by. restic and borg are installed from the distribution
+//! repository grew by (and of that, its `index` directory). restic and borg are installed from the distribution
 //! when missing, and skipped when that fails.
 //!
 //! Tools: `coffer-node` is one `coffer-node` on loopback (TLS, gRPC);
@@ -78,6 +78,10 @@ struct Measure {
     seconds: f64,
     peak_kib: u64,
     grew: u64,
+    /// Of which in a directory named `index` (Coffer's RocksDB, whose
+    /// write-ahead log holds each backup's changes until its next flush;
+    /// restic's index).
+    grew_index: u64,
 }
 
 const PHASES: [&str; 4] = ["first backup", "no-change rerun", "1% of files appended", "full restore"];
@@ -252,9 +256,10 @@ impl Tool {
 
     /// Runs a phase's command, with what the repository grew by.
     fn measure(&self, cmd: Command) -> Measure {
-        let before = du(&self.repo);
+        let (before, before_index) = (du(&self.repo), du_index(&self.repo));
         let (seconds, peak_kib) = run(cmd);
-        Measure { seconds, peak_kib, grew: du(&self.repo).saturating_sub(before) }
+        let grew = du(&self.repo).saturating_sub(before);
+        Measure { seconds, peak_kib, grew, grew_index: du_index(&self.repo).saturating_sub(before_index) }
     }
 }
 
@@ -297,6 +302,13 @@ fn du(dir: &Path) -> u64 {
     walk_files(dir).iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum()
 }
 
+/// Bytes the files under `dir` take that are in a directory named `index`.
+fn du_index(dir: &Path) -> u64 {
+    let in_index =
+        |p: &PathBuf| p.strip_prefix(dir).is_ok_and(|rel| rel.components().any(|c| c.as_os_str() == "index"));
+    walk_files(dir).iter().filter(|p| in_index(p)).filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum()
+}
+
 fn print_table(tools: &[Tool], results: &[Vec<Measure>], files: u64) {
     let restic = tools.iter().position(|t| t.kind == Kind::Restic);
     print!("\n| phase |");
@@ -310,8 +322,11 @@ fn print_table(tools: &[Tool], results: &[Vec<Measure>], files: u64) {
             let m = measures[p];
             let ratio = restic.filter(|&r| r != t).map(|r| m.seconds / results[r][p].seconds);
             let ratio = ratio.map(|r| format!(", {r:.2}× restic")).unwrap_or_default();
-            let grew =
-                if p == 1 || p == 2 { format!(", +{:.1} MB", m.grew as f64 / 1e6) } else { String::new() };
+            let index = (m.grew_index > 0).then(|| format!(" (index +{:.2})", m.grew_index as f64 / 1e6));
+            let grew = match p {
+                1 | 2 => format!(", +{:.2} MB{}", m.grew as f64 / 1e6, index.unwrap_or_default()),
+                _ => String::new(),
+            };
             print!(" {:.2} s{ratio}{grew} |", m.seconds);
         }
         println!();
