@@ -3,7 +3,8 @@
 //! A check reads every object the index names and verifies its CRC, that
 //! every reference it holds points at a present object, that every recorded
 //! reference count equals the references actually held (plus one for a
-//! committed set), and that each pack's live-byte accounting adds up.
+//! committed set; references of an object not yet counted are not held yet,
+//! see `counting`), and that each pack's live-byte accounting adds up.
 //!
 //! A repair (`fix`) trusts the packs, which are self-describing: it reads
 //! every pack's trailer (or walks the pack when the trailer is damaged),
@@ -59,6 +60,10 @@ impl Store {
 
     fn verify(&self, account: AccountId, report: &mut CheckReport) -> Result<()> {
         let objects = self.objects(account)?;
+        let uncounted = self.uncounted(account)?;
+        for id in uncounted.iter().filter(|id| !objects.contains_key(*id)) {
+            report.problems.push(format!("object {id} is listed as uncounted but is not in the store"));
+        }
         let mut counted: HashMap<ObjectId, u64> = HashMap::new();
         let mut live: HashMap<u64, (u64, u64)> = HashMap::new();
         for (id, entry) in &objects {
@@ -76,7 +81,9 @@ impl Store {
             };
             let obj = object::decode(&bytes).expect("read_entry verified the envelope");
             for r in &obj.refs {
-                *counted.entry(*r).or_default() += 1;
+                if !uncounted.contains(id) {
+                    *counted.entry(*r).or_default() += 1;
+                }
                 if !objects.contains_key(r) {
                     report
                         .problems
@@ -117,6 +124,14 @@ impl Store {
             report.problems.push(format!("objects are indexed in pack {pack:016x}, which has no record"));
         }
         Ok(())
+    }
+
+    /// The account's objects whose references are not counted yet.
+    fn uncounted(&self, account: AccountId) -> Result<HashSet<ObjectId>> {
+        index::scan_account::<()>(self.db(), index::CF_UNCOUNTED, account)?
+            .into_iter()
+            .map(|(k, ())| index::id_from_suffix(&k))
+            .collect()
     }
 
     fn rebuild_account_index(&self, account: AccountId, report: &mut CheckReport) -> Result<()> {
@@ -164,7 +179,9 @@ impl Store {
         let db = self.db();
         let (from, to) = (index::account_key(account), index::account_key(account + 1));
         let mut batch = WriteBatch::default();
-        for family in [index::CF_OBJECTS, index::CF_PACKS, index::CF_SETS, index::CF_UNREFERENCED] {
+        let families =
+            [index::CF_OBJECTS, index::CF_PACKS, index::CF_SETS, index::CF_UNREFERENCED, index::CF_UNCOUNTED];
+        for family in families {
             batch.delete_range_cf(index::cf(db, family), from, to);
         }
         let now = coffer_proto::clock::now_ns();

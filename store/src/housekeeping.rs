@@ -1,5 +1,6 @@
 //! Housekeeping: forgetting backup sets, freeing objects, reclaiming space.
 //!
+//! Freeing starts by counting the references not yet counted (`counting`).
 //! Forgetting a set drops its root reference; every object whose count reaches
 //! zero is freed and drops one reference from each object it names, and so on
 //! down. The work is proportional to what is freed, never to the size of the
@@ -74,7 +75,7 @@ impl crate::Store {
 impl AccountWriter {
     /// Forgets a backup set and reclaims what only it used.
     pub fn forget_set(&mut self, set: &ObjectId) -> Result<ForgetReport> {
-        self.flush()?;
+        self.count_references()?;
         if !self.set_known(set)? {
             return Err(StoreError::NoSuchSet(set.to_string()));
         }
@@ -131,7 +132,7 @@ impl AccountWriter {
 
     /// Frees objects that have stayed unreferenced since before `cutoff_ns`.
     pub fn collect_unreferenced(&mut self, cutoff_ns: i64) -> Result<GcReport> {
-        self.flush()?;
+        self.count_references()?;
         let candidates = index::scan_account::<i64>(self.store.db(), index::CF_UNREFERENCED, self.account)?;
         let mut freed = Freed::default();
         let mut released = Vec::new();

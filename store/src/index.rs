@@ -11,13 +11,15 @@
 //! | `sets`         | account, set id       | [`SetRecord`]                |
 //! | `tombstones`   | account, set id       | time forgotten (i64 ns)      |
 //! | `unreferenced` | account, object id    | time stored (i64 ns)         |
+//! | `uncounted`    | account, object id    | empty: a tree or set whose references are not yet counted |
 //! | `meta`         | name                  | store-wide counters          |
 //! | `meta`         | "marker", account     | client store marker (u64)    |
 //! | `meta`         | "digest", account     | [`SetsDigest`] of sets and tombstones |
 //!
 //! Values are postcard-encoded. `unreferenced` lists objects stored but not yet
 //! named by any tree or set: the only candidates for grace-period collection,
-//! so collection never scans the whole store.
+//! so collection never scans the whole store. `uncounted` lists trees and
+//! sets stored since references were last counted (see `counting`).
 //!
 //! [`SetsDigest`]: coffer_proto::SetsDigest
 
@@ -35,13 +37,14 @@ pub const CF_PACKS: &str = "packs";
 pub const CF_SETS: &str = "sets";
 pub const CF_TOMBSTONES: &str = "tombstones";
 pub const CF_UNREFERENCED: &str = "unreferenced";
+pub const CF_UNCOUNTED: &str = "uncounted";
 pub const CF_META: &str = "meta";
-const FAMILIES: [&str; 7] =
-    [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED, CF_META];
+const FAMILIES: [&str; 8] =
+    [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED, CF_UNCOUNTED, CF_META];
 
 /// Families whose keys start with an account id: what deleting an account clears.
-pub const ACCOUNT_FAMILIES: [&str; 6] =
-    [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED];
+pub const ACCOUNT_FAMILIES: [&str; 7] =
+    [CF_ACCOUNTS, CF_OBJECTS, CF_PACKS, CF_SETS, CF_TOMBSTONES, CF_UNREFERENCED, CF_UNCOUNTED];
 
 pub const META_NEXT_PACK: &[u8] = b"next_pack";
 pub const META_NEXT_ACCOUNT: &[u8] = b"next_account";

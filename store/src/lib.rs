@@ -7,12 +7,15 @@
 //! - `packfile`: the self-describing pack files objects are appended to,
 //!   written to a temporary name and committed by rename.
 //! - `index`: the RocksDB index: objects, packs, backup sets, tombstones,
-//!   unreferenced objects and account records, with their key and value codecs.
+//!   unreferenced and uncounted objects and account records, with their key
+//!   and value codecs.
 //! - `store`: opening a store, accounts, and reads (any number of readers).
 //! - `accounts`: creating, adopting and deleting accounts.
-//! - `writer`: the single writer of an account: puts objects, counts
-//!   references, commits backup sets, and makes every change durable in one
-//!   RocksDB write batch after its pack is on disk.
+//! - `writer`: the single writer of an account: puts objects (refusing one
+//!   that names a missing object), commits backup sets, and makes every
+//!   change durable in one RocksDB write batch after its pack is on disk.
+//! - `counting`: counting references late: a stored tree or set is recorded
+//!   as uncounted, and what frees counts its references first.
 //! - `housekeeping`: forgetting backup sets, freeing what reaches a zero
 //!   reference count (cost proportional to what is freed), collecting
 //!   never-referenced uploads after a grace period, and rewriting packs whose
@@ -31,6 +34,7 @@
 
 mod accounts;
 mod check;
+mod counting;
 mod error;
 mod housekeeping;
 mod index;

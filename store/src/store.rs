@@ -255,7 +255,7 @@ impl Store {
         self.read_entry_from(&mut OpenPacks::default(), account, id, entry)
     }
 
-    fn read_entry_from(
+    pub(crate) fn read_entry_from(
         &self,
         packs: &mut OpenPacks,
         account: AccountId,

@@ -8,9 +8,10 @@
 //! already flushed survive an interrupted backup, which is what makes uploads
 //! resumable.
 //!
-//! Reference counting: storing an object increments the count of every object
-//! it names and is refused if any is missing, so whatever a committed set
-//! names is present. A backup set is a root: it holds one reference of its own.
+//! Reference counting: storing an object is refused if anything it names is
+//! missing, so whatever a committed set names is present. The counts of what
+//! it names are raised later, before anything is freed (see `counting`). A
+//! backup set is a root: it holds one reference of its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -42,6 +43,8 @@ pub(crate) struct Pending {
     pub objects: HashMap<ObjectId, Option<ObjectEntry>>,
     pub packs: HashMap<u64, Option<PackStats>>,
     pub unreferenced: HashMap<ObjectId, Option<i64>>,
+    /// Trees and sets whose references are to be counted (`true`) or now are.
+    pub uncounted: HashMap<ObjectId, bool>,
     pub sets: HashMap<ObjectId, Option<SetRecord>>,
     pub tombstones: Vec<(ObjectId, i64)>,
     pub bump_marker: bool,
@@ -56,6 +59,7 @@ impl Pending {
         self.objects.is_empty()
             && self.packs.is_empty()
             && self.unreferenced.is_empty()
+            && self.uncounted.is_empty()
             && self.sets.is_empty()
             && self.tombstones.is_empty()
             && !self.bump_marker
@@ -195,9 +199,7 @@ impl AccountWriter {
                 return Err(StoreError::MissingReference { kind: obj.kind.name(), object: id, missing: *r });
             }
         }
-        for r in &obj.refs {
-            self.add_reference(r)?;
-        }
+        self.defer_counting(id, &obj.refs);
         let pack = self.open_pack()?;
         let offset = pack.append(id, envelope)?;
         let pack_id = pack.pack;
@@ -219,18 +221,31 @@ impl AccountWriter {
         Ok(PutOutcome::Stored(len as u64))
     }
 
-    fn add_reference(&mut self, id: &ObjectId) -> Result<()> {
+    /// Records `id` as uncounted: one index record, where counting at once
+    /// wrote one per object it names.
+    fn defer_counting(&mut self, id: ObjectId, refs: &[ObjectId]) {
+        if refs.is_empty() {
+            return;
+        }
+        for r in refs {
+            // An object put since the last flush has its unreferenced record
+            // only here, and is named before it is written: dropping the
+            // record spares the index a write, and a tombstone when `id` is
+            // counted. Without it the object is never collected as an
+            // unreferenced upload, which only an object nothing names needs.
+            if matches!(self.pending.unreferenced.get(r), Some(Some(_))) {
+                self.pending.unreferenced.remove(r);
+            }
+        }
+        self.pending.uncounted.insert(id, true);
+    }
+
+    /// Counts one reference to `id`.
+    pub(crate) fn add_reference(&mut self, id: &ObjectId) -> Result<()> {
         let mut entry = self.entry(id)?.ok_or(StoreError::MissingObject(*id))?;
         entry.refcount += 1;
         if entry.refcount == 1 {
-            // An object put since the last flush has its record only here:
-            // dropping it spares the index a write and a tombstone per
-            // object (a stale record would be harmless: collection
-            // rechecks the count).
-            let put_since_flush = matches!(self.pending.unreferenced.remove(id), Some(Some(_)));
-            if !put_since_flush {
-                self.pending.unreferenced.insert(*id, None);
-            }
+            self.pending.unreferenced.insert(*id, None);
         }
         self.pending.objects.insert(*id, Some(entry));
         Ok(())
@@ -382,6 +397,13 @@ impl AccountWriter {
             match since {
                 Some(t) => batch.put_cf(unreferenced, index::object_key(account, id), index::encode(t)),
                 None => batch.delete_cf(unreferenced, index::object_key(account, id)),
+            }
+        }
+        let uncounted = index::cf(db, index::CF_UNCOUNTED);
+        for (id, waiting) in &self.pending.uncounted {
+            match waiting {
+                true => batch.put_cf(uncounted, index::object_key(account, id), []),
+                false => batch.delete_cf(uncounted, index::object_key(account, id)),
             }
         }
         let sets = index::cf(db, index::CF_SETS);

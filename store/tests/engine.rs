@@ -39,6 +39,10 @@ fn reference_counts_forget_and_reclaim() {
     let (s2, se2) = set(22, &[t2], 2);
     assert_eq!(w.commit_set(s1, &se1).unwrap(), m0 + 1);
     assert_eq!(w.commit_set(s2, &se2).unwrap(), m0 + 2);
+    assert_eq!(store.entry(acct, &c2).unwrap().unwrap().refcount, 0, "counted only when needed");
+    assert_eq!(w.count_references().unwrap(), 4, "two trees and two sets");
+    assert_eq!(store.entry(acct, &c2).unwrap().unwrap().refcount, 2);
+    assert_eq!(w.count_references().unwrap(), 0, "each is counted once");
     assert_eq!(store.entry(acct, &c2).unwrap().unwrap().refcount, 2);
     assert_eq!(store.sets(acct).unwrap().len(), 2);
 
@@ -123,6 +127,28 @@ fn unreferenced_uploads_are_collected_after_the_grace_period() {
     let late = w.collect_unreferenced(i64::MAX).unwrap();
     assert_eq!(late.objects_freed, 2, "the orphan tree and the chunk only it named");
     assert_eq!(store.usage(acct).unwrap().objects, 0);
+}
+
+#[test]
+fn an_upload_named_by_a_tree_not_yet_counted_is_never_collected() {
+    let (_dir, store, acct) = new_store();
+    let mut w = store.writer(acct).unwrap();
+    let (c1, e1) = chunk(1, 1000);
+    w.put(c1, &e1).unwrap();
+    w.flush().unwrap();
+    let (t1, te1) = tree(11, &[c1]);
+    w.put(t1, &te1).unwrap();
+    let (s1, se1) = set(21, &[t1], 1);
+    w.commit_set(s1, &se1).unwrap();
+    assert_eq!(store.entry(acct, &c1).unwrap().unwrap().refcount, 0, "not counted yet");
+
+    let gc = w.collect_unreferenced(i64::MAX).unwrap();
+    assert_eq!(gc.objects_freed, 0, "{gc:?}");
+    assert_eq!(store.get(acct, &c1).unwrap(), e1);
+    assert_eq!(store.entry(acct, &c1).unwrap().unwrap().refcount, 1);
+    drop(w);
+    let report = store.check_account(acct, false).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
 }
 
 #[test]

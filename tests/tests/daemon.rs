@@ -430,7 +430,9 @@ fn the_daemon_finishes_on_another_node_when_its_primary_dies_mid_upload() {
 #[test]
 fn a_box_backup_configuration_imports_with_notes_and_its_rules_work() {
     let env = Env::uninitialised();
-    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/bbackupd.conf");
+    // Read at run time: a test binary built in another checkout keeps its path.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR");
+    let sample = Path::new(&manifest).join("data/bbackupd.conf");
     let cfg = env.path("client.toml");
     let out = env.run(&["import-config", sample.to_str().unwrap(), "--output", cfg.to_str().unwrap()]);
     let notes = String::from_utf8_lossy(&out.stderr);
