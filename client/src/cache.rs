@@ -187,11 +187,16 @@ impl Cache {
     }
 
     /// Caches tree object `id` unless the cache has it already (a changed
-    /// directory's unchanged runs are cut again at every backup; a damaged
-    /// copy is replaced when a read finds it).
+    /// directory's unchanged runs are cut again at every backup). Written in
+    /// place, without a temporary and a rename: a first backup of a million
+    /// files caches some 130,000 objects, and a torn copy fails its id check
+    /// when read and is replaced then.
     pub fn keep_tree_object(&self, id: &ObjectId, plaintext: &[u8]) {
-        if !self.tree_path(id).exists() {
-            self.put_tree_object(id, plaintext);
+        let path = self.tree_path(id);
+        match write_new(&path, plaintext) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => debug!(path = %path.display(), error = %e, "could not write to the cache"),
         }
     }
 
@@ -232,13 +237,28 @@ pub fn moved_only_by(
 /// readable by the user alone: the cache holds decrypted listings. Missing
 /// directories are made 0700.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    write_file(&tmp, bytes, fs::OpenOptions::new().truncate(true).create(true))?;
+    fs::rename(&tmp, path)
+}
+
+/// Writes `bytes` to a new file at `path`, readable by the user alone;
+/// fails with `AlreadyExists` if there is one.
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_file(path, bytes, fs::OpenOptions::new().create_new(true))
+}
+
+fn write_file(path: &Path, bytes: &[u8], how: &mut fs::OpenOptions) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    if let Some(parent) = path.parent() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    fs::rename(&tmp, path)
+    how.write(true).mode(0o600);
+    let mut file = match how.open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().unwrap_or(Path::new("."));
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+            how.open(path)?
+        }
+        other => other?,
+    };
+    file.write_all(bytes)
 }

@@ -42,6 +42,8 @@ use crate::transfer::Transfers;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a refused connection is read from so its caller gets the alert.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
 /// How long a clean shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections (handshakes included) open at once; past this, new ones are
@@ -159,16 +161,35 @@ async fn handshake(
 ) -> Result<CallerStream, String> {
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
     tls::set_keepalive(&tcp, tls::KEEPALIVE).map_err(|e| e.to_string())?;
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp).into_fallible()).await {
+        Err(_) => return Err("TLS handshake timed out".to_string()),
+        Ok(Err((e, tcp))) => {
+            let problem = format!("TLS handshake failed: {e}");
+            let _ = tokio::time::timeout(REFUSAL_LINGER, linger(tcp)).await;
+            return Err(problem);
+        }
+        Ok(Ok(tls)) => tls,
+    };
     let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).ok_or("no client certificate")?;
     let role = Role::of_certificate(cert).ok_or("certificate names no Coffer role")?;
     let account_id = Role::account_of_certificate(cert);
     let caller = Arc::new(Connection { role, account_id, addr, session: Mutex::new(Session::default()) });
     metrics.connections_open.inc();
     Ok(CallerStream { tls, caller, _place: place, metrics: metrics.clone() })
+}
+
+/// Closes a refused connection so that the caller reads why. Under TLS 1.3
+/// a client's certificate is checked after the client has finished its side
+/// of the handshake, so its first request is often on the way when the
+/// alert naming the problem ("certificate revoked") goes out; closing with
+/// that request unread would reset the connection, and the client would
+/// see only "connection reset" in place of the alert. So: end our side,
+/// and read and drop what arrives until the client closes.
+async fn linger(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0; 4096];
+    while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
 }
 
 /// Runs a node until SIGTERM or SIGINT.
