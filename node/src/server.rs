@@ -178,13 +178,14 @@ async fn handshake(
     Ok(CallerStream { tls, caller, _place: place, metrics: metrics.clone() })
 }
 
-/// Closes a refused connection so that the caller reads why. Under TLS 1.3
-/// a client's certificate is checked after the client has finished its side
-/// of the handshake, so its first request is often on the way when the
+/// Closes a refused connection so that the caller can read why. Under TLS
+/// 1.3 a client's certificate is checked after the client has finished its
+/// side of the handshake, so its first request is often on the way when the
 /// alert naming the problem ("certificate revoked") goes out; closing with
-/// that request unread would reset the connection, and the client would
-/// see only "connection reset" in place of the alert. So: end our side,
-/// and read and drop what arrives until the client closes.
+/// that request unread would reset the connection before the client reads
+/// the alert. So: end our side, and read and drop what arrives until the
+/// client closes. (A client whose HTTP/2 connection fails under a request
+/// it sent may still report only "connection closed".)
 async fn linger(mut tcp: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = tcp.shutdown().await;

