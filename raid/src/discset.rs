@@ -7,8 +7,9 @@
 //! directory of another disc set, or the same directories listed in another
 //! order, is refused before anything could be mistaken for an orphan and
 //! removed; an empty directory (a replaced disc) is labelled, and a rebuild
-//! fills it. Opening also removes what a crash can leave: temporary stripes
-//! (`NAME.rfw`) of writes that never committed. Reads that had to repair a
+//! fills it. Opening also settles what a crash can leave: temporary stripes
+//! (`NAME.rfw`) of a commit under way are put in place, those of writes that
+//! never committed are removed. Reads that had to repair a
 //! block from parity are counted, for the node's metrics.
 
 use std::collections::HashSet;
@@ -59,9 +60,7 @@ impl DiscSet {
             durable::create_dir_all(dir)?;
         }
         let id = check_labels(dirs)?;
-        for dir in dirs {
-            remove_temporaries(dir)?;
-        }
+        crate::writer::settle_temporaries(dirs)?;
         Ok(DiscSet {
             inner: Arc::new(Inner {
                 id,
@@ -272,19 +271,6 @@ pub fn check_name(name: &str) -> Result<()> {
         && !name.ends_with(TEMP_SUFFIX)
         && path.components().all(|c| matches!(c, Component::Normal(_)));
     if ok { Ok(()) } else { Err(RaidError::BadName(name.to_string())) }
-}
-
-fn remove_temporaries(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).map_err(RaidError::io(dir))? {
-        let path = entry.map_err(RaidError::io(dir))?.path();
-        if path.is_dir() {
-            remove_temporaries(&path)?;
-        } else if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
-            warn!(path = %path.display(), "removing a stripe of a write that never committed");
-            fs::remove_file(&path).map_err(RaidError::io(&path))?;
-        }
-    }
-    Ok(())
 }
 
 fn collect_names(root: &Path, dir: &Path, out: &mut std::collections::BTreeSet<String>) -> Result<()> {

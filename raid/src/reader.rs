@@ -9,6 +9,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::warn;
@@ -221,8 +222,12 @@ fn read_problem(k: u64, e: std::io::Error) -> String {
 }
 
 fn open_stripe(set: &DiscSet, name: &str, s: usize) -> Result<(File, Header), String> {
-    let path = set.stripe_path(name, s);
-    let file = match File::open(&path) {
+    open_stripe_file(&set.stripe_path(name, s), s, set.stripes())
+}
+
+/// Opens the stripe file at `path`, which must say it is stripe `s` of `stripes`.
+pub(crate) fn open_stripe_file(path: &Path, s: usize, stripes: usize) -> Result<(File, Header), String> {
+    let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("missing".into()),
         Err(e) => return Err(format!("unreadable: {e}")),
@@ -230,7 +235,7 @@ fn open_stripe(set: &DiscSet, name: &str, s: usize) -> Result<(File, Header), St
     let mut h = [0; HEADER_LEN as usize];
     file.read_exact_at(&mut h, 0).map_err(|e| format!("header unreadable: {e}"))?;
     let header = Header::decode(&h)?;
-    if header.stripe as usize != s || header.stripes as usize != set.stripes() {
+    if header.stripe as usize != s || header.stripes as usize != stripes {
         return Err(format!("header says stripe {} of {}", header.stripe, header.stripes));
     }
     Ok((file, header))

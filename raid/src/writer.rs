@@ -6,14 +6,18 @@
 //! syncs every stripe, renames each into place and syncs each directory; until
 //! then readers see the old version, or nothing. A writer dropped without
 //! committing removes its temporaries; after a crash, opening the disc set
-//! does.
+//! settles them ([`settle_temporaries`]).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
-use crate::discset::{DiscSet, check_name};
+use tracing::warn;
+
+use crate::discset::{DiscSet, TEMP_SUFFIX, check_name};
 use crate::error::{RaidError, Result};
-use crate::layout::{Header, xor_into};
+use crate::layout::{Header, Layout, xor_into};
+use crate::reader::open_stripe_file;
 
 /// Whether creating a name that exists replaces it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,4 +183,59 @@ impl Drop for RaidWriter {
         }
         self.set.inner.writing.lock().unwrap().remove(&self.name);
     }
+}
+
+/// Settles what a crash left of writes (`NAME.rfw` in each directory).
+///
+/// A commit syncs every stripe before its first rename, so once a stripe of
+/// a version is in place, the temporaries of that version are whole: they
+/// are renamed into place, finishing the commit. Left as they were, the file
+/// would keep one stripe of its version and the others of an older one or
+/// none, and could not be read. Any other temporary belongs to a write that
+/// never committed (or a rebuild cut short) and is removed.
+pub(crate) fn settle_temporaries(dirs: &[PathBuf]) -> Result<()> {
+    for (s, dir) in dirs.iter().enumerate() {
+        let mut temps = Vec::new();
+        find_temporaries(dir, &mut temps)?;
+        for temp in temps {
+            let path = temp
+                .with_file_name(temp.file_name().unwrap().to_string_lossy().trim_end_matches(TEMP_SUFFIX));
+            let name = path.strip_prefix(dir).expect("found under its directory");
+            if completes_a_commit(dirs, s, &temp, name) {
+                warn!(path = %path.display(), "finishing the commit of a stripe that a crash interrupted");
+                fs::rename(&temp, &path).map_err(RaidError::io(&path))?;
+                crate::durable::sync_parent(&path)?;
+            } else {
+                warn!(path = %temp.display(), "removing a stripe of a write that never committed");
+                fs::remove_file(&temp).map_err(RaidError::io(&temp))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `temp` (stripe `s`) is whole and another stripe of its version
+/// already stands under `name`.
+fn completes_a_commit(dirs: &[PathBuf], s: usize, temp: &Path, name: &Path) -> bool {
+    let Ok((file, header)) = open_stripe_file(temp, s, dirs.len()) else { return false };
+    let Ok(layout) = Layout::new(header.block_size, header.length, dirs.len()) else { return false };
+    let whole = file.metadata().is_ok_and(|m| m.len() == layout.stripe_size(s));
+    let confirmed = dirs.iter().enumerate().any(|(k, dir)| {
+        k != s
+            && open_stripe_file(&dir.join(name), k, dirs.len())
+                .is_ok_and(|(_, h)| h.write_id == header.write_id)
+    });
+    whole && confirmed
+}
+
+fn find_temporaries(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(RaidError::io(dir))? {
+        let path = entry.map_err(RaidError::io(dir))?.path();
+        if path.is_dir() {
+            find_temporaries(&path, out)?;
+        } else if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
+            out.push(path);
+        }
+    }
+    Ok(())
 }

@@ -197,6 +197,50 @@ fn a_crash_mid_write_or_mid_commit_keeps_the_old_version_and_no_debris() {
     assert_reads(&set, "f", &data(700, 1));
 }
 
+/// Stands in for a commit of `bytes` to `name` cut after its first rename:
+/// stripe 0 in place, the others still under their temporary names.
+fn commit_cut_after_first_rename(set: &DiscSet, name: &str, bytes: &[u8]) {
+    let other = tempfile::tempdir().unwrap();
+    let whole = DiscSet::with_block_size(&dirs(other.path(), 3), BS).unwrap();
+    write(&whole, name, bytes);
+    std::fs::copy(whole.stripe_path(name, 0), set.stripe_path(name, 0)).unwrap();
+    for s in 1..3 {
+        let temp = format!("{}.rfw", set.stripe_path(name, s).display());
+        std::fs::copy(whole.stripe_path(name, s), temp).unwrap();
+    }
+}
+
+#[test]
+fn a_commit_cut_between_its_renames_is_finished_when_the_set_is_opened() {
+    let root = tempfile::tempdir().unwrap();
+    let set = DiscSet::with_block_size(&dirs(root.path(), 3), BS).unwrap();
+    std::fs::create_dir_all(set.dirs()[0].join("new")).unwrap();
+    (1..3).for_each(|s| std::fs::create_dir_all(set.dirs()[s].join("new")).unwrap());
+    commit_cut_after_first_rename(&set, "new/f", &data(1000, 4));
+    write(&set, "old", &data(500, 5));
+    commit_cut_after_first_rename(&set, "old", &data(800, 6));
+    // A temporary that no stripe in place confirms is a write that never
+    // committed, even if it is whole.
+    let stray = tempfile::tempdir().unwrap();
+    let stray_set = DiscSet::with_block_size(&dirs(stray.path(), 3), BS).unwrap();
+    write(&stray_set, "stray", &data(300, 7));
+    std::fs::copy(
+        stray_set.stripe_path("stray", 1),
+        format!("{}.rfw", set.stripe_path("stray", 1).display()),
+    )
+    .unwrap();
+    drop(set);
+
+    let set = DiscSet::with_block_size(&dirs(root.path(), 3), BS).unwrap();
+    assert_reads(&set, "new/f", &data(1000, 4));
+    assert_reads(&set, "old", &data(800, 6));
+    assert!(!set.exists("stray"));
+    assert!(set.check().unwrap().is_empty(), "every stripe of both files is whole and of one version");
+    let mut names = set.names().unwrap();
+    names.sort();
+    assert_eq!(names, ["new/f", "old"], "no temporary is left");
+}
+
 #[test]
 fn a_lost_disc_is_rebuilt_and_an_interrupted_rebuild_can_be_rerun() {
     let root = tempfile::tempdir().unwrap();
