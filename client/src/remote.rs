@@ -304,7 +304,7 @@ impl RemoteBackend {
             let mut client = StoreClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
-            let reply = client.login(request).await.map_err(|s| call_error(address, s))?;
+            let reply = client.login(request).await.map_err(|s| login_error(address, s))?;
             Ok::<_, Error>((client, reply.into_inner()))
         };
         let (client, reply) = self
@@ -360,6 +360,22 @@ fn call_error(node: &str, status: tonic::Status) -> Error {
             },
             None => Error::Node { node, message: status.message().into() },
         },
+    }
+}
+
+/// A failed login. Under TLS 1.3 a node checks a client's certificate after
+/// the client has sent its login, and a refused one may reach the client as
+/// only a closed connection, without the node's alert: say what it may mean.
+fn login_error(node: &str, status: tonic::Status) -> Error {
+    match call_error(node, status) {
+        Error::SessionLost { node, message } if !message.contains("certificate") => Error::SessionLost {
+            node,
+            message: format!(
+                "{message} (during login: the node may have refused this client's certificate, \
+                 revoked or expired; the node's log says why)"
+            ),
+        },
+        other => other,
     }
 }
 

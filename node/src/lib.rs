@@ -19,6 +19,8 @@
 //! - `syncer`: when fast sync runs: after each change, from the journal,
 //!   for new replicas, and in periodic anti-entropy passes; and the
 //!   replicated commit.
+//! - `counting`: counting the references of new trees and sets while
+//!   their account is quiet, so that freeing finds them counted.
 //! - `migrate`: moving an account from this node to another.
 //! - `throttle`: slowing down repeated failed logins.
 //! - `transfer`: objects streamed out, and how many uploads and downloads
@@ -36,6 +38,7 @@
 
 mod admin_service;
 mod alerts;
+mod counting;
 mod groups;
 mod heartbeat;
 mod metrics;

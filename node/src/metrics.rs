@@ -42,6 +42,7 @@ pub struct Metrics {
     pub login_failures: Counter,
     pub housekeeping_runs: Counter,
     pub housekeeping_bytes_freed: Counter,
+    pub objects_counted: Counter,
     sets_forgotten: Family<ReasonLabel, Counter>,
 }
 
@@ -82,6 +83,11 @@ impl Metrics {
             ("coffer_node_login_failures", "Client logins refused (wrong keys)", &self.login_failures),
             ("coffer_housekeeping_runs", "Housekeeping passes", &self.housekeeping_runs),
             ("coffer_housekeeping_bytes_freed", "Bytes housekeeping freed", &self.housekeeping_bytes_freed),
+            (
+                "coffer_objects_counted",
+                "Trees and sets whose references were counted in the background",
+                &self.objects_counted,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());

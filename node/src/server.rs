@@ -239,6 +239,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         crate::metrics::serve(addr, node.clone()).await?;
     }
     tokio::spawn(housekeeping_loop(node.clone(), config.housekeeping_interval));
+    tokio::spawn(crate::counting::run(node.clone()));
     tokio::spawn(crate::mirror::run(node.clone()));
     tokio::spawn(crate::alerts::run(node.clone()));
     tokio::spawn(crate::syncer::run(node.syncer.clone()));

@@ -186,6 +186,21 @@ pub fn scan_account<T: DeserializeOwned>(db: &DB, family: &str, account: u64) ->
     Ok(out)
 }
 
+/// The object ids of an account's first `limit` records in a family whose
+/// keys end in an object id, in key order.
+pub fn first_keys(db: &DB, family: &str, account: u64, limit: usize) -> Result<Vec<ObjectId>> {
+    let prefix = account_key(account);
+    let mut out = Vec::new();
+    for item in db.iterator_cf(cf(db, family), IteratorMode::From(&prefix, Direction::Forward)) {
+        let (key, _) = item?;
+        if !key.starts_with(&prefix) || out.len() == limit {
+            break;
+        }
+        out.push(id_from_suffix(&key[8..])?);
+    }
+    Ok(out)
+}
+
 pub fn id_from_suffix(suffix: &[u8]) -> Result<ObjectId> {
     ObjectId::from_slice(suffix).ok_or_else(|| StoreError::CorruptIndex("bad object key".into()))
 }

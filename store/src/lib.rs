@@ -15,7 +15,8 @@
 //!   that names a missing object), commits backup sets, and makes every
 //!   change durable in one RocksDB write batch after its pack is on disk.
 //! - `counting`: counting references late: a stored tree or set is recorded
-//!   as uncounted, and what frees counts its references first.
+//!   as uncounted, and what frees counts its references first; a node
+//!   counts in slices while the account is quiet.
 //! - `housekeeping`: forgetting backup sets, freeing what reaches a zero
 //!   reference count (cost proportional to what is freed), collecting
 //!   never-referenced uploads after a grace period, and rewriting packs whose
@@ -45,6 +46,7 @@ mod store;
 mod writer;
 
 pub use check::CheckReport;
+pub use counting::Counted;
 pub use error::{Result, StoreError};
 pub use housekeeping::{ForgetReport, GcReport, HousekeepReport};
 pub use index::{AccountRecord, Limits, ObjectEntry, SetRecord};

@@ -58,6 +58,9 @@ pub(crate) struct Inner {
     pub(crate) writers: Mutex<HashSet<AccountId>>,
     /// Clients waiting for an account's writer, by account: fast sync yields to them.
     waiting: Mutex<HashMap<AccountId, usize>>,
+    /// When anything but background counting last asked for or let go of
+    /// an account's writer: counting waits for the account to be quiet.
+    pub(crate) wanted: Mutex<HashMap<AccountId, std::time::Instant>>,
     /// Serialises read-modify-write of account records.
     pub(crate) accounts_lock: Mutex<()>,
     pub(crate) next_pack: AtomicU64,
@@ -132,6 +135,7 @@ impl Store {
                 discs,
                 writers: Mutex::new(HashSet::new()),
                 waiting: Mutex::new(HashMap::new()),
+                wanted: Mutex::new(HashMap::new()),
                 accounts_lock: Mutex::new(()),
                 next_pack: AtomicU64::new(next_pack),
                 pack_numbers: Mutex::new(()),
@@ -167,6 +171,16 @@ impl Store {
 
     /// The single writer of an account; fails with `AccountBusy` while another exists.
     pub fn writer(&self, account: AccountId) -> Result<AccountWriter> {
+        self.note_wanted(account);
+        self.take_writer(account)
+    }
+
+    /// Records that something other than background counting wants the account.
+    pub(crate) fn note_wanted(&self, account: AccountId) {
+        self.inner.wanted.lock().unwrap().insert(account, std::time::Instant::now());
+    }
+
+    pub(crate) fn take_writer(&self, account: AccountId) -> Result<AccountWriter> {
         self.account(account)?;
         if !self.inner.writers.lock().unwrap().insert(account) {
             return Err(StoreError::AccountBusy(account));

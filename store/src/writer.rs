@@ -78,6 +78,9 @@ pub struct AccountWriter {
     /// Whether the account's being frozen stops this writer (a client's; fast
     /// sync keeps replicas of a frozen account in step).
     stops_when_frozen: bool,
+    /// Whether this writer counts in the background, which must not keep
+    /// the account from looking quiet (see `counting`).
+    pub(crate) counts_in_background: bool,
     /// The store's account-change count when the record was last read.
     seen_changes: u64,
 }
@@ -96,6 +99,7 @@ impl AccountWriter {
             used,
             hard_limit,
             stops_when_frozen: false,
+            counts_in_background: false,
             seen_changes,
         })
     }
@@ -439,6 +443,9 @@ impl Drop for AccountWriter {
     fn drop(&mut self) {
         // An uncommitted pack removes its temporaries as it drops.
         self.pack = None;
+        if !self.counts_in_background {
+            self.store.note_wanted(self.account);
+        }
         self.store.inner.writers.lock().unwrap().remove(&self.account);
     }
 }

@@ -4,7 +4,9 @@
 mod common;
 
 use coffer_proto::ObjectId;
-use coffer_store::{PutOutcome, Store, StoreError};
+use std::time::Duration;
+
+use coffer_store::{Counted, PutOutcome, Store, StoreError};
 use common::{chunk, file_offset, pack_file, set, tree};
 
 fn new_store() -> (tempfile::TempDir, Store, u64) {
@@ -60,6 +62,45 @@ fn reference_counts_forget_and_reclaim() {
     assert_eq!((usage.objects, usage.packs, usage.live_bytes), (0, 0, 0), "{usage:?}");
     let packs = dir.path().join("packs").join(format!("{acct:08x}"));
     assert_eq!(std::fs::read_dir(packs).unwrap().count(), 0, "empty packs are deleted");
+}
+
+#[test]
+fn background_counting_takes_a_quiet_account_one_slice_at_a_time() {
+    let (_dir, store, acct) = new_store();
+    let mut w = store.writer(acct).unwrap();
+    let (c, e) = chunk(1, 1000);
+    w.put(c, &e).unwrap();
+    let trees: Vec<_> = (0..3).map(|n| tree(10 + n, &[c])).collect();
+    for (t, te) in &trees {
+        w.put(*t, te).unwrap();
+    }
+    let (s, se) = set(21, &trees.iter().map(|t| t.0).collect::<Vec<_>>(), 1);
+    w.commit_set(s, &se).unwrap();
+    drop(w);
+
+    let quiet = Duration::from_millis(200);
+    let refused = store.counting_writer(acct, quiet);
+    assert!(matches!(refused, Err(StoreError::AccountBusy(_))), "the backup has just let the account go");
+    std::thread::sleep(quiet);
+    let mut counter = store.counting_writer(acct, quiet).unwrap();
+    assert!(matches!(store.writer(acct), Err(StoreError::AccountBusy(_))), "one writer at a time");
+    drop(counter);
+    let refused = store.counting_writer(acct, quiet);
+    assert!(matches!(refused, Err(StoreError::AccountBusy(_))), "a client asked for the account, in vain");
+    std::thread::sleep(quiet);
+
+    counter = store.counting_writer(acct, quiet).unwrap();
+    assert!(store.has_uncounted(acct).unwrap());
+    let first = counter.count_some(Some(Duration::ZERO)).unwrap();
+    assert_eq!(first, Counted { objects: 1, more: true }, "a spent budget still counts one object");
+    drop(counter);
+    // A counting writer coming and going leaves the account quiet.
+    let mut counter = store.counting_writer(acct, quiet).unwrap();
+    assert_eq!(counter.count_some(None).unwrap(), Counted { objects: 3, more: false });
+    assert!(!store.has_uncounted(acct).unwrap());
+    assert_eq!(store.entry(acct, &c).unwrap().unwrap().refcount, 3, "one per tree");
+    assert_eq!(store.entry(acct, &trees[0].0).unwrap().unwrap().refcount, 1);
+    assert_eq!(counter.count_references().unwrap(), 0);
 }
 
 #[test]

@@ -43,6 +43,16 @@ fn a_node_serves_its_metrics_and_health() {
     assert!(sample(&text, r#"coffer_account_live_bytes{account="client"}"#).unwrap() > 2_400_000.0);
     assert_eq!(sample(&text, "coffer_node_healthy"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "coffer_sync_journal_entries"), Some(0.0), "a group of one owes nobody");
+
+    // Once the account is quiet, the node counts the references of the
+    // backup's tree and set, so that a forget finds them counted.
+    let counted = wait_for(Duration::from_secs(60), "background counting", || {
+        let (_, text) = get(port, "/metrics")?;
+        sample(&text, "coffer_objects_counted_total").filter(|n| *n >= 2.0)
+    });
+    assert_eq!(counted, 2.0, "one tree (of `data`) and one set, each counted once");
+    let check = c.admin_json(&["account", "check", "client", "--json"]);
+    assert_eq!(check[0]["problems"], serde_json::json!([]), "{check}");
 }
 
 #[test]

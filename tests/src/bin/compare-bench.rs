@@ -3,13 +3,15 @@
 //!
 //! ```sh
 //! scripts/install && target/release/compare-bench [--tree PATH | --size-mib N | --files N] \
-//!     [--dir /tmp] [--tools coffer-node,coffer-local,restic,borg,coffer-3x1,coffer-3x2] [--no-restore]
+//!     [--dir /tmp] [--tools coffer-node,coffer-local,restic,borg,coffer-3x1,coffer-3x2] \
+//!     [--no-restore | --restore-rounds N]
 //! ```
 //! Build it with `--release` (the binaries beside it are the ones run).
 //! The tree is a copy of `--tree` (a real one), or generated: `--size-mib`
 //! half large files and half small ones, or `--files` tiny files (per-file
 //! costs). Phases: first backup, no-change rerun, 1% of the files appended
-//! to (1 KiB each), full restore (checked: same file count and bytes). For
+//! to (1 KiB each), full restore (checked: same file count and bytes; with
+//! `--restore-rounds N`, the median of N restores per tool, taken in turn). For
 //! each: wall time, the command's peak resident memory, what the
 //! repository grew by (and of that, its `index` directory). restic and borg are installed from the distribution
 //! when missing, and skipped when that fails.
@@ -60,16 +62,35 @@ fn main() {
     for (tool, out) in tools.iter().zip(&mut results) {
         out.push(tool.measure(tool.backup(&src)));
     }
-    let restores = !args.iter().any(|a| a == "--no-restore");
-    for (tool, out) in tools.iter().zip(&mut results).filter(|_| restores) {
-        let dest = work.path().join(format!("restore-{}", tool.name));
-        fs::create_dir_all(&dest).unwrap();
-        out.push(tool.measure(tool.restore(&src, &dest)));
-        let restored = totals(&tool.restored_root(&src, &dest));
-        assert_eq!(restored, (files, bytes), "{} restored other files or bytes than the tree's", tool.name);
-        fs::remove_dir_all(&dest).unwrap();
+    let rounds = if args.iter().any(|a| a == "--no-restore") { 0 } else { restore_rounds(&arg) };
+    let mut restores: Vec<Vec<Measure>> = tools.iter().map(|_| Vec::new()).collect();
+    // Round by round, every tool in turn: the disc's writeback of one
+    // restore slows the next, whichever tool that is.
+    for _ in 0..rounds {
+        for (tool, tries) in tools.iter().zip(&mut restores) {
+            let dest = work.path().join(format!("restore-{}", tool.name));
+            fs::create_dir_all(&dest).unwrap();
+            tries.push(tool.measure(tool.restore(&src, &dest)));
+            let restored = totals(&tool.restored_root(&src, &dest));
+            assert_eq!(
+                restored,
+                (files, bytes),
+                "{} restored other files or bytes than the tree's",
+                tool.name
+            );
+            fs::remove_dir_all(&dest).unwrap();
+        }
+    }
+    for (out, mut tries) in results.iter_mut().zip(restores).filter(|(_, t)| !t.is_empty()) {
+        tries.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        out.push(tries[tries.len() / 2]);
     }
     print_table(&tools, &results, files);
+}
+
+/// `--restore-rounds N`: restores per tool, of which the median is shown.
+fn restore_rounds(arg: &dyn Fn(&str) -> Option<String>) -> usize {
+    arg("--restore-rounds").map_or(1, |n| n.parse().expect("--restore-rounds takes a number")).max(1)
 }
 
 /// One phase's figures.
