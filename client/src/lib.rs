@@ -10,6 +10,8 @@
 //!   node's store engine in-process).
 //! - `remote`: the server group's nodes over gRPC and TLS: lazy
 //!   connection, login, reads.
+//! - `replies`: a node's replies read: failed calls as errors (a login lost
+//!   under a refused certificate says so), wire values checked.
 //! - `upload`: a node session's upload pipeline: batches checked with one
 //!   `Have` each and streamed, several in flight.
 //! - `failure`: the last failure, kept until the group hears of it.
@@ -68,6 +70,7 @@ pub mod keys;
 pub mod mount;
 pub mod names;
 mod remote;
+mod replies;
 mod repo;
 pub mod restore;
 pub mod rules;

@@ -44,7 +44,7 @@ use std::time::Duration;
 use coffer_proto::tls::{self, MAX_MESSAGE, TlsFiles};
 use coffer_proto::wire;
 use coffer_proto::wire::store_client::StoreClient;
-use coffer_proto::{ObjectId, SetHeader, SetStats, SetsDigest, StoreUrl};
+use coffer_proto::{ObjectId, StoreUrl};
 use coffer_store::{ForgetReport, PutOutcome, SetRecord, Usage};
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
@@ -52,6 +52,7 @@ use tonic::transport::Channel;
 use crate::backend::{Backend, Committed, Position};
 use crate::error::{Error, Result};
 use crate::failover::{self, Connection, Policy, Servers};
+use crate::replies::{call_error, digest_from_wire, login_error, set_record};
 use crate::upload::{Skipped, Upload};
 
 /// Ids per `Have` request.
@@ -336,78 +337,11 @@ impl RemoteBackend {
     }
 }
 
-/// What a failed call means: a broken connection (try again, perhaps
-/// elsewhere), a node that sends us to the nodes holding the account, or a
-/// refusal to report.
-fn call_error(node: &str, status: tonic::Status) -> Error {
-    let node = node.to_string();
-    match status.code() {
-        // A login the node does not know: tonic reconnected under us.
-        tonic::Code::Unauthenticated => Error::SessionLost { node, message: status.message().into() },
-        // The connection itself failed (reset, protocol error, node gone).
-        tonic::Code::Unavailable
-        | tonic::Code::Unknown
-        | tonic::Code::Cancelled
-        | tonic::Code::DeadlineExceeded => {
-            // The cause (a refused certificate, a reset) is in the sources.
-            Error::SessionLost { node, message: format!("connection lost: {}", tls::error_chain(&status)) }
-        }
-        _ => match status.metadata().get(wire::HELD_ON).and_then(|v| v.to_str().ok()) {
-            Some(list) => Error::NotHeld {
-                node,
-                message: status.message().into(),
-                elsewhere: list.split(',').filter(|a| !a.is_empty()).map(String::from).collect(),
-            },
-            None => Error::Node { node, message: status.message().into() },
-        },
-    }
-}
-
-/// A failed login. Under TLS 1.3 a node checks a client's certificate after
-/// the client has sent its login, and a refused one may reach the client as
-/// only a closed connection, without the node's alert: say what it may mean.
-fn login_error(node: &str, status: tonic::Status) -> Error {
-    match call_error(node, status) {
-        Error::SessionLost { node, message } if !message.contains("certificate") => Error::SessionLost {
-            node,
-            message: format!(
-                "{message} (during login: the node may have refused this client's certificate, \
-                 revoked or expired; the node's log says why)"
-            ),
-        },
-        other => other,
-    }
-}
-
 /// The addresses in a group file written by an earlier login; none if absent.
 pub fn learnt_servers(group_file: &Path) -> Vec<String> {
     let Ok(bytes) = std::fs::read(group_file) else { return Vec::new() };
     let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).unwrap_or_default();
     list.iter().filter_map(|n| n["address"].as_str().map(String::from)).collect()
-}
-
-fn id_from_wire(bytes: &[u8]) -> Result<ObjectId> {
-    ObjectId::from_slice(bytes)
-        .ok_or_else(|| Error::Invalid(format!("node sent a {}-byte object id", bytes.len())))
-}
-
-/// A sets digest as the node sends it (hex of 32 bytes).
-fn digest_from_wire(hex_text: &str) -> Result<SetsDigest> {
-    hex::decode(hex_text)
-        .ok()
-        .and_then(|bytes| SetsDigest::from_slice(&bytes))
-        .ok_or_else(|| Error::Invalid(format!("node sent a malformed sets digest `{hex_text:.80}`")))
-}
-
-fn set_record(s: wire::SetInfo) -> Result<(ObjectId, SetRecord)> {
-    let header = SetHeader {
-        version: s.version as u8,
-        time_ns: s.time_ns,
-        marker: s.marker,
-        roots: s.roots.iter().map(|r| id_from_wire(r)).collect::<Result<_>>()?,
-        stats: SetStats { files: s.files, dirs: s.dirs, bytes: s.bytes },
-    };
-    Ok((id_from_wire(&s.id)?, SetRecord { header, committed_ns: s.committed_ns }))
 }
 
 impl Backend for RemoteBackend {

@@ -75,17 +75,19 @@ fn count_quiet_accounts(node: &Node, failed: &mut HashMap<AccountId, Instant>) {
 /// Counts slices of the account while it stays quiet; how many objects.
 fn count_while_quiet(node: &Node, account: AccountId) -> Result<u64, StoreError> {
     let mut total = 0;
-    while node.store.has_uncounted(account)? {
+    if !node.store.has_uncounted(account)? {
+        return Ok(total);
+    }
+    loop {
         let mut writer = match node.store.counting_writer(account, QUIET) {
-            Err(StoreError::AccountBusy(_)) => break,
+            Err(StoreError::AccountBusy(_)) => return Ok(total),
             other => other?,
         };
         let counted = writer.count_some(Some(SLICE_TIME))?;
         node.metrics.objects_counted.inc_by(counted.objects);
         total += counted.objects;
         if !counted.more {
-            break;
+            return Ok(total);
         }
     }
-    Ok(total)
 }

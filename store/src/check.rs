@@ -128,10 +128,7 @@ impl Store {
 
     /// The account's objects whose references are not counted yet.
     fn uncounted(&self, account: AccountId) -> Result<HashSet<ObjectId>> {
-        index::scan_account::<()>(self.db(), index::CF_UNCOUNTED, account)?
-            .into_iter()
-            .map(|(k, ())| index::id_from_suffix(&k))
-            .collect()
+        Ok(index::first_ids(self.db(), index::CF_UNCOUNTED, account, usize::MAX)?.into_iter().collect())
     }
 
     fn rebuild_account_index(&self, account: AccountId, report: &mut CheckReport) -> Result<()> {

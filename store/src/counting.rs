@@ -63,7 +63,7 @@ impl Store {
 
     /// Whether the account holds objects whose references are not counted yet.
     pub fn has_uncounted(&self, account: AccountId) -> Result<bool> {
-        Ok(!index::first_keys(self.db(), index::CF_UNCOUNTED, account, 1)?.is_empty())
+        Ok(!index::first_ids(self.db(), index::CF_UNCOUNTED, account, 1)?.is_empty())
     }
 }
 
@@ -95,7 +95,7 @@ impl AccountWriter {
     }
 
     fn count_slice(&mut self, deadline: Option<Instant>) -> Result<Counted> {
-        let mut ids = index::first_keys(self.store.db(), index::CF_UNCOUNTED, self.account, SLICE + 1)?;
+        let mut ids = index::first_ids(self.store.db(), index::CF_UNCOUNTED, self.account, SLICE + 1)?;
         let mut more = ids.len() > SLICE;
         ids.truncate(SLICE);
         let mut todo = Vec::with_capacity(ids.len());

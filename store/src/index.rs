@@ -188,7 +188,7 @@ pub fn scan_account<T: DeserializeOwned>(db: &DB, family: &str, account: u64) ->
 
 /// The object ids of an account's first `limit` records in a family whose
 /// keys end in an object id, in key order.
-pub fn first_keys(db: &DB, family: &str, account: u64, limit: usize) -> Result<Vec<ObjectId>> {
+pub fn first_ids(db: &DB, family: &str, account: u64, limit: usize) -> Result<Vec<ObjectId>> {
     let prefix = account_key(account);
     let mut out = Vec::new();
     for item in db.iterator_cf(cf(db, family), IteratorMode::From(&prefix, Direction::Forward)) {
