@@ -203,7 +203,7 @@ impl Repository {
         let mut fetched = Vec::with_capacity(missing.len());
         let open = |id: &ObjectId, envelope: &[u8]| {
             let plain = tree::open_object(&self.keys, id, envelope)?;
-            self.cache.put_tree_object(id, &plain);
+            self.cache.keep_tree_object(id, &plain);
             Ok(plain)
         };
         self.fetch(&missing, open, |plain| {

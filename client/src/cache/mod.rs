@@ -1,7 +1,8 @@
 //! The client's local cache of store metadata.
 //!
-//! Holds decrypted trees and backup-set envelopes by id (content-addressed and
-//! verified when read back, so they never go stale), and `sets.list`: the
+//! Holds decrypted tree objects (appended to a few segment files, see
+//! `trees`) and backup-set envelopes by id (content-addressed and verified
+//! when read back, so they never go stale), and `sets.list`: the
 //! complete list of the store's sets as of one [`Position`] (client store
 //! marker and sets digest). With that list a backup in which nothing changed
 //! needs neither a download nor, for a node, a connection. When the store
@@ -25,6 +26,9 @@ use crate::backend::Position;
 use crate::error::{Error, Result};
 use crate::keys::Keys;
 use crate::tree;
+use trees::Trees;
+
+mod trees;
 
 /// Proof that this process is the one writing through the cache.
 pub struct WriterLock {
@@ -33,6 +37,7 @@ pub struct WriterLock {
 
 pub struct Cache {
     dir: PathBuf,
+    trees: Trees,
 }
 
 /// The default cache root: `$COFFER_CACHE`, `$XDG_CACHE_HOME/coffer`, or `~/.cache/coffer`.
@@ -54,7 +59,8 @@ impl Cache {
                 let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
             }
         }
-        Cache { dir: root.join(&name[..24]) }
+        let dir = root.join(&name[..24]);
+        Cache { trees: Trees::new(dir.join("trees")), dir }
     }
 
     /// This account's directory in the cache.
@@ -66,17 +72,8 @@ impl Cache {
     /// process holds it.
     pub fn lock_writer(&self, who: &str) -> Result<WriterLock> {
         use std::io::{Read, Seek, Write};
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let path = self.dir.join("writer.lock");
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).map_err(Error::io(&self.dir))?;
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(Error::io(&path))?;
+        let file = open_private(&path).map_err(Error::io(&path))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
                 let said = format!("{who} (pid {})", std::process::id());
@@ -167,37 +164,26 @@ impl Cache {
         let _ = fs::remove_file(self.list_path());
     }
 
-    fn tree_path(&self, id: &ObjectId) -> PathBuf {
-        let hex = id.to_hex();
-        self.dir.join("trees").join(&hex[..2]).join(hex)
-    }
-
     /// The plaintext of tree object `id`, if cached and intact.
     pub fn tree_object(&self, keys: &Keys, id: &ObjectId) -> Option<Vec<u8>> {
-        let plain = fs::read(self.tree_path(id)).ok()?;
+        if let Some(plain) = self.trees.get(id).filter(|plain| tree::plaintext_matches(keys, id, plain)) {
+            return Some(plain);
+        }
+        // A cache from before segments kept a file per object.
+        let hex = id.to_hex();
+        let plain = fs::read(self.dir.join("trees").join(&hex[..2]).join(hex)).ok()?;
         if !tree::plaintext_matches(keys, id, &plain) {
             debug!(%id, "ignoring damaged cache entry");
             return None;
         }
+        self.trees.put(id, &plain);
         Some(plain)
     }
 
-    pub fn put_tree_object(&self, id: &ObjectId, plaintext: &[u8]) {
-        self.write(&self.tree_path(id), plaintext);
-    }
-
     /// Caches tree object `id` unless the cache has it already (a changed
-    /// directory's unchanged runs are cut again at every backup). Written in
-    /// place, without a temporary and a rename: a first backup of a million
-    /// files caches some 130,000 objects, and a torn copy fails its id check
-    /// when read and is replaced then.
+    /// directory's unchanged runs are cut again at every backup).
     pub fn keep_tree_object(&self, id: &ObjectId, plaintext: &[u8]) {
-        let path = self.tree_path(id);
-        match write_new(&path, plaintext) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => debug!(path = %path.display(), error = %e, "could not write to the cache"),
-        }
+        self.trees.put(id, plaintext);
     }
 
     pub fn set(&self, id: &ObjectId) -> Option<Vec<u8>> {
@@ -242,10 +228,13 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::rename(&tmp, path)
 }
 
-/// Writes `bytes` to a new file at `path`, readable by the user alone;
-/// fails with `AlreadyExists` if there is one.
-fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_file(path, bytes, fs::OpenOptions::new().create_new(true))
+/// Opens `path` to read and write, made (0600, in a 0700 directory) if
+/// missing, as it is otherwise.
+fn open_private(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(parent)?;
+    fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
 }
 
 fn write_file(path: &Path, bytes: &[u8], how: &mut fs::OpenOptions) -> std::io::Result<()> {
@@ -261,4 +250,33 @@ fn write_file(path: &Path, bytes: &[u8], how: &mut fs::OpenOptions) -> std::io::
         other => other?,
     };
     file.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tree_object_cached_as_a_file_of_its_own_is_read_and_moved_into_a_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::from_master(&[7; crate::keys::MASTER_LEN]);
+        let (plain, damaged) = (b"an old cache's tree".to_vec(), b"a damaged tree".to_vec());
+        let (id, other) = (keys.object_id(&plain), keys.object_id(&damaged));
+        let cache = Cache::open(dir.path(), "test", &keys);
+        let old = |id: &ObjectId| {
+            let hex = id.to_hex();
+            cache.dir().join("trees").join(&hex[..2]).join(hex)
+        };
+        for (id, bytes) in [(id, &plain[..]), (other, b"not what it was")] {
+            fs::create_dir_all(old(&id).parent().unwrap()).unwrap();
+            fs::write(old(&id), bytes).unwrap();
+        }
+        assert_eq!(cache.tree_object(&keys, &id), Some(plain.clone()));
+        assert_eq!(cache.tree_object(&keys, &other), None, "checked against its id");
+        fs::remove_file(old(&id)).unwrap();
+        drop(cache);
+
+        let cache = Cache::open(dir.path(), "test", &keys);
+        assert_eq!(cache.tree_object(&keys, &id), Some(plain));
+    }
 }
