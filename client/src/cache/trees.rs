@@ -18,8 +18,12 @@
 //! the caller verifies every plaintext by its id anyway: the cache is an
 //! optimisation, and at worst a tree is fetched from the store again.
 //!
-//! Entries are not pruned: a tree object is cached once, whichever backup
-//! cut it, and a changed directory adds only its changed runs.
+//! A tree object is cached once, whichever backup cut it, and a changed
+//! directory adds only its changed runs; still, years of changes add up.
+//! Past [`LIMITS`]`.total` a writer first removes the segments least
+//! recently appended to (not one another process is writing): what they
+//! held that is still wanted is fetched from the store again and cached in
+//! the newest segment.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -39,14 +43,24 @@ const INDEX_MAGIC: &[u8] = b"coffer tree index v1\n";
 const HEADER: usize = 32 + 4 + 4;
 /// Index entry: id, offset, length.
 const ENTRY: usize = 32 + 8 + 4;
-/// A segment past this size is not appended to; the writer takes the next.
-const SEGMENT_BYTES: u64 = 256 << 20;
+
+/// How large the cache's trees may grow.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// A segment past this size is not appended to; the writer takes the next.
+    segment: u64,
+    /// Past this, in all segments, the oldest are removed.
+    total: u64,
+}
+
+const LIMITS: Limits = Limits { segment: 256 << 20, total: 1 << 30 };
 /// Segment numbers looked at; past them the cache stops growing.
 const MAX_SEGMENTS: u32 = 1024;
 
 /// The tree objects of one account's cache, loaded on first use.
 pub struct Trees {
     dir: PathBuf,
+    limits: Limits,
     state: Mutex<Option<State>>,
 }
 
@@ -64,6 +78,9 @@ struct State {
     /// Open segments and how far each was read intact.
     segments: HashMap<u32, Segment>,
     writer: Option<Writer>,
+    /// Segments this process appended to: never trimmed by it, so that a
+    /// tree too large for the limit does not remove what it just cached.
+    written: Vec<u32>,
     /// Set once appending failed, so a full disc is not retried per object.
     cannot_write: bool,
 }
@@ -82,7 +99,7 @@ struct Writer {
 
 impl Trees {
     pub fn new(dir: PathBuf) -> Trees {
-        Trees { dir, state: Mutex::new(None) }
+        Trees { dir, limits: LIMITS, state: Mutex::new(None) }
     }
 
     /// The plaintext recorded for `id`, if its record is intact (the
@@ -118,7 +135,7 @@ impl Trees {
             if state.places.contains_key(id) || state.cannot_write {
                 return;
             }
-            if let Err(e) = state.append(&self.dir, id, plaintext) {
+            if let Err(e) = state.append(&self.dir, self.limits, id, plaintext) {
                 debug!(dir = %self.dir.display(), error = %e, "could not write to the cache");
                 state.cannot_write = true;
             }
@@ -186,10 +203,11 @@ impl State {
         }
     }
 
-    fn append(&mut self, dir: &Path, id: &ObjectId, plaintext: &[u8]) -> io::Result<()> {
-        if self.writer.as_ref().is_none_or(|w| w.end >= SEGMENT_BYTES) {
+    fn append(&mut self, dir: &Path, limits: Limits, id: &ObjectId, plaintext: &[u8]) -> io::Result<()> {
+        if self.writer.as_ref().is_none_or(|w| w.end >= limits.segment) {
             self.finish_writing(dir);
-            self.writer = Some(self.open_writer(dir)?);
+            self.trim(dir, limits.total);
+            self.writer = Some(self.open_writer(dir, limits.segment)?);
         }
         let writer = self.writer.as_mut().expect("opened above");
         let record = encode_record(id, plaintext);
@@ -206,11 +224,14 @@ impl State {
 
     /// Locks the first segment nobody else is writing that has room, reads
     /// what was appended to it since it was loaded, and cuts off a torn tail.
-    fn open_writer(&mut self, dir: &Path) -> io::Result<Writer> {
+    fn open_writer(&mut self, dir: &Path, segment_bytes: u64) -> io::Result<Writer> {
         for number in 0..MAX_SEGMENTS {
             let path = segment_path(dir, number);
             let file = super::open_private(&path)?;
             let Ok(file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
+            if !still_at(&file, &path) {
+                continue; // removed by a trim between our opening and locking it
+            }
             let mut segment = match self.segments.remove(&number) {
                 Some(known) => known,
                 None => Segment { file: File::open(&path)?, read_to: 0 },
@@ -218,14 +239,47 @@ impl State {
             self.read_on(number, &mut segment);
             let end = segment.read_to.max(SEGMENT_MAGIC.len() as u64);
             self.segments.insert(number, segment);
-            if end >= SEGMENT_BYTES {
+            if end >= segment_bytes {
                 continue;
             }
             file.set_len(end)?;
             file.write_all_at(SEGMENT_MAGIC, 0)?;
+            self.written.push(number);
             return Ok(Writer { number, file, end });
         }
         Err(io::Error::other(format!("all {MAX_SEGMENTS} cache segments are full or in use")))
+    }
+
+    /// Removes the segments least recently appended to, while all of them
+    /// together are over `limit`; never one another process is writing, nor
+    /// one this process wrote.
+    fn trim(&mut self, dir: &Path, limit: u64) {
+        let mut segments: Vec<(std::time::SystemTime, u32, u64)> = segment_numbers(dir)
+            .into_iter()
+            .filter_map(|number| {
+                let meta = fs::metadata(segment_path(dir, number)).ok()?;
+                Some((meta.modified().ok()?, number, meta.len()))
+            })
+            .collect();
+        let mut total: u64 = segments.iter().map(|(_, _, len)| len).sum();
+        segments.sort();
+        for (_, number, len) in segments {
+            if total <= limit {
+                break;
+            }
+            if self.written.contains(&number) {
+                continue;
+            }
+            let Ok(file) = File::open(segment_path(dir, number)) else { continue };
+            let Ok(_locked) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else { continue };
+            let _ = fs::remove_file(index_path(dir, number));
+            if fs::remove_file(segment_path(dir, number)).is_ok() {
+                debug!(segment = number, bytes = len, "removed the oldest cache segment");
+                total -= len;
+                self.segments.remove(&number);
+                self.places.retain(|_, place| place.segment != number);
+            }
+        }
     }
 
     /// Leaves the index of the segment written to, then lets it go.
@@ -249,6 +303,16 @@ impl State {
         if let Some(segment) = self.segments.get_mut(&writer.number) {
             segment.read_to = writer.end;
         }
+    }
+}
+
+/// Whether `file` is still the one at `path` (a trim may have removed it
+/// between our opening and locking it).
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(ours), Ok(there)) => ours.dev() == there.dev() && ours.ino() == there.ino(),
+        _ => false,
     }
 }
 
@@ -462,6 +526,41 @@ mod tests {
         drop(trees);
         let trees = Trees::new(dir.path().join("trees"));
         assert!(all_read(&trees, 0..100));
+    }
+
+    #[test]
+    fn past_its_limit_the_cache_removes_its_oldest_segments_but_not_one_being_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = |dir: &Path| Trees {
+            dir: dir.join("trees"),
+            limits: Limits { segment: 16 << 10, total: 128 << 10 },
+            state: Mutex::new(None),
+        };
+        let writing = small(dir.path());
+        fill(&writing, 0..5);
+        for session in 0..10 {
+            let trees = small(dir.path());
+            fill(&trees, 100 + session * 100..200 + session * 100);
+        }
+        let total: u64 = fs::read_dir(dir.path().join("trees"))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_str().unwrap().ends_with(".seg"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum();
+        assert!(total <= (128 + 16 + 16) << 10, "{total} bytes of segments");
+        let trees = small(dir.path());
+        assert!(all_read(&trees, 1000..1100), "the newest are kept");
+        assert_eq!(trees.get(&object(100).0), None, "the oldest are gone");
+        assert!(all_read(&writing, 0..5), "a segment being written is not removed");
+        drop(writing);
+        assert!(all_read(&small(dir.path()), 0..5));
+
+        // One backup's trees larger than the limit: none of them removed.
+        let big = small(dir.path());
+        fill(&big, 2000..3000);
+        drop(big);
+        assert!(all_read(&small(dir.path()), 2000..3000));
     }
 
     #[test]
