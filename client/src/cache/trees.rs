@@ -107,14 +107,14 @@ impl Trees {
     pub fn get(&self, id: &ObjectId) -> Option<Vec<u8>> {
         self.with_state(|state| {
             let place = *state.places.get(id)?;
-            let file = match &state.writer {
-                Some(w) if w.number == place.segment => &*w.file,
-                _ => &state.segments.get(&place.segment)?.file,
-            };
+            let file = &state.segments.get(&place.segment)?.file;
             let mut record = vec![0; HEADER + place.len as usize];
             let read = file.read_exact_at(&mut record, place.offset).ok();
             match read.and_then(|()| parse_record(&record)) {
-                Some((found, plain)) if found == *id => Some(plain.to_vec()),
+                Some((found, _)) if found == *id => {
+                    record.drain(..HEADER);
+                    Some(record)
+                }
                 _ => {
                     // Damaged: forgotten, so that the object is cached anew.
                     debug!(%id, "ignoring a damaged cache record");
