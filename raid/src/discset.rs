@@ -9,7 +9,8 @@
 //! removed; an empty directory (a replaced disc) is labelled, and a rebuild
 //! fills it. Opening also settles what a crash can leave: temporary stripes
 //! (`NAME.rfw`) of a commit under way are put in place, those of writes that
-//! never committed are removed. Reads that had to repair a
+//! never committed are removed (a caller that may refuse the discs opens
+//! them as found and settles once it has decided). Reads that had to repair a
 //! block from parity are counted, for the node's metrics.
 
 use std::collections::HashSet;
@@ -47,12 +48,27 @@ pub(crate) struct Inner {
 }
 
 impl DiscSet {
-    /// Opens (creating if needed) a disc set of 1 or 3 directories.
+    /// Opens (creating if needed) a disc set of 1 or 3 directories, and
+    /// settles what a crash left.
     pub fn open(dirs: &[PathBuf]) -> Result<DiscSet> {
         Self::with_block_size(dirs, DEFAULT_BLOCK_SIZE)
     }
 
     pub fn with_block_size(dirs: &[PathBuf], block_size: u32) -> Result<DiscSet> {
+        let set = Self::unsettled(dirs, block_size)?;
+        set.settle()?;
+        Ok(set)
+    }
+
+    /// Opens the set without touching a stripe: for a caller that must look
+    /// before it decides whether these discs are its own to repair (a store
+    /// that finds no index for its packs refuses them as they are).
+    /// [`DiscSet::settle`] must run before the set is written to.
+    pub fn open_as_found(dirs: &[PathBuf]) -> Result<DiscSet> {
+        Self::unsettled(dirs, DEFAULT_BLOCK_SIZE)
+    }
+
+    fn unsettled(dirs: &[PathBuf], block_size: u32) -> Result<DiscSet> {
         if !matches!(dirs.len(), 1 | 3) {
             return Err(RaidError::DiscCount(dirs.len()));
         }
@@ -60,7 +76,6 @@ impl DiscSet {
             durable::create_dir_all(dir)?;
         }
         let id = check_labels(dirs)?;
-        crate::writer::settle_temporaries(dirs)?;
         Ok(DiscSet {
             inner: Arc::new(Inner {
                 id,
@@ -71,6 +86,12 @@ impl DiscSet {
                 degraded_reads: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Finishes the commits a crash interrupted and removes the stripes of
+    /// writes that never committed.
+    pub fn settle(&self) -> Result<()> {
+        crate::writer::settle_temporaries(&self.inner.dirs)
     }
 
     pub fn dirs(&self) -> &[PathBuf] {

@@ -100,6 +100,9 @@ impl Store {
                 });
             }
         }
+        // Only now, with the index shown to be this store's, may a crash's
+        // leftovers on the discs be settled: a refused store stays as found.
+        self.discs().settle()?;
         let announced = self.announced()?;
         for (account, pack, name) in files {
             self.inner.next_pack.fetch_max(pack + 1, Ordering::SeqCst);
@@ -131,6 +134,7 @@ impl Store {
         lost: impl Fn(AccountId) -> AccountRecord,
     ) -> Result<Vec<CheckReport>> {
         let store = Store::open_unchecked(root, discs)?;
+        store.discs().settle()?;
         let files = store.pack_files()?;
         let accounts: BTreeSet<AccountId> = files.iter().map(|(a, _, _)| *a).collect();
         for (_, pack, _) in &files {

@@ -93,6 +93,7 @@ impl Store {
             // The discs hold another store's packs, or this one's without its index.
             return Err(StoreError::IndexLost { root: root.to_path_buf(), packs });
         }
+        store.discs().settle()?;
         write_mark(root)?;
         Ok(store)
     }
@@ -108,7 +109,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens a store without recovery, for rebuilding its index (which
+    /// Opens a store without recovery, its discs as found (not yet
+    /// settled), for [`Store::recover`] or for rebuilding its index (which
     /// marks a directory whose `STORE` file was lost as a store again).
     pub(crate) fn open_unchecked(root: &Path, discs: &[PathBuf]) -> Result<Store> {
         if !root.join("STORE").exists() {
@@ -127,7 +129,7 @@ impl Store {
             other => other,
         })?;
         let next_pack = index::get::<u64>(&db, index::CF_META, index::META_NEXT_PACK)?.unwrap_or(1);
-        let discs = DiscSet::open(discs)?;
+        let discs = DiscSet::open_as_found(discs)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,

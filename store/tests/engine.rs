@@ -282,12 +282,17 @@ fn a_store_whose_index_is_lost_is_refused_with_every_pack_kept_and_rebuilt_from_
     let packs = pack_count(dir.path());
     assert!(packs >= 2);
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    // The node died mid-write too: even the RAID layer's leftovers stay as
+    // they are until the operator has rebuilt the index.
+    let temp = dir.path().join("packs/00000001/0000000000000063.pack.rfw");
+    std::fs::write(&temp, b"half").unwrap();
 
     for _ in 0..2 {
         let err = Store::open(dir.path()).err().expect("a store without its index is refused");
         assert!(matches!(err, StoreError::IndexLost { .. }), "{err}");
         assert!(err.to_string().contains("rebuild"), "{err}");
         assert_eq!(pack_count(dir.path()), packs, "nothing removed");
+        assert!(temp.exists(), "a refused store is left as found");
     }
     // Nor is a store made anew over the packs, with the STORE mark lost too.
     std::fs::remove_file(dir.path().join("STORE")).unwrap();
@@ -304,6 +309,7 @@ fn a_store_whose_index_is_lost_is_refused_with_every_pack_kept_and_rebuilt_from_
     };
     let reports = Store::rebuild_index(dir.path(), &[dir.path().join("packs")], lost).unwrap();
     assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+    assert!(!temp.exists(), "the rebuild settles what the crash left");
     let store = Store::open(dir.path()).unwrap();
     let listed: Vec<ObjectId> = store.sets(acct).unwrap().into_iter().map(|(id, _)| id).collect();
     assert_eq!(listed, sets);
