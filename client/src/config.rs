@@ -210,12 +210,12 @@ impl ClientConfig {
         let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
         let mut config: ClientConfig =
             toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = coffer_proto::config::base_dir(path).map_err(Error::io(path))?;
         let resolve = |p: &mut PathBuf| *p = base.join(&*p);
         config.keys.as_mut().map(resolve);
         config.cache.as_mut().map(resolve);
         if let Some(tls) = config.tls.as_mut() {
-            tls.relative_to(base);
+            tls.relative_to(&base);
         }
         for location in &mut config.locations {
             resolve(&mut location.path);

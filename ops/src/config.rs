@@ -32,9 +32,9 @@ impl AdminConfig {
     pub fn load(path: &Path) -> Result<AdminConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut config: AdminConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = coffer_proto::config::base_dir(path).with_context(|| format!("{}", path.display()))?;
         if let Some(tls) = config.tls.as_mut() {
-            tls.relative_to(base);
+            tls.relative_to(&base);
         }
         Ok(config)
     }

@@ -265,8 +265,11 @@ impl NodeConfig {
             .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let mut config: NodeConfig = toml::from_str(&text)
             .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        let base = base_dir(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         config.data = base.join(&config.data);
+        for d in &mut config.discs {
+            *d = base.join(&*d);
+        }
         if config.discs.is_empty() {
             config.discs.push(config.data.join("packs"));
         }
@@ -276,10 +279,7 @@ impl NodeConfig {
                 message: format!("`discs` names {} directories; give 1, or 3 for RAID", config.discs.len()),
             });
         }
-        for d in &mut config.discs {
-            *d = base.join(&*d);
-        }
-        config.tls.relative_to(base);
+        config.tls.relative_to(&base);
         if let Some(program) = &mut config.alerts.notify {
             *program = base.join(&*program);
         }
@@ -289,6 +289,18 @@ impl NodeConfig {
     /// The file `load` reads back as this configuration.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a node configuration is plain TOML")
+    }
+}
+
+/// The directory that relative paths in the configuration file `path`
+/// start from: the file's own, made absolute once, so that every path means
+/// the same whatever the working directory of the program reading it.
+/// (The directory, not the file, is resolved: a config file that is a
+/// symbolic link keeps its paths relative to where the link is.)
+pub fn base_dir(path: &Path) -> std::io::Result<PathBuf> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.canonicalize(),
+        _ => std::env::current_dir(),
     }
 }
 
@@ -314,6 +326,28 @@ mod tests {
         assert_eq!(c.housekeeping_interval, Duration::from_secs(90));
         assert_eq!(c.grace, Duration::from_secs(6 * 3600));
         assert!(c.data.is_absolute() && c.data.ends_with("d"));
+    }
+
+    #[test]
+    fn a_config_named_by_a_relative_path_resolves_its_paths_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        std::fs::write(
+            real.join("node.toml"),
+            format!("name = \"n1\"\nlisten = \"127.0.0.1:7101\"\ndata = \"node1/data\"\n{TLS}"),
+        )
+        .unwrap();
+        // The file as `coffer-node --config lab/node.toml` from elsewhere names it.
+        let up = "../".repeat(std::env::current_dir().unwrap().components().count() - 1);
+        let relative = Path::new(&up).join(real.strip_prefix("/").unwrap()).join("node.toml");
+        let c = NodeConfig::load(&relative).unwrap();
+        assert_eq!(c.data, real.join("node1/data"));
+        assert_eq!(
+            c.discs,
+            vec![real.join("node1/data/packs")],
+            "the packs beside the index, not joined twice"
+        );
+        assert_eq!(c.tls.cert, real.join("n.crt"));
     }
 
     #[test]
