@@ -106,11 +106,19 @@ impl Limits {
     pub const UNLIMITED: Limits = Limits { soft: u64::MAX, hard: u64::MAX };
 }
 
+/// Write-ahead log kept before the families holding the oldest are flushed.
+const WAL_LIMIT: u64 = 64 << 20;
+
 pub fn open_db(path: &Path) -> Result<DB> {
     let mut opts = Options::default();
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_keep_log_file_num(4);
+    // A write-ahead log is freed only once every family with data in it has
+    // flushed, and by default RocksDB lets logs reach four times all
+    // families' buffers (4 GiB here) first: a million-file backup and its
+    // counting left 190 MB of log beside 130 MB of tables on a node.
+    opts.set_max_total_wal_size(WAL_LIMIT);
     // RocksDB's own log opens with a ~130 KiB dump of its options: a local
     // store is opened by every backup, and its size is the user's.
     opts.set_log_level(rocksdb::LogLevel::Warn);
