@@ -298,10 +298,8 @@ impl NodeConfig {
 /// (The directory, not the file, is resolved: a config file that is a
 /// symbolic link keeps its paths relative to where the link is.)
 pub fn base_dir(path: &Path) -> std::io::Result<PathBuf> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.canonicalize(),
-        _ => std::env::current_dir(),
-    }
+    // `node.toml` alone has the parent "", which is the working directory.
+    path.parent().filter(|dir| !dir.as_os_str().is_empty()).unwrap_or(Path::new(".")).canonicalize()
 }
 
 #[cfg(test)]
